@@ -1,0 +1,116 @@
+//! [`Record`]: one record of a batch, as a plugin sees it.
+//!
+//! In a plugin running in the host, a `Record` is an index into the host-held batch and
+//! every read or write is one call across the boundary with a typed value, so the record
+//! is never copied whole. In a native `cargo test` it wraps a `serde_json::Value` and walks
+//! it with the same [`crate::path`] code the host uses.
+
+use crate::{Error, Path, Value, ctr};
+
+/// One record, reached through [`Path`]s.
+pub struct Record<'a> {
+    inner: Inner<'a>,
+}
+
+#[cfg(target_arch = "wasm32")]
+struct Inner<'a> {
+    batch: &'a crate::bindings::types::Records,
+    index: u32,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+struct Inner<'a> {
+    json: &'a mut serde_json::Value,
+}
+
+impl<'a> Record<'a> {
+    #[cfg(target_arch = "wasm32")]
+    pub(crate) fn in_batch(batch: &'a crate::bindings::types::Records, index: u32) -> Self {
+        Record { inner: Inner { batch, index } }
+    }
+
+    /// Wraps a JSON record, for native tests (see [`crate::testing`]).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn native(json: &'a mut serde_json::Value) -> Self {
+        Record { inner: Inner { json } }
+    }
+
+    /// The value at `path`, or `None` when a segment is missing.
+    pub fn get(&self, path: &Path) -> Option<Value> {
+        #[cfg(target_arch = "wasm32")]
+        return self.inner.batch.get(self.inner.index, path.id);
+        #[cfg(not(target_arch = "wasm32"))]
+        return path.field.get(self.inner.json).map(Value::from_json);
+    }
+
+    /// The text at `path`, when it is a string.
+    pub fn get_str(&self, path: &Path) -> Option<String> {
+        match self.get(path)? {
+            Value::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The value at `path` as JSON.
+    pub fn get_json(&self, path: &Path) -> Option<serde_json::Value> {
+        self.get(path).map(|v| v.to_json())
+    }
+
+    /// Sets the value at `path`, creating missing objects on the way.
+    pub fn set(&mut self, path: &Path, value: impl Into<Value>) -> Result<(), Error> {
+        let value = value.into();
+        #[cfg(target_arch = "wasm32")]
+        return self
+            .inner
+            .batch
+            .set(self.inner.index, path.id, &value)
+            .map_err(Error::bad_record);
+        #[cfg(not(target_arch = "wasm32"))]
+        return path
+            .field
+            .set(self.inner.json, value.to_json())
+            .map_err(|e| Error::bad_record(e.to_string()));
+    }
+
+    /// Removes the value at `path`, returning it.
+    pub fn remove(&mut self, path: &Path) -> Option<Value> {
+        #[cfg(target_arch = "wasm32")]
+        return self.inner.batch.remove(self.inner.index, path.id);
+        #[cfg(not(target_arch = "wasm32"))]
+        return path.field.remove(self.inner.json).map(|v| Value::from_json(&v));
+    }
+
+    /// The whole record as JSON. This copies the record across the boundary: prefer
+    /// [`Record::get`] on the per-record path.
+    pub fn to_json(&self) -> serde_json::Value {
+        #[cfg(target_arch = "wasm32")]
+        return serde_json::from_str(&self.inner.batch.to_json(self.inner.index))
+            .unwrap_or(serde_json::Value::Null);
+        #[cfg(not(target_arch = "wasm32"))]
+        return self.inner.json.clone();
+    }
+
+    /// Replaces the whole record (it must be a JSON object).
+    pub fn replace_json(&mut self, json: &serde_json::Value) -> Result<(), Error> {
+        if !json.is_object() {
+            return Err(Error::bad_record("a record must be a JSON object"));
+        }
+        #[cfg(target_arch = "wasm32")]
+        return self
+            .inner
+            .batch
+            .set_json(self.inner.index, &json.to_string())
+            .map_err(Error::bad_record);
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            *self.inner.json = json.clone();
+            Ok(())
+        }
+    }
+
+    /// The record as the typed contact trace record model (a whole-record copy).
+    pub fn ctr(&self) -> Result<ctr::ContactTraceRecord, Error> {
+        ctr::ContactTraceRecord::from_value(self.to_json())
+            .map_err(|e| Error::bad_record(e.to_string()))
+    }
+}

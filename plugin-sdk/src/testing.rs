@@ -1,0 +1,86 @@
+//! Running a plugin natively, in `cargo test`, with no host.
+//!
+//! ```ignore
+//! let mut plugin = testing::init::<MyPlugin>(json!({"fields": ["Agent.Username"]}))?;
+//! let (outcome, record) = testing::process(&mut plugin, json!({"ContactId": "c1"}));
+//! ```
+//!
+//! Lookups read tables set with [`set_table`]; [`count`] totals can be read back with
+//! [`counter`]. Both are per test thread, so tests stay independent.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use crate::{Error, Init, Sink, Transform};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::{Encoded, Outcome};
+
+thread_local! {
+    static TABLES: RefCell<HashMap<String, HashMap<String, serde_json::Value>>> =
+        RefCell::new(HashMap::new());
+    static COUNTERS: RefCell<HashMap<String, i64>> = RefCell::new(HashMap::new());
+}
+
+/// Builds a plugin from a config, as the host would at init.
+pub fn init<T: Transform>(config: serde_json::Value) -> Result<(T, Vec<String>), Error> {
+    let mut init = Init::new(config);
+    let plugin = T::init(&mut init)?;
+    Ok((plugin, init.outputs))
+}
+
+/// Builds a sink plugin from a config.
+pub fn init_sink<T: Sink>(config: serde_json::Value) -> Result<T, Error> {
+    T::init(&mut Init::new(config))
+}
+
+/// Runs one record through a transform; returns the outcome and the record as it was left.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn process<T: Transform>(
+    plugin: &mut T,
+    mut record: serde_json::Value,
+) -> (Outcome, serde_json::Value) {
+    let outcome = plugin.process(&mut crate::Record::native(&mut record));
+    (outcome, record)
+}
+
+/// Encodes one record with a sink plugin.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn encode<T: Sink>(plugin: &mut T, mut record: serde_json::Value) -> Result<Encoded, Error> {
+    plugin.encode(&crate::Record::native(&mut record))
+}
+
+/// Makes `rows` the content of lookup table `name`, keyed by the value of `key_column`
+/// (rendered as text) in each row.
+pub fn set_table(name: &str, key_column: &str, rows: &[serde_json::Value]) {
+    let table = rows
+        .iter()
+        .filter_map(|row| {
+            let key = match row.get(key_column)? {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            Some((key, row.clone()))
+        })
+        .collect();
+    TABLES.with(|t| t.borrow_mut().insert(name.to_string(), table));
+}
+
+/// The total of a plugin-defined counter in this thread.
+pub fn counter(name: &str) -> i64 {
+    COUNTERS.with(|c| c.borrow().get(name).copied().unwrap_or(0))
+}
+
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+pub(crate) fn lookup(table: &str, key: &str) -> Result<Option<serde_json::Value>, Error> {
+    TABLES.with(|t| match t.borrow().get(table) {
+        Some(rows) => Ok(rows.get(key).cloned()),
+        None => Err(Error::lookup_failed(format!(
+            "table {table:?} is not granted (in tests: call testing::set_table first)"
+        ))),
+    })
+}
+
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+pub(crate) fn count(name: &str, delta: i64) {
+    COUNTERS.with(|c| *c.borrow_mut().entry(name.to_string()).or_default() += delta);
+}

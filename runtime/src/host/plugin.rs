@@ -1,0 +1,461 @@
+//! Running plugins: a pool of instances per node, each in its own `Store`, with traps
+//! contained.
+//!
+//! Every call gets a deadline of the node's `time_per_record` times the batch length
+//! (epoch interruption). When a call traps — a panic, the deadline, the memory cap — the
+//! instance is discarded (wasmtime poisons it), the batch's edits are rolled back, and the
+//! records are retried one by one on fresh instances, so one bad record costs only itself:
+//! it comes back as a [`Failure`] naming the kind, while its batch-mates are processed
+//! normally.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value as Json;
+use wasmtime::component::{InstancePre, Resource};
+use wasmtime::{Engine, Store, Trap};
+
+use super::bindings::sink::exports::ctrflow::plugin::encoder::Encoded;
+use super::bindings::sink::{Sink, SinkPre};
+use super::bindings::transform::{Enrich, EnrichPre};
+use super::bindings::{ErrorKind, Outcome, PluginError};
+use super::records::Batch;
+use super::state::{NodeContext, PluginState};
+use super::{HostError, Limits, TICK};
+use crate::record::Record;
+
+/// Why a record was refused. Plugin-reported kinds mirror the WIT `error-kind`; the rest
+/// are the host's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// The plugin said the record is bad.
+    BadRecord,
+    /// The plugin said its config is unusable.
+    InvalidConfig,
+    /// A lookup table failed.
+    LookupFailed,
+    /// The plugin reported another error.
+    Internal,
+    /// The call ran past its deadline.
+    Deadline,
+    /// The instance hit its memory cap.
+    MemoryLimit,
+    /// The plugin panicked (or otherwise reached `unreachable`).
+    Panic,
+    /// Any other trap.
+    Trap,
+    /// The plugin produced a record larger than the node's `max_output`, or too many.
+    OutputTooLarge,
+}
+
+impl FailureKind {
+    /// A stable snake_case name, as written in dead letters and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::BadRecord => "bad_record",
+            FailureKind::InvalidConfig => "invalid_config",
+            FailureKind::LookupFailed => "lookup_failed",
+            FailureKind::Internal => "plugin_error",
+            FailureKind::Deadline => "deadline",
+            FailureKind::MemoryLimit => "memory_limit",
+            FailureKind::Panic => "panic",
+            FailureKind::Trap => "trap",
+            FailureKind::OutputTooLarge => "output_too_large",
+        }
+    }
+
+    /// Whether this is a trap (the instance was discarded) rather than a returned error.
+    pub fn is_trap(self) -> bool {
+        matches!(self, FailureKind::Deadline | FailureKind::MemoryLimit | FailureKind::Panic | FailureKind::Trap)
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refused record's reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// What kind of failure.
+    pub kind: FailureKind,
+    /// What happened, for the dead letters.
+    pub message: String,
+}
+
+impl From<PluginError> for Failure {
+    fn from(e: PluginError) -> Self {
+        let kind = match e.kind {
+            ErrorKind::BadRecord => FailureKind::BadRecord,
+            ErrorKind::InvalidConfig => FailureKind::InvalidConfig,
+            ErrorKind::LookupFailed => FailureKind::LookupFailed,
+            ErrorKind::Internal => FailureKind::Internal,
+        };
+        Failure { kind, message: e.message }
+    }
+}
+
+/// Classifies an error returned by a call into a plugin.
+pub(crate) fn classify(err: &wasmtime::Error, limits: &Limits, n: usize) -> Failure {
+    let (kind, message) = match err.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => (
+            FailureKind::Deadline,
+            format!(
+                "exceeded its deadline of {:?} ({} record(s) at {:?} each)",
+                limits.time_per_record * n as u32,
+                n,
+                limits.time_per_record
+            ),
+        ),
+        Some(Trap::UnreachableCodeReached) => {
+            (FailureKind::Panic, "panicked (reached `unreachable`)".to_string())
+        }
+        Some(trap) => (FailureKind::Trap, format!("trapped: {trap}")),
+        None => {
+            let text = format!("{err:#}");
+            if text.contains("forcing trap when growing memory") {
+                (
+                    FailureKind::MemoryLimit,
+                    format!("exceeded its memory cap of {} bytes", limits.memory_bytes),
+                )
+            } else {
+                (FailureKind::Trap, format!("trapped: {text}"))
+            }
+        }
+    };
+    Failure { kind, message }
+}
+
+/// What the host does with one world's plugins: how to instantiate, init and call them.
+pub(crate) trait World: Sized + Send + 'static {
+    type Pre: Send + Sync;
+    type Bindings: Send;
+    type Out: Send;
+    type Info: Send;
+
+    fn pre(pre: InstancePre<PluginState>) -> wasmtime::Result<Self::Pre>;
+    fn instantiate(pre: &Self::Pre, store: &mut Store<PluginState>) -> wasmtime::Result<Self::Bindings>;
+    fn init(b: &Self::Bindings, store: &mut Store<PluginState>, config: &str)
+    -> wasmtime::Result<Result<Self::Info, PluginError>>;
+    fn call(b: &Self::Bindings, store: &mut Store<PluginState>, batch: Resource<Batch>)
+    -> wasmtime::Result<Vec<Self::Out>>;
+}
+
+/// Transform and enrich plugins.
+pub(crate) struct TransformWorld;
+
+impl World for TransformWorld {
+    type Pre = EnrichPre<PluginState>;
+    type Bindings = Enrich;
+    type Out = Outcome;
+    type Info = Vec<String>;
+
+    fn pre(pre: InstancePre<PluginState>) -> wasmtime::Result<Self::Pre> {
+        EnrichPre::new(pre)
+    }
+    fn instantiate(pre: &Self::Pre, store: &mut Store<PluginState>) -> wasmtime::Result<Enrich> {
+        pre.instantiate(store)
+    }
+    fn init(b: &Enrich, store: &mut Store<PluginState>, config: &str) -> wasmtime::Result<Result<Vec<String>, PluginError>> {
+        Ok(b.ctrflow_plugin_transformer().call_init(store, config)?.map(|info| info.outputs))
+    }
+    fn call(b: &Enrich, store: &mut Store<PluginState>, batch: Resource<Batch>) -> wasmtime::Result<Vec<Outcome>> {
+        b.ctrflow_plugin_transformer().call_process(store, batch)
+    }
+}
+
+/// Sink plugins.
+pub(crate) struct SinkWorld;
+
+impl World for SinkWorld {
+    type Pre = SinkPre<PluginState>;
+    type Bindings = Sink;
+    type Out = Result<Encoded, PluginError>;
+    type Info = ();
+
+    fn pre(pre: InstancePre<PluginState>) -> wasmtime::Result<Self::Pre> {
+        SinkPre::new(pre)
+    }
+    fn instantiate(pre: &Self::Pre, store: &mut Store<PluginState>) -> wasmtime::Result<Sink> {
+        pre.instantiate(store)
+    }
+    fn init(b: &Sink, store: &mut Store<PluginState>, config: &str) -> wasmtime::Result<Result<(), PluginError>> {
+        b.ctrflow_plugin_encoder().call_init(store, config)
+    }
+    fn call(b: &Sink, store: &mut Store<PluginState>, batch: Resource<Batch>) -> wasmtime::Result<Vec<Self::Out>> {
+        b.ctrflow_plugin_encoder().call_encode(store, batch)
+    }
+}
+
+struct Instance<W: World> {
+    store: Store<PluginState>,
+    bindings: W::Bindings,
+}
+
+/// A node's plugin: compiled once, pre-instantiated, with a pool of initialised instances.
+pub(crate) struct Pool<W: World> {
+    engine: Engine,
+    pre: W::Pre,
+    config: String,
+    limits: Limits,
+    ctx: Arc<NodeContext>,
+    idle: Mutex<Vec<Instance<W>>>,
+}
+
+/// How long `init` may take.
+const INIT_DEADLINE: Duration = Duration::from_secs(5);
+
+fn ticks(budget: Duration) -> u64 {
+    (budget.as_nanos() / TICK.as_nanos()) as u64 + 1
+}
+
+impl<W: World> Pool<W> {
+    /// Pre-instantiates and initialises a first instance; returns its init info too.
+    pub(crate) fn new(
+        engine: Engine,
+        pre: InstancePre<PluginState>,
+        config: &Json,
+        limits: Limits,
+        ctx: Arc<NodeContext>,
+    ) -> Result<(Self, W::Info), HostError> {
+        let pre = W::pre(pre).map_err(|e| HostError::WrongWorld {
+            plugin: ctx.plugin.clone(),
+            node: ctx.node.clone(),
+            detail: format!("{e:#}"),
+        })?;
+        let config = if config.is_null() { "{}".to_string() } else { config.to_string() };
+        let pool = Pool { engine, pre, config, limits, ctx, idle: Mutex::new(Vec::new()) };
+        let (first, info) = pool.instantiate()?;
+        pool.checkin(first);
+        Ok((pool, info))
+    }
+
+    pub(crate) fn context(&self) -> &Arc<NodeContext> {
+        &self.ctx
+    }
+
+    fn instantiate(&self) -> Result<(Instance<W>, W::Info), HostError> {
+        let ctx = &self.ctx;
+        let trapped = |e: wasmtime::Error| {
+            let f = classify(&e, &self.limits, 1);
+            HostError::Trapped { plugin: ctx.plugin.clone(), node: ctx.node.clone(), kind: f.kind, detail: f.message }
+        };
+        let mut store = Store::new(&self.engine, PluginState::new(ctx.clone(), self.limits.memory_bytes));
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(ticks(INIT_DEADLINE));
+        let bindings = W::instantiate(&self.pre, &mut store).map_err(|e| HostError::Instantiate {
+            plugin: ctx.plugin.clone(),
+            node: ctx.node.clone(),
+            detail: format!("{e:#}"),
+        })?;
+        let info = match W::init(&bindings, &mut store, &self.config).map_err(trapped)? {
+            Ok(info) => info,
+            Err(e) => {
+                return Err(HostError::Init {
+                    plugin: ctx.plugin.clone(),
+                    node: ctx.node.clone(),
+                    kind: Failure::from(e.clone()).kind,
+                    message: e.message,
+                });
+            }
+        };
+        Ok((Instance { store, bindings }, info))
+    }
+
+    fn checkout(&self) -> Result<Instance<W>, HostError> {
+        if let Some(i) = self.idle.lock().ok().and_then(|mut idle| idle.pop()) {
+            return Ok(i);
+        }
+        self.instantiate().map(|(i, _)| i)
+    }
+
+    fn checkin(&self, instance: Instance<W>) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(instance);
+        }
+    }
+
+    /// Calls the plugin on a batch. On a trap the batch is rolled back and its records are
+    /// retried alone; each record comes back with its output or its failure, in order.
+    pub(crate) fn call(&self, records: Vec<Record>) -> Vec<(Record, Result<W::Out, Failure>)> {
+        if records.is_empty() {
+            return Vec::new();
+        }
+        let mut instance = match self.checkout() {
+            Ok(i) => i,
+            Err(e) => {
+                let f = Failure { kind: e.failure_kind(), message: e.to_string() };
+                return records.into_iter().map(|r| (r, Err(f.clone()))).collect();
+            }
+        };
+        let n = records.len();
+        let store = &mut instance.store;
+        let batch = store
+            .data_mut()
+            .table
+            .push(Batch::new(records, self.limits.max_output_bytes))
+            .expect("a fresh batch fits the resource table");
+        store.set_epoch_deadline(ticks(self.limits.time_per_record * n as u32));
+        let result = W::call(&instance.bindings, store, Resource::new_borrow(batch.rep()));
+        let batch = store.data_mut().table.delete(batch).expect("the batch is still in the table");
+        match result {
+            Ok(outs) if outs.len() == n => {
+                self.checkin(instance);
+                batch.into_records().into_iter().zip(outs.into_iter().map(Ok)).collect()
+            }
+            Ok(outs) => {
+                // A contract violation, not a trap: the instance may be kept.
+                self.checkin(instance);
+                let f = Failure {
+                    kind: FailureKind::Internal,
+                    message: format!("returned {} results for a batch of {n}", outs.len()),
+                };
+                batch.rollback().into_iter().map(|r| (r, Err(f.clone()))).collect()
+            }
+            Err(e) => {
+                drop(instance); // poisoned by the trap
+                let records = batch.rollback();
+                if n == 1 {
+                    let f = classify(&e, &self.limits, 1);
+                    tracing::debug!(node = %self.ctx.node, kind = %f.kind, "Plugin trapped; instance replaced.");
+                    return records.into_iter().map(|r| (r, Err(f.clone()))).collect();
+                }
+                tracing::debug!(node = %self.ctx.node, n, "Plugin trapped on a batch; retrying its records one by one.");
+                records.into_iter().flat_map(|r| self.call(vec![r])).collect()
+            }
+        }
+    }
+}
+
+/// A transform or enrich node's plugin.
+pub struct TransformPlugin {
+    pub(crate) pool: Pool<TransformWorld>,
+    pub(crate) outputs: Vec<String>,
+    pub(crate) limits: Limits,
+}
+
+/// What a transform decided about one record.
+#[derive(Debug)]
+pub enum Decision {
+    /// To the default output.
+    Keep,
+    /// Deliberately dropped.
+    Drop,
+    /// To the named output with this index in [`TransformPlugin::outputs`].
+    Route(u32),
+    /// Replaced by these documents.
+    Split(Vec<Json>),
+    /// Refused.
+    Fail(Failure),
+}
+
+impl TransformPlugin {
+    /// The named outputs the plugin declared at init.
+    pub fn outputs(&self) -> &[String] {
+        &self.outputs
+    }
+
+    /// The node's context (counters, grants).
+    pub fn context(&self) -> &Arc<NodeContext> {
+        self.pool.context()
+    }
+
+    /// Runs a batch through the plugin.
+    pub fn process(&self, records: Vec<Record>) -> Vec<(Record, Decision)> {
+        let outputs = self.outputs.len() as u32;
+        self.pool
+            .call(records)
+            .into_iter()
+            .map(|(record, out)| {
+                let decision = match out {
+                    Err(f) => Decision::Fail(f),
+                    Ok(Outcome::Keep) => Decision::Keep,
+                    Ok(Outcome::Drop) => Decision::Drop,
+                    Ok(Outcome::Route(i)) if i < outputs => Decision::Route(i),
+                    Ok(Outcome::Route(i)) => Decision::Fail(Failure {
+                        kind: FailureKind::Internal,
+                        message: format!("routed to output #{i}, but declared only {outputs}"),
+                    }),
+                    Ok(Outcome::Split(docs)) => self.split(docs),
+                    Ok(Outcome::Fail(e)) => Decision::Fail(e.into()),
+                };
+                (record, decision)
+            })
+            .collect()
+    }
+
+    fn split(&self, docs: Vec<String>) -> Decision {
+        let too_large = |message| Decision::Fail(Failure { kind: FailureKind::OutputTooLarge, message });
+        if docs.len() > self.limits.max_split {
+            return too_large(format!(
+                "split one record into {} (the node's max_split is {})",
+                docs.len(),
+                self.limits.max_split
+            ));
+        }
+        let mut out = Vec::with_capacity(docs.len());
+        for doc in docs {
+            if doc.len() > self.limits.max_output_bytes {
+                return too_large(format!(
+                    "produced a record of {} bytes (the node's max_output is {} bytes)",
+                    doc.len(),
+                    self.limits.max_output_bytes
+                ));
+            }
+            match serde_json::from_str::<Json>(&doc) {
+                Ok(v) if v.is_object() => out.push(v),
+                Ok(_) => return Decision::Fail(Failure { kind: FailureKind::Internal, message: "split produced a non-object".into() }),
+                Err(e) => return Decision::Fail(Failure { kind: FailureKind::Internal, message: format!("split produced invalid JSON: {e}") }),
+            }
+        }
+        Decision::Split(out)
+    }
+}
+
+/// A sink node's encoding plugin.
+pub struct SinkPlugin {
+    pub(crate) pool: Pool<SinkWorld>,
+}
+
+/// One record's encoding, as the connectors use it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Encoding {
+    /// Partition (hash) key.
+    pub partition_key: Option<String>,
+    /// Sort (range) key.
+    pub sort_key: Option<String>,
+    /// Named columns / item attributes, as JSON values.
+    pub columns: Vec<(String, Json)>,
+    /// Bytes for byte-oriented destinations.
+    pub payload: Option<Vec<u8>>,
+}
+
+impl SinkPlugin {
+    /// The node's context.
+    pub fn context(&self) -> &Arc<NodeContext> {
+        self.pool.context()
+    }
+
+    /// Encodes a batch.
+    pub fn encode(&self, records: Vec<Record>) -> Vec<(Record, Result<Encoding, Failure>)> {
+        self.pool
+            .call(records)
+            .into_iter()
+            .map(|(record, out)| {
+                let enc = out.and_then(|r| r.map_err(Failure::from)).and_then(|e| {
+                    let columns = e
+                        .columns
+                        .into_iter()
+                        .map(|(k, v)| super::records::from_wit(v).map(|j| (k, j)))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|message| Failure { kind: FailureKind::Internal, message })?;
+                    Ok(Encoding { partition_key: e.partition_key, sort_key: e.sort_key, columns, payload: e.payload })
+                });
+                (record, enc)
+            })
+            .collect()
+    }
+}

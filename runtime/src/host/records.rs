@@ -1,0 +1,210 @@
+//! The `records` resource: a batch of host-held records that a plugin reads and edits by
+//! index and resolved path.
+//!
+//! Edits are made in place (`Arc::make_mut`, so a record shared by fan-out is copied on
+//! its first edit, and only then) and logged for undo: when a call traps half-way, the
+//! host rolls the batch back before it retries the records one by one, so no record is
+//! processed from a half-edited state. The log holds the values the edits replaced, moved
+//! out rather than cloned, which keeps the cost of an edit to one `Vec` push.
+
+use std::sync::Arc;
+
+use ctrflow_plugin_sdk::path::FieldPath;
+use serde_json::Value as Json;
+use wasmtime::component::Resource;
+
+use super::bindings::Value;
+use super::bindings::transform::ctrflow::plugin::types::{Host, HostRecords};
+use super::state::PluginState;
+use crate::record::Record;
+
+/// A batch lent to a plugin for one call.
+pub struct Batch {
+    pub(crate) records: Vec<Record>,
+    undo: Vec<Undo>,
+    max_output_bytes: usize,
+}
+
+enum Undo {
+    /// Put `old` back at `path` (or remove the field when it did not exist).
+    Field { index: u32, path: FieldPath, old: Option<Json> },
+    /// Put the whole document back.
+    Doc { index: u32, old: Arc<Json> },
+}
+
+impl Batch {
+    pub(crate) fn new(records: Vec<Record>, max_output_bytes: usize) -> Self {
+        Batch { records, undo: Vec::new(), max_output_bytes }
+    }
+
+    /// Rolls back every edit of the call, newest first, and returns the records.
+    pub(crate) fn rollback(mut self) -> Vec<Record> {
+        while let Some(undo) = self.undo.pop() {
+            match undo {
+                Undo::Field { index, path, old } => {
+                    let doc = Arc::make_mut(&mut self.records[index as usize].doc);
+                    match old {
+                        Some(v) => {
+                            let _ = path.set(doc, v);
+                        }
+                        None => {
+                            path.remove(doc);
+                        }
+                    }
+                }
+                Undo::Doc { index, old } => self.records[index as usize].doc = old,
+            }
+        }
+        self.records
+    }
+
+    /// The records, keeping the edits.
+    pub(crate) fn into_records(self) -> Vec<Record> {
+        self.records
+    }
+
+    fn doc(&self, index: u32) -> Option<&Json> {
+        self.records.get(index as usize).map(|r| &*r.doc)
+    }
+}
+
+/// Converts a JSON value to the contract's typed value.
+pub fn to_wit(json: &Json) -> Value {
+    match json {
+        Json::Null => Value::Null,
+        Json::Bool(b) => Value::Boolean(*b),
+        Json::Number(n) => match n.as_i64() {
+            Some(i) => Value::Integer(i),
+            None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Json::String(s) => Value::Text(s.clone()),
+        other => Value::Json(other.to_string()),
+    }
+}
+
+/// Converts the contract's typed value to JSON.
+pub fn from_wit(value: Value) -> Result<Json, String> {
+    Ok(match value {
+        Value::Null => Json::Null,
+        Value::Boolean(b) => Json::Bool(b),
+        Value::Integer(i) => Json::from(i),
+        Value::Float(f) => serde_json::Number::from_f64(f).map(Json::Number).unwrap_or(Json::Null),
+        Value::Text(s) => Json::String(s),
+        Value::Json(text) => serde_json::from_str(&text).map_err(|e| format!("invalid JSON value: {e}"))?,
+    })
+}
+
+impl Host for PluginState {}
+
+impl PluginState {
+    fn batch(&self, r: &Resource<Batch>) -> Option<&Batch> {
+        self.table.get(r).ok()
+    }
+
+    fn batch_mut(&mut self, r: &Resource<Batch>) -> Option<&mut Batch> {
+        self.table.get_mut(r).ok()
+    }
+
+    fn path(&self, id: u32) -> Option<&FieldPath> {
+        self.paths.get(id as usize)
+    }
+}
+
+impl HostRecords for PluginState {
+    fn len(&mut self, batch: Resource<Batch>) -> u32 {
+        self.batch(&batch).map_or(0, |b| b.records.len() as u32)
+    }
+
+    fn get(&mut self, batch: Resource<Batch>, index: u32, path: u32) -> Option<Value> {
+        let path = self.path(path)?;
+        let doc = self.batch(&batch)?.doc(index)?;
+        path.get(doc).map(to_wit)
+    }
+
+    fn set(&mut self, batch: Resource<Batch>, index: u32, path: u32, value: Value) -> Result<(), String> {
+        let path = self.path(path).ok_or("unknown path id")?.clone();
+        let value = from_wit(value)?;
+        let b = self.batch_mut(&batch).ok_or("unknown batch")?;
+        let record = b.records.get_mut(index as usize).ok_or("record index out of range")?;
+        let doc = Arc::make_mut(&mut record.doc);
+        // Where the path's parent is missing, `set` creates objects: undo must restore
+        // the first slot it created, not just the leaf.
+        let (undo_path, old) = match first_missing_prefix(&path, doc) {
+            None => {
+                let old = path.replace(doc, value).map_err(|e| e.to_string())?;
+                (path, old)
+            }
+            Some(prefix) => {
+                let old = prefix.get(doc).cloned();
+                path.set(doc, value).map_err(|e| e.to_string())?;
+                (prefix, old)
+            }
+        };
+        b.undo.push(Undo::Field { index, path: undo_path, old });
+        Ok(())
+    }
+
+    fn remove(&mut self, batch: Resource<Batch>, index: u32, path: u32) -> Option<Value> {
+        let path = self.path(path)?.clone();
+        let b = self.batch_mut(&batch)?;
+        let record = b.records.get_mut(index as usize)?;
+        path.get(&record.doc)?;
+        let before = record.doc.clone();
+        let removed = path.remove(Arc::make_mut(&mut record.doc))?;
+        // Removal can shift array elements, which a field-level undo cannot express:
+        // keep the document as it was (an `Arc` clone until the edit above copied it).
+        b.undo.push(Undo::Doc { index, old: before });
+        Some(to_wit(&removed))
+    }
+
+    fn to_json(&mut self, batch: Resource<Batch>, index: u32) -> String {
+        self.batch(&batch).and_then(|b| b.doc(index)).map(Json::to_string).unwrap_or_default()
+    }
+
+    fn set_json(&mut self, batch: Resource<Batch>, index: u32, json: String) -> Result<(), String> {
+        let b = self.batch_mut(&batch).ok_or("unknown batch")?;
+        if json.len() > b.max_output_bytes {
+            return Err(format!(
+                "record of {} bytes exceeds the node's max_output of {} bytes",
+                json.len(),
+                b.max_output_bytes
+            ));
+        }
+        let doc: Json = serde_json::from_str(&json).map_err(|e| format!("invalid JSON: {e}"))?;
+        if !doc.is_object() {
+            return Err("a record must be a JSON object".into());
+        }
+        let record = b.records.get_mut(index as usize).ok_or("record index out of range")?;
+        let old = std::mem::replace(&mut record.doc, Arc::new(doc));
+        b.undo.push(Undo::Doc { index, old });
+        Ok(())
+    }
+
+    fn drop(&mut self, batch: Resource<Batch>) -> wasmtime::Result<()> {
+        // The host takes the batch back itself after the call; a guest dropping its borrow
+        // changes nothing.
+        let _ = batch;
+        Ok(())
+    }
+}
+
+/// The shortest prefix of `path`'s parent that is missing or null, if any.
+fn first_missing_prefix(path: &FieldPath, doc: &Json) -> Option<FieldPath> {
+    let segments = path.segments();
+    let mut cur = doc;
+    for (i, seg) in segments[..segments.len() - 1].iter().enumerate() {
+        let next = match cur {
+            Json::Object(map) => map.get(&seg.key),
+            Json::Array(items) => seg.index.and_then(|i| items.get(i)),
+            _ => return None, // `set` will fail on the scalar; nothing to undo
+        };
+        match next {
+            Some(v) if !v.is_null() => cur = v,
+            _ => {
+                let text: Vec<&str> = segments[..=i].iter().map(|s| s.key.as_str()).collect();
+                return FieldPath::parse(&text.join(".")).ok();
+            }
+        }
+    }
+    None
+}
