@@ -44,6 +44,11 @@ pub struct Meta {
 }
 
 impl Record {
+    /// A record with no origin and an acknowledgement nobody waits for (tests, benchmarks).
+    pub fn detached(doc: Value) -> Record {
+        Record { doc: Arc::new(doc), meta: Arc::new(Meta::default()), ack: AckRef::detached() }
+    }
+
     /// The document's `ContactId`, when it has one.
     pub fn contact_id(&self) -> Option<&str> {
         self.doc.get("ContactId").and_then(Value::as_str)

@@ -1,1 +1,3 @@
+//! ctrflow's integration tests: one binary (it links once), a module per area.
 
+mod host;
