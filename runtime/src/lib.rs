@@ -25,8 +25,15 @@
 
 pub mod ack;
 pub mod config;
+pub mod connectors;
+pub mod dead_letter;
 pub mod graph;
 pub mod host;
+pub mod pipeline;
 pub mod record;
+pub mod sink;
+pub mod source;
+pub mod tables;
 pub mod timing;
+pub mod cli;
 pub mod topology;

@@ -1,1 +1,24 @@
-fn main() {}
+//! The `ctrflow` binary: parse arguments, run, map the outcome to an exit code.
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = ctrflow::cli::Cli::parse();
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    match ctrflow::cli::main(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            if e.downcast_ref::<ctrflow::cli::Invalid>().is_some() {
+                eprint!("error: {e}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

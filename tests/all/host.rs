@@ -1,0 +1,558 @@
+//! The WebAssembly host through its public API: hostile plugins are stopped within their
+//! limits while the host goes on serving their batch-mates, the bundled plugins do what their
+//! READMEs say on the real CTR samples, setup errors are the right [`HostError`], and the
+//! compile cache never serves a stale or corrupt entry.
+//!
+//! What this does not cover: pipelines (the topology tests run plugins inside a graph).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use ctrflow::host::{
+    BUNDLED, CacheOutcome, Compiled, CompileCache, Decision, Failure, FailureKind, Host, HostError, Limits, Lookup,
+    NodeContext, PluginKind,
+};
+use ctrflow::record::Record;
+use ctrflow_tests::{fixture, test_plugin};
+use serde_json::{Value as Json, json};
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+/// One host for the tests that do not test the cache, with each plugin compiled once.
+static HOST: LazyLock<Host> = LazyLock::new(|| Host::new(None).expect("the engine starts"));
+static COMPILED: LazyLock<Mutex<HashMap<String, Compiled>>> = LazyLock::new(Default::default);
+
+/// A test plugin (`plugins/testing/<name>`) or a bundled one, compiled by the shared host.
+fn compiled(name: &str) -> Compiled {
+    if let Some(c) = COMPILED.lock().unwrap().get(name) {
+        return c.clone();
+    }
+    let c = if BUNDLED.iter().any(|(n, _)| *n == name) {
+        HOST.load(name, Path::new(".")).unwrap_or_else(|e| panic!("{name}: {e}"))
+    } else {
+        HOST.compile(name, &test_plugin(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    COMPILED.lock().unwrap().insert(name.to_string(), c.clone());
+    c
+}
+
+fn transform(name: &str, config: Json, limits: Limits) -> ctrflow::host::TransformPlugin {
+    HOST.transform(&compiled(name), NodeContext::new("test", name), &config, limits)
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn limits(time_per_record: Duration) -> Limits {
+    Limits { time_per_record, ..Limits::default() }
+}
+
+/// A real CTR sample from `tests/fixtures/ctr/`.
+fn ctr(file: &str) -> Json {
+    let path = fixture(&format!("ctr/{file}"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+const V1: &str = "kyopark-voice-inbound-update-v1.json";
+const V2: &str = "kyopark-voice-inbound-update-v2.json";
+const ABANDONED: &str = "aws-samples-workshop-voice-abandoned-in-queue.json";
+
+/// Every real CTR sample, by file name.
+fn samples() -> Vec<(&'static str, Json)> {
+    [V1, V2, ABANDONED].into_iter().map(|f| (f, ctr(f))).collect()
+}
+
+fn records(docs: &[Json]) -> Vec<Record> {
+    docs.iter().cloned().map(Record::detached).collect()
+}
+
+/// `n` copies of the v1 sample numbered by `Attributes.seq`; the one at `hostile` (if any)
+/// carries `Attributes.hostile = what`.
+fn batch(n: usize, hostile: Option<usize>, what: &str) -> Vec<Json> {
+    let base = ctr(V1);
+    (0..n)
+        .map(|i| {
+            let mut doc = base.clone();
+            doc["Attributes"]["seq"] = json!(i);
+            if hostile == Some(i) {
+                doc["Attributes"]["hostile"] = json!(what);
+            }
+            doc
+        })
+        .collect()
+}
+
+/// The failure of a record, panicking on any other decision.
+fn failure(decision: &Decision) -> &Failure {
+    match decision {
+        Decision::Fail(f) => f,
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+/// Runs a batch of 5 with the hostile record in the middle: checks the hostile one fails
+/// with `kind` and comes back as it went in (so it can be dead-lettered), its batch-mates
+/// are kept unchanged and in order, and a following batch is served normally.
+fn hostile_in_the_middle(plugin: &ctrflow::host::TransformPlugin, what: &str, kind: FailureKind) -> Failure {
+    let docs = batch(5, Some(2), what);
+    let out = plugin.process(records(&docs));
+    assert_eq!(out.len(), docs.len());
+    let mut failed = None;
+    for (i, ((record, decision), doc)) in out.iter().zip(&docs).enumerate() {
+        assert_eq!(*record.doc, *doc, "record #{i} must come back as it went in");
+        if i == 2 {
+            let f = failure(decision);
+            assert_eq!(f.kind, kind, "{f:?}");
+            failed = Some(f.clone());
+        } else {
+            assert!(matches!(decision, Decision::Keep), "record #{i}: {decision:?}");
+        }
+    }
+    let after = plugin.process(records(&batch(4, None, "")));
+    assert!(after.iter().all(|(_, d)| matches!(d, Decision::Keep)), "the next batch: {after:?}");
+    failed.expect("record #2 was checked")
+}
+
+/// A lookup table answered by a closure.
+struct TableFn<F>(F);
+
+impl<F> Lookup for TableFn<F>
+where
+    F: Fn(&str, &str) -> Result<Option<Json>, String> + Send + Sync,
+{
+    fn get(&self, table: &str, key: &str) -> Result<Option<Json>, String> {
+        (self.0)(table, key)
+    }
+}
+
+fn enrich(config: Json, limits: Limits, table: &str, lookup: impl Lookup + 'static) -> ctrflow::host::TransformPlugin {
+    let mut ctx = NodeContext::new("enrich", "enrich-lookup");
+    ctx.tables.insert(table.to_string(), Arc::new(lookup));
+    HOST.transform(&compiled("enrich-lookup"), ctx, &config, limits).expect("enrich-lookup starts")
+}
+
+/// A fresh directory under the system temp dir, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("ctrflow-host-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Hostile plugins
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn an_infinite_loop_is_stopped_at_its_deadline() {
+    let plugin = transform("hostile-loop", Json::Null, limits(Duration::from_millis(20)));
+    let started = Instant::now();
+    hostile_in_the_middle(&plugin, "loop", FailureKind::Deadline);
+    // The batch's budget is 5 × 20 ms, then the loop alone gets 20 ms: far under 5 s.
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+}
+
+#[test]
+fn a_memory_bomb_is_stopped_at_its_cap() {
+    let limits = Limits { memory_bytes: 16 << 20, time_per_record: Duration::from_secs(2), ..Limits::default() };
+    let plugin = transform("hostile-memory", Json::Null, limits);
+    hostile_in_the_middle(&plugin, "memory", FailureKind::MemoryLimit);
+}
+
+#[test]
+fn a_panic_is_contained() {
+    let plugin = transform("hostile-panic", Json::Null, limits(Duration::from_secs(2)));
+    let f = hostile_in_the_middle(&plugin, "panic", FailureKind::Panic);
+    assert!(f.kind.is_trap());
+}
+
+#[test]
+fn the_filesystem_is_denied() {
+    const PROBE: &str = "/tmp/ctrflow-hostile-fs";
+    let _ = std::fs::remove_file(PROBE);
+    let plugin = transform("hostile-fs", Json::Null, limits(Duration::from_secs(2)));
+    let out = plugin.process(records(&batch(3, None, "")));
+    for (record, decision) in &out {
+        assert!(matches!(decision, Decision::Keep), "{decision:?}");
+        for field in ["fs_read", "fs_write"] {
+            let seen = record.doc["Attributes"][field].as_str().unwrap_or_default();
+            assert!(seen.starts_with("denied"), "{field}: {seen:?}");
+        }
+    }
+    assert!(!Path::new(PROBE).exists(), "the plugin created {PROBE}");
+}
+
+#[test]
+fn the_environment_and_arguments_are_empty() {
+    let plugin = transform("hostile-env", Json::Null, limits(Duration::from_secs(2)));
+    let out = plugin.process(records(&batch(2, None, "")));
+    for (record, decision) in &out {
+        assert!(matches!(decision, Decision::Keep), "{decision:?}");
+        let attrs = &record.doc["Attributes"];
+        assert_eq!(attrs["env_vars"], json!(0));
+        assert_eq!(attrs["args"], json!(0));
+        let home = attrs["env_home"].as_str().unwrap_or_default();
+        assert!(home.starts_with("unset"), "HOME is visible: {home:?}");
+    }
+}
+
+/// Output tests get room in memory and time, so it is the output limit that stops them.
+fn output_plugin() -> ctrflow::host::TransformPlugin {
+    let limits = Limits { memory_bytes: 256 << 20, time_per_record: Duration::from_secs(5), ..Limits::default() };
+    transform("hostile-output", Json::Null, limits)
+}
+
+#[test]
+fn a_huge_split_record_is_output_too_large() {
+    hostile_in_the_middle(&output_plugin(), "huge", FailureKind::OutputTooLarge);
+}
+
+#[test]
+fn a_flood_of_split_records_is_output_too_large() {
+    hostile_in_the_middle(&output_plugin(), "flood", FailureKind::OutputTooLarge);
+}
+
+#[test]
+fn a_huge_set_json_is_refused_and_the_record_fails() {
+    // `set-json` over `max_output` returns an error to the plugin (WIT `result<_, string>`),
+    // which the SDK turns into a `bad-record` failure: the host's refusal reaches the dead
+    // letters as the plugin's `Fail`, not as `OutputTooLarge` (see the report on this).
+    let f = hostile_in_the_middle(&output_plugin(), "huge-set", FailureKind::BadRecord);
+    assert!(f.message.contains("max_output"), "the message must name the limit: {}", f.message);
+}
+
+/// A lookup that takes longer than the whole batch's budget: the guest traps with
+/// `Deadline` as soon as the host call returns.
+const SLOW: Duration = Duration::from_millis(300);
+const BUDGET: Duration = Duration::from_millis(50);
+
+#[test]
+fn edits_of_a_trapped_batch_are_rolled_back_before_the_retry() {
+    // `key` and `target` are the same field: a record enriched once has an object as its
+    // key, which enrich-lookup refuses as a bad record. So a record retried alone after the
+    // trap succeeds only if its first enrichment (in the trapped batch) was rolled back.
+    let table = TableFn(|_: &str, key: &str| {
+        if key == "slow" {
+            std::thread::sleep(SLOW);
+        }
+        Ok(Some(json!({"row": key})))
+    });
+    let config = json!({"table": "t", "key": "Attributes.k", "target": "Attributes.k"});
+    let plugin = enrich(config, limits(BUDGET), "t", table);
+    let mut docs = batch(3, None, "");
+    for (doc, key) in docs.iter_mut().zip(["a", "b", "slow"]) {
+        doc["Attributes"]["k"] = json!(key);
+    }
+    let out = plugin.process(records(&docs));
+    for (i, (record, decision)) in out.iter().take(2).enumerate() {
+        assert!(matches!(decision, Decision::Keep), "record #{i} was not rolled back: {decision:?}");
+        let mut expected = docs[i].clone();
+        expected["Attributes"]["k"] = json!({"row": docs[i]["Attributes"]["k"]});
+        assert_eq!(*record.doc, expected);
+    }
+    let (record, decision) = &out[2];
+    assert_eq!(failure(decision).kind, FailureKind::Deadline);
+    assert_eq!(*record.doc, docs[2]);
+}
+
+#[test]
+fn rollback_removes_objects_the_trapped_batch_created() {
+    // The first lookup of "a" finds a row, later ones miss (and a miss keeps the record
+    // unchanged). Enriching into `Enriched.Row` creates `Enriched`; after the trap, the
+    // record retried alone misses, so it must come back exactly as it went in — with no
+    // empty `Enriched` left behind by a leaf-only undo.
+    let served = Mutex::new(false);
+    let table = TableFn(move |_: &str, key: &str| match key {
+        "slow" => {
+            std::thread::sleep(SLOW);
+            Ok(None)
+        }
+        _ if !std::mem::replace(&mut *served.lock().unwrap(), true) => Ok(Some(json!({"row": key}))),
+        _ => Ok(None),
+    });
+    let config = json!({"table": "t", "key": "Attributes.k", "target": "Enriched.Row"});
+    let plugin = enrich(config, limits(BUDGET), "t", table);
+    let mut docs = batch(2, None, "");
+    docs[0]["Attributes"]["k"] = json!("a");
+    docs[1]["Attributes"]["k"] = json!("slow");
+    let out = plugin.process(records(&docs));
+    assert!(matches!(out[0].1, Decision::Keep), "{:?}", out[0].1);
+    assert_eq!(*out[0].0.doc, docs[0]);
+    assert_eq!(failure(&out[1].1).kind, FailureKind::Deadline);
+    assert_eq!(*out[1].0.doc, docs[1]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Bundled plugins on the real CTR samples
+// ---------------------------------------------------------------------------------------
+
+fn run_on_samples(plugin: &ctrflow::host::TransformPlugin) -> Vec<(&'static str, Json, Record, Decision)> {
+    let samples = samples();
+    let docs: Vec<Json> = samples.iter().map(|(_, d)| d.clone()).collect();
+    let out = plugin.process(records(&docs));
+    assert_eq!(out.len(), samples.len());
+    samples.into_iter().zip(out).map(|((file, before), (record, decision))| (file, before, record, decision)).collect()
+}
+
+#[test]
+fn redact_pii_masks_the_customer_number_keeping_the_last_4() {
+    let plugin = transform("redact-pii", Json::Null, Limits::default());
+    for (file, before, record, decision) in run_on_samples(&plugin) {
+        assert!(matches!(decision, Decision::Keep), "{file}: {decision:?}");
+        let number = before["CustomerEndpoint"]["Address"].as_str().unwrap();
+        let n = number.chars().count();
+        let masked = format!("{}{}", "*".repeat(n - 4), &number[number.len() - 4..]);
+        let mut expected = before.clone();
+        expected["CustomerEndpoint"]["Address"] = json!(masked);
+        assert_eq!(*record.doc, expected, "{file}: only the number changes");
+    }
+    assert_eq!(plugin.context().counters().get("masked"), Some(&3));
+}
+
+#[test]
+fn route_by_field_routes_every_sample_to_voice() {
+    let plugin = transform("route-by-field", json!({"routes": ["VOICE", "CHAT", "TASK"]}), Limits::default());
+    assert_eq!(plugin.outputs(), ["VOICE", "CHAT", "TASK", "other"]);
+    for (file, before, record, decision) in run_on_samples(&plugin) {
+        let Decision::Route(i) = decision else { panic!("{file}: {decision:?}") };
+        assert_eq!(plugin.outputs()[i as usize], "VOICE", "{file}");
+        assert_eq!(*record.doc, before, "{file}: routing changes nothing");
+    }
+}
+
+#[test]
+fn enrich_lookup_joins_a_row_on_every_sample() {
+    let queues = HashMap::from([
+        ("TCC Refrig AC LLA".to_string(), json!({"team": "Refrigeration", "site": "Louisville"})),
+        ("BasicQueue".to_string(), json!({"team": "Front desk", "site": "Sydney"})),
+    ]);
+    let table = TableFn(move |table: &str, key: &str| {
+        assert_eq!(table, "queues");
+        Ok(queues.get(key).cloned())
+    });
+    let config = json!({"table": "queues", "key": "Queue.Name", "target": "QueueInfo"});
+    let plugin = enrich(config, Limits::default(), "queues", table);
+    for (file, before, record, decision) in run_on_samples(&plugin) {
+        assert!(matches!(decision, Decision::Keep), "{file}: {decision:?}");
+        let team = if file == ABANDONED { "Front desk" } else { "Refrigeration" };
+        let mut expected = before.clone();
+        expected["QueueInfo"] = record.doc["QueueInfo"].clone();
+        assert_eq!(*record.doc, expected, "{file}: only QueueInfo is added");
+        assert_eq!(record.doc["QueueInfo"]["team"], json!(team), "{file}");
+    }
+    assert_eq!(plugin.context().counters().get("hits"), Some(&3));
+}
+
+#[test]
+fn enrich_lookup_writes_null_on_a_miss_when_asked() {
+    // The abandoned contact never reached an agent (`Agent: null`): a miss.
+    let table = TableFn(|_: &str, key: &str| Ok((key == "Steve.Lusk").then(|| json!({"team": "Refrigeration"}))));
+    let config = json!({"table": "agents", "key": "Agent.Username", "target": "AgentInfo", "on_miss": "null"});
+    let plugin = enrich(config, Limits::default(), "agents", table);
+    for (file, _, record, decision) in run_on_samples(&plugin) {
+        assert!(matches!(decision, Decision::Keep), "{file}: {decision:?}");
+        let expected = if file == ABANDONED { Json::Null } else { json!({"team": "Refrigeration"}) };
+        assert_eq!(record.doc["AgentInfo"], expected, "{file}");
+    }
+    let counters = plugin.context().counters();
+    assert_eq!((counters.get("hits"), counters.get("misses")), (Some(&2), Some(&1)));
+}
+
+/// How many flat columns `doc` should give: one per leaf, where an array, a `null`, a
+/// scalar and an empty object are leaves.
+fn leaf_count(doc: &Json) -> usize {
+    match doc {
+        Json::Object(map) if !map.is_empty() => map.values().map(leaf_count).sum(),
+        _ => 1,
+    }
+}
+
+#[test]
+fn ctr_flatten_leaves_no_nested_value() {
+    let plugin = transform("ctr-flatten", Json::Null, Limits::default());
+    for (file, before, record, decision) in run_on_samples(&plugin) {
+        assert!(matches!(decision, Decision::Keep), "{file}: {decision:?}");
+        let flat = record.doc.as_object().expect("still an object");
+        for (column, value) in flat {
+            assert!(!value.is_object() && !value.is_array(), "{file}: {column} is nested: {value}");
+        }
+        assert_eq!(flat.len(), leaf_count(&before), "{file}");
+        assert_eq!(flat["Queue_Name"], before["Queue"]["Name"], "{file}");
+        assert_eq!(flat["ContactId"], before["ContactId"], "{file}");
+    }
+}
+
+#[test]
+fn ctr_item_keys_by_contact_id_with_a_timestamp_number() {
+    let sink = HOST
+        .sink(&compiled("ctr-item"), NodeContext::new("items", "ctr-item"), &Json::Null, Limits::default())
+        .expect("ctr-item starts");
+    // `LastUpdateTimestamp` of each sample, in epoch ms.
+    let last_update = HashMap::from([(V1, 1_641_404_915_000_i64), (V2, 1_641_872_492_000), (ABANDONED, 1_541_142_131_000)]);
+    let samples = samples();
+    let docs: Vec<Json> = samples.iter().map(|(_, d)| d.clone()).collect();
+    let out = sink.encode(records(&docs));
+    assert_eq!(out.len(), samples.len());
+    for ((file, before), (record, encoding)) in samples.iter().zip(out) {
+        let e = encoding.unwrap_or_else(|f| panic!("{file}: {f:?}"));
+        assert_eq!(e.partition_key.as_deref(), before["ContactId"].as_str(), "{file}");
+        assert_eq!(e.sort_key, None);
+        let column = |name: &str| e.columns.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+        assert_eq!(column("LastUpdateTimestampMs"), Some(json!(last_update[file])), "{file}");
+        assert_eq!(column("ContactId"), Some(before["ContactId"].clone()), "{file}");
+        let payload: Json = serde_json::from_slice(e.payload.as_deref().expect("a payload")).unwrap();
+        assert_eq!(payload, *before, "{file}: the payload is the record");
+        assert_eq!(*record.doc, *before, "{file}: encoding changes nothing");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Setup errors
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_misspelt_config_key_is_an_init_error_naming_it() {
+    let err = HOST
+        .transform(&compiled("redact-pii"), NodeContext::new("redact", "redact-pii"), &json!({"keep_lst": 2}), Limits::default())
+        .err()
+        .expect("the config is refused");
+    match &err {
+        HostError::Init { kind, message, .. } => {
+            assert_eq!(*kind, FailureKind::InvalidConfig);
+            assert!(message.contains("keep_lst"), "{message}");
+        }
+        other => panic!("expected Init, got {other:?}"),
+    }
+    assert!(err.to_string().contains("keep_lst"), "{err}");
+}
+
+#[test]
+fn a_sink_plugin_as_a_transform_is_the_wrong_world() {
+    let item = compiled("ctr-item");
+    assert_eq!(item.kind(), PluginKind::Sink);
+    let err = HOST.transform(&item, NodeContext::new("t", "ctr-item"), &Json::Null, Limits::default()).err();
+    assert!(matches!(err, Some(HostError::WrongWorld { .. })), "{err:?}");
+
+    let redact = compiled("redact-pii");
+    assert_eq!(redact.kind(), PluginKind::Transform);
+    let err = HOST.sink(&redact, NodeContext::new("s", "redact-pii"), &Json::Null, Limits::default()).err();
+    assert!(matches!(err, Some(HostError::WrongWorld { .. })), "{err:?}");
+}
+
+#[test]
+fn garbage_bytes_are_a_compile_error() {
+    for bytes in [&b"definitely not WebAssembly"[..], b"", b"\0asm\x01\0\0\0"] {
+        let err = HOST.compile("garbage", bytes).err();
+        assert!(matches!(err, Some(HostError::Compile { .. })), "{bytes:?}: {err:?}");
+    }
+}
+
+#[test]
+fn an_unknown_plugin_is_not_found_listing_the_bundled_ones() {
+    let dir = TempDir::new("not-found");
+    let err = HOST.load("no-such-plugin", &dir.0).err().expect("nothing to load");
+    let HostError::NotFound { name, bundled, .. } = &err else { panic!("expected NotFound, got {err:?}") };
+    assert_eq!(name, "no-such-plugin");
+    let text = err.to_string();
+    for (plugin, _) in BUNDLED {
+        assert!(bundled.contains(plugin), "{plugin} missing from {bundled:?}");
+        assert!(text.contains(plugin), "{plugin} missing from {text:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Compile cache
+// ---------------------------------------------------------------------------------------
+
+fn cached_host(dir: &Path) -> Host {
+    Host::new(Some(CompileCache::new(dir))).expect("the engine starts")
+}
+
+fn cache_entries(dir: &Path) -> Vec<PathBuf> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "cwasm")).collect())
+        .unwrap_or_default();
+    entries.sort();
+    entries
+}
+
+/// What a compiled transform does to one v1 record.
+fn run_once(host: &Host, compiled: &Compiled) -> Json {
+    let plugin = host
+        .transform(compiled, NodeContext::new("t", compiled.name()), &Json::Null, Limits::default())
+        .expect("the plugin starts");
+    let mut out = plugin.process(vec![Record::detached(ctr(V1))]);
+    let (record, decision) = out.pop().unwrap();
+    assert!(matches!(decision, Decision::Keep), "{decision:?}");
+    Json::clone(&record.doc)
+}
+
+#[test]
+fn the_compile_cache_misses_then_hits() {
+    let dir = TempDir::new("cache-hit");
+    let wasm = test_plugin("bench-edit");
+    let first = cached_host(&dir.0).compile("bench-edit", &wasm).unwrap();
+    assert_eq!(first.cache_outcome(), CacheOutcome::Miss);
+    assert_eq!(cache_entries(&dir.0).len(), 1);
+
+    let host = cached_host(&dir.0);
+    let second = host.compile("bench-edit", &wasm).unwrap();
+    assert_eq!(second.cache_outcome(), CacheOutcome::Hit);
+    assert_eq!(run_once(&host, &second)["Attributes"]["route_key"], json!("VOICE:Steve.Lusk"));
+}
+
+#[test]
+fn a_changed_wasm_file_is_recompiled_never_served_stale() {
+    let dir = TempDir::new("cache-changed");
+    let cache = dir.0.join("cache");
+    let file = dir.0.join("plugin.wasm");
+
+    std::fs::write(&file, test_plugin("bench-edit")).unwrap();
+    assert_eq!(cached_host(&cache).load("plugin.wasm", &dir.0).unwrap().cache_outcome(), CacheOutcome::Miss);
+    assert_eq!(cached_host(&cache).load("plugin.wasm", &dir.0).unwrap().cache_outcome(), CacheOutcome::Hit);
+
+    // Same path, other bytes: a different plugin, which must be what runs.
+    std::fs::write(&file, test_plugin("hostile-env")).unwrap();
+    let host = cached_host(&cache);
+    let changed = host.load("plugin.wasm", &dir.0).unwrap();
+    assert_eq!(changed.cache_outcome(), CacheOutcome::Miss);
+    let doc = run_once(&host, &changed);
+    assert_eq!(doc["Attributes"]["env_vars"], json!(0), "the new plugin ran");
+    assert!(doc["Attributes"].get("route_key").is_none(), "the stale plugin ran: {doc}");
+    assert_eq!(cache_entries(&cache).len(), 2);
+}
+
+#[test]
+fn a_corrupt_cache_entry_is_recompiled() {
+    let dir = TempDir::new("cache-corrupt");
+    let wasm = test_plugin("bench-edit");
+    assert_eq!(cached_host(&dir.0).compile("bench-edit", &wasm).unwrap().cache_outcome(), CacheOutcome::Miss);
+    let [entry] = cache_entries(&dir.0).try_into().expect("one entry");
+    let good = std::fs::read(&entry).unwrap();
+
+    let truncated = good[..good.len() / 2].to_vec();
+    for corrupt in [b"garbage".to_vec(), Vec::new(), truncated] {
+        std::fs::write(&entry, &corrupt).unwrap();
+        let host = cached_host(&dir.0);
+        let compiled = host.compile("bench-edit", &wasm).expect("a corrupt entry is not an error");
+        assert_eq!(compiled.cache_outcome(), CacheOutcome::Miss, "a corrupt entry of {} bytes was served", corrupt.len());
+        assert_eq!(run_once(&host, &compiled)["Attributes"]["route_key"], json!("VOICE:Steve.Lusk"));
+        // …and replaced by a good one.
+        assert_eq!(cached_host(&dir.0).compile("bench-edit", &wasm).unwrap().cache_outcome(), CacheOutcome::Hit);
+    }
+}

@@ -21,6 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub mod html;
+
 use hdrhistogram::Histogram;
 use serde::Serialize;
 

@@ -1,0 +1,244 @@
+//! The `ctrflow` command: `run`, `validate`, `graph`, `plugins`.
+//!
+//! Exit codes: 0 success; 1 the pipeline is invalid or the run failed; 2 bad usage.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{PipelineConfig, SinkKind};
+use crate::graph::{Graph, GraphError};
+use crate::host::{BUNDLED, CompileCache, Host, parse_duration};
+use crate::pipeline::{Pipeline, RunOptions, RunOutcome};
+use crate::topology::Shutdown;
+
+/// Routes Amazon Connect contact trace records through a TOML-defined graph of sandboxed
+/// WebAssembly plugins, timing every hop.
+#[derive(Debug, Parser)]
+#[command(name = "ctrflow", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log filter (`info`, `debug`, `ctrflow=trace`…); also `RUST_LOG`.
+    #[arg(long, global = true, env = "CTRFLOW_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a pipeline until its sources end (or Ctrl-C), then print where the time went.
+    Run {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Write the timing report here: `.json` for data, `.html` for a page with the
+        /// graph and a waterfall per sink. May be given more than once.
+        #[arg(long, value_name = "FILE")]
+        report: Vec<PathBuf>,
+        /// Also print the timing table this often while running (e.g. `10s`).
+        #[arg(long, value_name = "DURATION", value_parser = duration)]
+        report_interval: Option<Duration>,
+        /// No progress bar, no final table.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Check a pipeline: every problem at once, each naming its key. Exit 0 when valid.
+    Validate {
+        /// The pipeline file.
+        pipeline: PathBuf,
+    },
+    /// Print a pipeline's graph, for Graphviz (`dot`) or Mermaid.
+    Graph {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "dot")]
+        format: GraphFormat,
+    },
+    /// List the bundled plugins.
+    Plugins,
+}
+
+/// `graph --format`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum GraphFormat {
+    /// Graphviz DOT.
+    Dot,
+    /// A Mermaid flowchart.
+    Mermaid,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s)
+}
+
+/// Problems that make a pipeline unusable, printed one per line.
+#[derive(Debug)]
+pub struct Invalid(pub Vec<GraphError>);
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.len();
+        writeln!(f, "the pipeline has {n} problem{}:", if n == 1 { "" } else { "s" })?;
+        for e in &self.0 {
+            writeln!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+fn load_graph(path: &Path) -> Result<Graph, Invalid> {
+    let config = PipelineConfig::load(path).map_err(|errs| Invalid(errs.into_iter().map(GraphError::from).collect()))?;
+    Graph::from_config(config).map_err(Invalid)
+}
+
+fn host_for(graph: &Graph) -> anyhow::Result<Host> {
+    let cache = match graph.config.runtime.plugin_cache.as_deref() {
+        Some("") => None,
+        Some(dir) => Some(CompileCache::new(graph.config.resolve(dir))),
+        None => CompileCache::default_dir().map(CompileCache::new),
+    };
+    Ok(Host::new(cache)?)
+}
+
+/// Loads, validates and builds a pipeline (plugins loaded and initialised).
+pub fn build(path: &Path) -> anyhow::Result<Pipeline> {
+    let graph = load_graph(path)?;
+    let host = host_for(&graph)?;
+    Ok(Pipeline::build(graph, &host).map_err(Invalid)?)
+}
+
+/// Runs the command line.
+pub fn main(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Validate { pipeline } => {
+            let p = build(&pipeline)?;
+            let c = &p.graph().config;
+            println!(
+                "{} is valid: {} source(s), {} transform(s), {} sink(s).",
+                pipeline.display(),
+                c.sources.len(),
+                c.transforms.len(),
+                c.sinks.len()
+            );
+            Ok(())
+        }
+        Command::Graph { pipeline, format } => {
+            let graph = load_graph(&pipeline)?;
+            match format {
+                GraphFormat::Dot => print!("{}", graph.to_dot()),
+                GraphFormat::Mermaid => print!("{}", graph.to_mermaid()),
+            }
+            Ok(())
+        }
+        Command::Plugins => {
+            for (name, bytes) in BUNDLED {
+                println!("{name:<16} {:>7} bytes", bytes.len());
+            }
+            Ok(())
+        }
+        Command::Run { pipeline, report, report_interval, quiet } => {
+            for r in &report {
+                if !matches!(r.extension().and_then(|e| e.to_str()), Some("json" | "html")) {
+                    anyhow::bail!("--report {}: the file must end in .json or .html", r.display());
+                }
+            }
+            let p = build(&pipeline)?;
+            let graph = p.graph().clone();
+            let shutdown = Shutdown::default();
+            watch_signals(shutdown.clone());
+            let interactive = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let started = std::time::Instant::now();
+            let outcome = p.run(shutdown, RunOptions { progress: interactive && !quiet, report_interval })?;
+            for r in &report {
+                write_report(r, &outcome, &graph)?;
+            }
+            if !quiet {
+                eprintln!("\n{}", outcome.report.table());
+                eprint!("{}", where_it_went(&graph, &outcome, started.elapsed()));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn write_report(path: &Path, outcome: &RunOutcome, graph: &Graph) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let text = if path.extension().is_some_and(|e| e == "html") {
+        crate::timing::html::render(&outcome.report, graph)
+    } else {
+        serde_json::to_string_pretty(&outcome.report)?
+    };
+    std::fs::write(path, text).map_err(|e| anyhow::anyhow!("--report {}: {e}", path.display()))?;
+    Ok(())
+}
+
+/// The closing summary: counts, and where each sink's data is, with a query to paste.
+fn where_it_went(graph: &Graph, outcome: &RunOutcome, elapsed: Duration) -> String {
+    let c = &graph.config;
+    let read: u64 = outcome.report.nodes.iter().filter(|n| n.kind == "source").map(|n| n.records_in).sum();
+    let mut s = format!(
+        "{read} records read in {:.1}s ({:.0} records/s).\n\nWhere the data went:\n",
+        elapsed.as_secs_f64(),
+        read as f64 / elapsed.as_secs_f64().max(1e-9)
+    );
+    for (id, sink) in &c.sinks {
+        let written = outcome.report.nodes.iter().find(|n| &n.id == id).map_or(0, |n| n.records_out);
+        let line = match &sink.kind {
+            SinkKind::Sqlite(q) => {
+                let db = c.resolve(&q.path);
+                format!(
+                    "  sinks.{id}: {written} rows → SQLite {} table {:?}\n      sqlite3 {} 'SELECT COUNT(*) FROM \"{}\"'\n",
+                    db.display(),
+                    q.table,
+                    db.display(),
+                    q.table
+                )
+            }
+            SinkKind::File(f) => format!("  sinks.{id}: {written} lines → {}\n", c.resolve(&f.path).display()),
+            SinkKind::Stdout(_) => format!("  sinks.{id}: {written} lines → standard output\n"),
+            SinkKind::Dynamodb(d) => format!("  sinks.{id}: {written} items → DynamoDB table {}\n", d.table),
+            SinkKind::Firehose(f) => format!("  sinks.{id}: {written} records → Firehose {}\n", f.delivery_stream),
+            SinkKind::Kinesis(k) => format!("  sinks.{id}: {written} records → Kinesis {}\n", k.stream),
+        };
+        s.push_str(&line);
+    }
+    if let Some(p) = &outcome.dead_letter_path {
+        s.push_str(&format!("  dead letters: {} → {}\n", outcome.dead_letters, p.display()));
+    } else if outcome.dead_letters > 0 {
+        s.push_str(&format!("  dead letters: {} → sinks.{}\n", outcome.dead_letters, c.dead_letter.sink.as_deref().unwrap_or("?")));
+    }
+    s
+}
+
+/// SIGINT/SIGTERM: stop reading and drain; a second SIGINT exits at once.
+fn watch_signals(shutdown: Shutdown) {
+    let _ = std::thread::Builder::new().name("ctrflow-signals".into()).spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        rt.block_on(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            let term_recv = async {
+                match term.as_mut() {
+                    Some(t) => {
+                        t.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term_recv => {}
+            }
+            tracing::warn!("Stopping: finishing what was read (Ctrl-C again to abort).");
+            shutdown.request();
+            let _ = tokio::signal::ctrl_c().await;
+            std::process::exit(130);
+        });
+    });
+}

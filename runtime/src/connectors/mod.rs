@@ -1,0 +1,54 @@
+//! Connectors: the outside world. Sources read it ([`generator`], [`file`], [`stdin`],
+//! and Kinesis); sinks write it ([`sqlite`], [`file`], [`stdout`], and DynamoDB,
+//! Firehose, Kinesis).
+//!
+//! A sink connector is a [`Writer`]: it writes a batch of items and says, per item,
+//! whether it was written ([`crate::sink`] does the batching, encoding and
+//! acknowledging). The set is closed, so a plain enum chooses between them.
+
+pub mod file;
+pub mod generator;
+pub mod sqlite;
+pub mod stdin;
+pub mod stdout;
+
+use crate::sink::{Item, Written};
+
+/// A sink connector.
+pub enum Writer {
+    /// SQLite.
+    Sqlite(sqlite::SqliteWriter),
+    /// JSON-lines files.
+    File(file::FileWriter),
+    /// Standard output.
+    Stdout(stdout::StdoutWriter),
+}
+
+impl Writer {
+    /// Writes `items`; one result per item, in order.
+    pub async fn write(&mut self, items: &[Item]) -> Vec<Written> {
+        match self {
+            Writer::Sqlite(w) => w.write(items).await,
+            Writer::File(w) => w.write(items).await,
+            Writer::Stdout(w) => w.write(items),
+        }
+    }
+
+    /// Flushes and closes.
+    pub async fn close(&mut self) -> anyhow::Result<()> {
+        match self {
+            Writer::Sqlite(_) => Ok(()),
+            Writer::File(w) => w.close(),
+            Writer::Stdout(_) => Ok(()),
+        }
+    }
+
+    /// The most records one write should carry, by the destination's own limits.
+    pub fn max_records(&self) -> usize {
+        match self {
+            Writer::Sqlite(_) => 1000,
+            Writer::File(_) => 1000,
+            Writer::Stdout(_) => 256,
+        }
+    }
+}

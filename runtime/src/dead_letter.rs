@@ -1,0 +1,155 @@
+//! The dead-letter output: every record a node refuses, with why, where, when, and the
+//! original bytes — never silently lost.
+//!
+//! By default dead letters are appended to a JSON-lines file; with `[dead_letter] sink`
+//! they are sent, as JSON objects, to a sink of the pipeline instead. A dead letter's
+//! acknowledgement completes only once it is written, so a source never checkpoints past
+//! a refused record that was not recorded.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::ack::AckRef;
+use crate::record::{Record, now_ms};
+use crate::topology::{Batch, Output};
+
+/// One refused record.
+#[derive(Debug)]
+pub struct DeadLetter {
+    /// The record, as it was when refused (its document is `null` if it never parsed).
+    pub record: Record,
+    /// The node that refused it, as the pipeline names it (`transforms.redact`).
+    pub node: String,
+    /// A stable kind: `malformed_json`, `not_a_ctr`, `oversized`, `panic`, `deadline`, …
+    pub kind: String,
+    /// What happened.
+    pub reason: String,
+    /// When, Unix epoch ms.
+    pub at_ms: i64,
+}
+
+impl DeadLetter {
+    /// A dead letter for `record`, refused now by `node`.
+    pub fn new(record: Record, node: String, kind: &str, reason: String) -> Self {
+        DeadLetter { record, node, kind: kind.to_string(), reason, at_ms: now_ms() }
+    }
+
+    /// The dead letter as the JSON object that is written.
+    pub fn to_json(&self) -> Value {
+        let meta = &self.record.meta;
+        let original = self.record.original_bytes();
+        let (original, encoding) = match std::str::from_utf8(&original) {
+            Ok(text) => (Value::String(text.to_string()), "utf8"),
+            Err(_) => (Value::String(hex(&original)), "hex"),
+        };
+        json!({
+            "time": ctrflow_plugin_sdk::ctr::format_timestamp(self.at_ms),
+            "time_ms": self.at_ms,
+            "node": self.node,
+            "kind": self.kind,
+            "reason": self.reason,
+            "source": &*meta.source,
+            "position": meta.position,
+            "contact_id": self.record.contact_id(),
+            "original": original,
+            "original_encoding": encoding,
+        })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where nodes send dead letters.
+#[derive(Clone)]
+pub struct DeadLetters {
+    tx: mpsc::Sender<DeadLetter>,
+}
+
+impl DeadLetters {
+    /// A channel for dead letters and its receiving end.
+    pub fn channel(capacity: usize) -> (DeadLetters, mpsc::Receiver<DeadLetter>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (DeadLetters { tx }, rx)
+    }
+
+    /// Sends from a thread (blocks while the writer is behind).
+    pub fn send_blocking(&self, letter: DeadLetter) {
+        if let Err(e) = self.tx.blocking_send(letter) {
+            // The writer is gone (the run is ending): the record is not written, so its
+            // acknowledgement is abandoned when it drops here, and nothing is checkpointed
+            // past it.
+            tracing::error!(node = %e.0.node, "Dead-letter output closed; record not written.");
+        }
+    }
+
+    /// Sends from async code.
+    pub async fn send(&self, letter: DeadLetter) {
+        if let Err(e) = self.tx.send(letter).await {
+            tracing::error!(node = %e.0.node, "Dead-letter output closed; record not written.");
+        }
+    }
+}
+
+/// Where dead letters end up.
+pub enum DeadLetterTarget {
+    /// Appended to this JSON-lines file.
+    File(PathBuf),
+    /// Sent to a sink's input.
+    Sink(Output),
+}
+
+/// Writes dead letters until every sender is gone. Returns how many it wrote.
+pub fn run_writer(mut rx: mpsc::Receiver<DeadLetter>, target: DeadLetterTarget) -> anyhow::Result<u64> {
+    let mut written = 0;
+    match target {
+        DeadLetterTarget::File(path) => {
+            let mut file: Option<std::io::BufWriter<std::fs::File>> = None;
+            while let Some(first) = rx.blocking_recv() {
+                let f = match &mut file {
+                    Some(f) => f,
+                    None => {
+                        if let Some(dir) = path.parent() {
+                            std::fs::create_dir_all(dir)?;
+                        }
+                        let opened = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| {
+                            anyhow::anyhow!("dead_letter.path: cannot open {}: {e}", path.display())
+                        })?;
+                        file.insert(std::io::BufWriter::new(opened))
+                    }
+                };
+                // Take what is waiting too, and write it in one flush.
+                let mut letters = vec![first];
+                while let Ok(more) = rx.try_recv() {
+                    letters.push(more);
+                }
+                let mut acks: Vec<AckRef> = Vec::with_capacity(letters.len());
+                for letter in letters {
+                    serde_json::to_writer(&mut *f, &letter.to_json())?;
+                    f.write_all(b"\n")?;
+                    acks.push(letter.record.ack);
+                }
+                f.flush()?;
+                written += acks.len() as u64;
+                acks.into_iter().for_each(AckRef::complete);
+            }
+        }
+        DeadLetterTarget::Sink(output) => {
+            while let Some(letter) = rx.blocking_recv() {
+                let doc = letter.to_json();
+                let record = Record { doc: Arc::new(doc), meta: letter.record.meta, ack: letter.record.ack };
+                written += 1;
+                if output.send_blocking(Batch::new(vec![record], Instant::now())).is_err() {
+                    anyhow::bail!("the dead-letter sink stopped");
+                }
+            }
+        }
+    }
+    Ok(written)
+}

@@ -1,0 +1,342 @@
+//! What every source shares: turning bytes into records (parsed once, here), batching,
+//! dead-lettering what is not a contact record, and checkpoint files.
+//!
+//! A source connector reads its medium and calls [`SourceContext::ingest`] per document
+//! and [`SourceContext::flush`] per batch; it learns which batches were fully handled from
+//! the [`AckBatch`] completions and persists its position with [`CheckpointFile`]. It does
+//! not know what is downstream.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use ctrflow_plugin_sdk::ctr;
+use ctrflow_plugin_sdk::path::FieldPath;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::ack::{AckBatch, AckRef, Completion};
+use crate::dead_letter::{DeadLetter, DeadLetters};
+use crate::record::{Meta, Record, now_ms};
+use crate::timing::{Counters, NodeTiming};
+use crate::topology::{Batch, Closed, Output, Shutdown};
+
+/// Everything a source connector needs from the runtime.
+pub struct SourceContext {
+    /// The source's id.
+    pub id: Arc<str>,
+    /// Where its batches go.
+    pub output: Output,
+    /// Where records that are not contact records go.
+    pub dead: DeadLetters,
+    /// The stop signal.
+    pub shutdown: Shutdown,
+    /// Its clocks and counters.
+    pub timing: Arc<NodeTiming>,
+    /// Whether hop clocks are on.
+    pub timing_enabled: bool,
+    /// Records per batch.
+    pub batch_size: usize,
+    /// The largest record accepted, in bytes.
+    pub max_record_size: usize,
+    /// The field holding the event time.
+    pub event_field: FieldPath,
+    /// The pipeline's state directory.
+    pub state_dir: PathBuf,
+    /// Batch completions arrive here.
+    pub completions: mpsc::UnboundedReceiver<Completion>,
+    completions_tx: mpsc::UnboundedSender<Completion>,
+    pending: Vec<Record>,
+    batch_ack: Option<AckBatch>,
+    batch_read_at: Option<Instant>,
+    next_seq: u64,
+}
+
+/// Why a document was refused at the source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Larger than `max_record_size`.
+    TooLarge { size: usize, limit: usize },
+    /// Not JSON.
+    Malformed(String),
+    /// JSON, but not a contact record.
+    NotACtr(String),
+}
+
+impl Refusal {
+    /// The dead-letter kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::TooLarge { .. } => "oversized",
+            Refusal::Malformed(_) => "malformed_json",
+            Refusal::NotACtr(_) => "not_a_ctr",
+        }
+    }
+
+    /// The dead-letter reason.
+    pub fn message(&self) -> String {
+        match self {
+            Refusal::TooLarge { size, limit } => {
+                format!("record of {size} bytes exceeds runtime.max_record_size ({limit} bytes)")
+            }
+            Refusal::Malformed(e) => format!("not valid JSON: {e}"),
+            Refusal::NotACtr(e) => e.clone(),
+        }
+    }
+}
+
+/// Parses one document into a contact record's JSON; the single place records are parsed.
+pub fn parse_ctr(bytes: &[u8], max_record_size: usize) -> Result<Value, Refusal> {
+    if bytes.len() > max_record_size {
+        return Err(Refusal::TooLarge { size: bytes.len(), limit: max_record_size });
+    }
+    let doc: Value = serde_json::from_slice(bytes).map_err(|e| Refusal::Malformed(e.to_string()))?;
+    check_ctr(doc)
+}
+
+/// Accepts a parsed document that is a contact record (an object with a string
+/// `ContactId`); explains what it looks like otherwise.
+pub fn check_ctr(doc: Value) -> Result<Value, Refusal> {
+    match doc.get("ContactId") {
+        Some(Value::String(id)) if !id.is_empty() => Ok(doc),
+        // The SDK's model knows how to explain what a document is instead (a contact
+        // event, an agent event…); only refused documents pay for it.
+        _ => Err(Refusal::NotACtr(match ctr::ContactTraceRecord::from_value(doc) {
+            Err(e) => e.to_string(),
+            Ok(_) => "not a contact record".to_string(),
+        })),
+    }
+}
+
+impl SourceContext {
+    /// A context for source `id`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: &str,
+        output: Output,
+        dead: DeadLetters,
+        shutdown: Shutdown,
+        timing: Arc<NodeTiming>,
+        timing_enabled: bool,
+        batch_size: usize,
+        max_record_size: usize,
+        event_field: FieldPath,
+        state_dir: PathBuf,
+    ) -> Self {
+        let (completions_tx, completions) = mpsc::unbounded_channel();
+        SourceContext {
+            id: Arc::from(id),
+            output,
+            dead,
+            shutdown,
+            timing,
+            timing_enabled,
+            batch_size: batch_size.max(1),
+            max_record_size,
+            event_field,
+            state_dir,
+            completions,
+            completions_tx,
+            pending: Vec::new(),
+            batch_ack: None,
+            batch_read_at: None,
+            next_seq: 0,
+        }
+    }
+
+    /// The sequence number the next flushed batch will have.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    fn ack(&mut self) -> AckRef {
+        if self.batch_ack.is_none() {
+            self.batch_ack = Some(AckBatch::new(self.next_seq, self.completions_tx.clone()));
+            self.batch_read_at = Some(Instant::now());
+        }
+        self.batch_ack.as_ref().expect("set above").record()
+    }
+
+    /// Takes one document as read. `arrival_ms` is the stream's arrival time, when the
+    /// medium has one. A document that is not a contact record is dead-lettered (and its
+    /// batch still completes once the dead letter is written).
+    pub fn ingest(&mut self, bytes: Bytes, position: String, arrival_ms: Option<i64>) {
+        let read_ms = now_ms();
+        let ack = self.ack();
+        Counters::add(&self.timing.counters.records_in, 1);
+        match parse_ctr(&bytes, self.max_record_size) {
+            Ok(doc) => self.push(doc, Some(bytes), position, arrival_ms, read_ms, ack),
+            Err(refusal) => self.refuse(refusal, bytes, position, arrival_ms, read_ms, ack),
+        }
+    }
+
+    /// Takes one document its reader has parsed already (`raw` is its text), so it is not
+    /// parsed twice.
+    pub fn ingest_parsed(&mut self, doc: Value, raw: Bytes, position: String, arrival_ms: Option<i64>) {
+        let read_ms = now_ms();
+        let ack = self.ack();
+        Counters::add(&self.timing.counters.records_in, 1);
+        let checked = if raw.len() > self.max_record_size {
+            Err(Refusal::TooLarge { size: raw.len(), limit: self.max_record_size })
+        } else {
+            check_ctr(doc)
+        };
+        match checked {
+            Ok(doc) => self.push(doc, Some(raw), position, arrival_ms, read_ms, ack),
+            Err(refusal) => self.refuse(refusal, raw, position, arrival_ms, read_ms, ack),
+        }
+    }
+
+    /// Takes one already-parsed document (the generator's).
+    pub fn ingest_doc(&mut self, doc: Value, position: String) {
+        let read_ms = now_ms();
+        let ack = self.ack();
+        Counters::add(&self.timing.counters.records_in, 1);
+        match check_ctr(doc) {
+            Ok(doc) => self.push(doc, None, position, None, read_ms, ack),
+            Err(refusal) => self.refuse(refusal, Bytes::new(), position, None, read_ms, ack),
+        }
+    }
+
+    /// Dead-letters bytes that could not even be split into documents.
+    pub fn refuse_bytes(&mut self, bytes: Bytes, position: String, message: String) {
+        let read_ms = now_ms();
+        let ack = self.ack();
+        Counters::add(&self.timing.counters.records_in, 1);
+        self.refuse(Refusal::Malformed(message), bytes, position, None, read_ms, ack);
+    }
+
+    fn push(&mut self, doc: Value, raw: Option<Bytes>, position: String, arrival_ms: Option<i64>, read_ms: i64, ack: AckRef) {
+        let event_ms = self.event_field.get(&doc).and_then(Value::as_str).and_then(ctr::parse_timestamp);
+        let arrival_ms = arrival_ms.unwrap_or(read_ms);
+        if self.timing_enabled {
+            if let Some(e) = event_ms {
+                self.timing.event_to_arrival.record_us(((arrival_ms - e).max(0) as u64) * 1000, 1);
+            }
+        }
+        let meta = Meta { source: self.id.clone(), position, raw, event_ms, arrival_ms, read_ms };
+        self.pending.push(Record { doc: Arc::new(doc), meta: Arc::new(meta), ack });
+    }
+
+    fn refuse(&mut self, refusal: Refusal, bytes: Bytes, position: String, arrival_ms: Option<i64>, read_ms: i64, ack: AckRef) {
+        let meta = Meta {
+            source: self.id.clone(),
+            position,
+            raw: Some(bytes),
+            event_ms: None,
+            arrival_ms: arrival_ms.unwrap_or(read_ms),
+            read_ms,
+        };
+        let record = Record { doc: Arc::new(Value::Null), meta: Arc::new(meta), ack };
+        Counters::add(&self.timing.counters.dead_lettered, 1);
+        self.dead.send_blocking(DeadLetter::new(record, format!("sources.{}", self.id), refusal.kind(), refusal.message()));
+    }
+
+    /// Whether the current batch is full.
+    pub fn batch_full(&self) -> bool {
+        self.pending.len() >= self.batch_size
+    }
+
+    /// Sends the current batch on (from a thread). Returns its sequence number, or `None`
+    /// when nothing was read since the last flush.
+    pub fn flush_blocking(&mut self) -> Result<Option<u64>, Closed> {
+        match self.take_batch() {
+            None => Ok(None),
+            Some((seq, batch)) => {
+                if let Some(b) = batch {
+                    self.output.send_blocking(b)?;
+                }
+                Ok(Some(seq))
+            }
+        }
+    }
+
+    /// Sends the current batch on (from async code).
+    pub async fn flush(&mut self) -> Result<Option<u64>, Closed> {
+        match self.take_batch() {
+            None => Ok(None),
+            Some((seq, batch)) => {
+                if let Some(b) = batch {
+                    self.output.send(b).await?;
+                }
+                Ok(Some(seq))
+            }
+        }
+    }
+
+    /// Closes the current batch: its sequence number, and the batch to send (none when every
+    /// document of it was dead-lettered).
+    fn take_batch(&mut self) -> Option<(u64, Option<Batch>)> {
+        let ack = self.batch_ack.take()?;
+        let read_at = self.batch_read_at.take().unwrap_or_else(Instant::now);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        drop(ack); // the records hold their shares
+        let records = std::mem::take(&mut self.pending);
+        Counters::add(&self.timing.counters.records_out, records.len() as u64);
+        if self.timing_enabled {
+            self.timing.process.record(read_at.elapsed(), records.len() as u64);
+        }
+        Some((seq, (!records.is_empty()).then(|| Batch::new(records, read_at))))
+    }
+}
+
+/// A source's checkpoint, in `<state_dir>/<source id>.checkpoint.json`, written atomically.
+pub struct CheckpointFile {
+    path: PathBuf,
+}
+
+impl CheckpointFile {
+    /// The checkpoint file of source `id`.
+    pub fn new(state_dir: &std::path::Path, id: &str) -> Self {
+        CheckpointFile { path: state_dir.join(format!("{id}.checkpoint.json")) }
+    }
+
+    /// The saved position, if any.
+    pub fn load<P: DeserializeOwned>(&self) -> anyhow::Result<Option<P>> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|e| {
+                anyhow::anyhow!("checkpoint {} is unreadable ({e}); delete it to start over", self.path.display())
+            })?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(anyhow::anyhow!("cannot read checkpoint {}: {e}", self.path.display())),
+        }
+    }
+
+    /// Saves a position: write a temporary file, sync it, rename it into place.
+    pub fn save<P: Serialize>(&self, position: &P) -> anyhow::Result<()> {
+        use std::io::Write;
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = self.path.with_extension("json.tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec(position)?)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &self.path)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_contact_event_is_refused_as_not_a_ctr() {
+        let bytes = include_bytes!("../../tests/fixtures/ctr/aws-docs-contact-event-connected-to-agent.NOT-A-CTR.json");
+        let err = parse_ctr(bytes, 1 << 20).unwrap_err();
+        assert_eq!(err.kind(), "not_a_ctr");
+        assert!(err.message().contains("contact event"), "{}", err.message());
+    }
+
+    #[test]
+    fn oversized_and_malformed_documents_are_refused_with_their_kind() {
+        assert_eq!(parse_ctr(b"{\"ContactId\":\"x\"}", 5).unwrap_err().kind(), "oversized");
+        assert_eq!(parse_ctr(b"{\"ContactId\":", 100).unwrap_err().kind(), "malformed_json");
+        assert!(parse_ctr(b"{\"ContactId\":\"x\"}", 100).is_ok());
+    }
+}

@@ -1,0 +1,106 @@
+//! Lookup tables for enrich plugins: `csv` and `json` files loaded into memory, keyed by a
+//! column (and, with AWS, DynamoDB tables read through a cache).
+//!
+//! A table answers [`Lookup::get`] with the row as a JSON object. CSV cells are strings,
+//! as written; JSON rows keep their types. Keys are compared as text (a JSON number key
+//! `7` is found by `"7"`).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+use crate::config::FileTableConfig;
+use crate::host::Lookup;
+
+/// An in-memory table.
+#[derive(Debug, Default)]
+pub struct MemoryTable {
+    rows: HashMap<String, Value>,
+}
+
+impl MemoryTable {
+    /// How many rows it holds.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Loads a CSV file with a header row.
+    pub fn csv(cfg: &FileTableConfig, base_dir: &Path) -> Result<Self, String> {
+        let path = base_dir.join(&cfg.path);
+        let mut reader = csv::Reader::from_path(&path).map_err(|e| format!("path: cannot read {}: {e}", path.display()))?;
+        let headers = reader.headers().map_err(|e| format!("path: {}: {e}", path.display()))?.clone();
+        let key_index = headers
+            .iter()
+            .position(|h| h == cfg.key)
+            .ok_or_else(|| format!("key: column {:?} is not in {} (columns: {})", cfg.key, path.display(), headers.iter().collect::<Vec<_>>().join(", ")))?;
+        let mut rows = HashMap::new();
+        for (i, record) in reader.records().enumerate() {
+            let record = record.map_err(|e| format!("path: {} row {}: {e}", path.display(), i + 2))?;
+            let mut row = Map::new();
+            for (h, v) in headers.iter().zip(record.iter()) {
+                row.insert(h.to_string(), Value::String(v.to_string()));
+            }
+            if let Some(key) = record.get(key_index) {
+                rows.insert(key.to_string(), Value::Object(row));
+            }
+        }
+        Ok(MemoryTable { rows })
+    }
+
+    /// Loads a JSON array of objects, or JSON lines.
+    pub fn json(cfg: &FileTableConfig, base_dir: &Path) -> Result<Self, String> {
+        let path = base_dir.join(&cfg.path);
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("path: cannot read {}: {e}", path.display()))?;
+        let items: Vec<Value> = if text.trim_start().starts_with('[') {
+            serde_json::from_str(&text).map_err(|e| format!("path: {} is not a JSON array: {e}", path.display()))?
+        } else {
+            serde_json::Deserializer::from_str(&text)
+                .into_iter::<Value>()
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("path: {}: {e}", path.display()))?
+        };
+        let mut rows = HashMap::new();
+        for item in items {
+            let key = match item.get(&cfg.key) {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Null) | None => continue,
+                Some(other) => other.to_string(),
+            };
+            rows.insert(key, item);
+        }
+        Ok(MemoryTable { rows })
+    }
+}
+
+impl Lookup for MemoryTable {
+    fn get(&self, _table: &str, key: &str) -> Result<Option<Value>, String> {
+        Ok(self.rows.get(key).cloned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_agents_csv_loads_keyed_by_username() {
+        let cfg = FileTableConfig { path: "pipelines/data/agents.csv".into(), key: "username".into() };
+        let t = MemoryTable::csv(&cfg, Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))).unwrap();
+        assert_eq!(t.len(), 40);
+        let row = t.get("agents", "agent001").unwrap().unwrap();
+        assert!(row.get("full_name").is_some());
+    }
+
+    #[test]
+    fn a_missing_key_column_names_the_columns() {
+        let cfg = FileTableConfig { path: "pipelines/data/agents.csv".into(), key: "user".into() };
+        let err = MemoryTable::csv(&cfg, Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))).unwrap_err();
+        assert!(err.starts_with("key:") && err.contains("username"), "{err}");
+    }
+}
