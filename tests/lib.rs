@@ -17,3 +17,77 @@ pub fn test_plugin(name: &str) -> Vec<u8> {
     let path = PathBuf::from(ctrflow::host::TEST_PLUGIN_DIR).join(format!("{}.wasm", name.replace('-', "_")));
     std::fs::read(&path).unwrap_or_else(|e| panic!("test plugin {} is missing ({e}); the runtime's build.rs builds it", path.display()))
 }
+
+/// The `ctrflow` binary of this build (`cargo xtask test` builds it before the tests).
+pub fn ctrflow_bin() -> PathBuf {
+    // The test binary is <target>/<profile>/deps/all-<hash>; the binary is <target>/<profile>/ctrflow.
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("<target>/<profile>");
+    let bin = profile_dir.join("ctrflow");
+    assert!(bin.exists(), "{} is missing: build it first (`cargo build --release -p ctrflow`, which `cargo xtask test` does)", bin.display());
+    bin
+}
+
+/// A fresh, empty directory under the system temp dir, named for the test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!("ctrflow-test-{name}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+/// Copies a directory tree.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for entry in std::fs::read_dir(from).expect("read dir").flatten() {
+        let path = entry.path();
+        let dest = to.join(entry.file_name());
+        if path.is_dir() {
+            copy_dir(&path, &dest);
+        } else {
+            std::fs::copy(&path, &dest).expect("copy file");
+        }
+    }
+}
+
+/// What a finished `ctrflow` command printed.
+#[derive(Debug)]
+pub struct Output {
+    /// Whether it exited 0.
+    pub success: bool,
+    /// Its exit code.
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Runs `ctrflow <args>` in `dir` (with the compile cache in the build directory).
+pub fn ctrflow(dir: &std::path::Path, args: &[&str]) -> Output {
+    let out = std::process::Command::new(ctrflow_bin())
+        .current_dir(dir)
+        .args(args)
+        .env("CTRFLOW_CACHE_DIR", cache_dir())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run ctrflow");
+    Output {
+        success: out.status.success(),
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The compile cache the tests share (compiling plugins once, not per test).
+pub fn cache_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent().and_then(|d| d.parent()).map(|d| d.join("ctrflow-test-cache")).unwrap_or_else(std::env::temp_dir)
+}
+
+/// Reads a JSON-lines file.
+pub fn read_jsonl(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
+}

@@ -1,1 +1,124 @@
-fn main() {}
+//! One hop: a plugin that reads two fields of a ~3.5 KB CTR and writes one, per record, at
+//! batch sizes 1, 64 and 256, three ways in the same run:
+//!
+//! - `wasm_resource/<batch>`: the `bench-edit` plugin through [`TransformPlugin::process`]
+//!   (two `records.get` and one `records.set` across the boundary, paths resolved at init);
+//! - `native/<batch>`: the same edit in Rust on the host's record (`FieldPath` get/get/set
+//!   on `Arc::make_mut(&mut record.doc)`), the floor the host could reach;
+//! - `wasm_json_bytes/<batch>`: the `bench-json` plugin, the whole record crossing the
+//!   boundary as JSON text both ways, as engines that ship JSON to wasm do.
+//!
+//! Throughput is in records, so criterion's `thrpt` is records per second and `time / batch`
+//! is the per-record cost. Records are built fresh for every iteration (a clone of the parsed
+//! document into `Record::detached`) outside the timed section, and dropped outside it too.
+//!
+//! Run: `cargo bench -p ctrflow --bench hop` (add `-- --quick` while iterating).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use ctrflow::host::{Decision, Host, Limits, NodeContext, TEST_PLUGIN_DIR, TransformPlugin};
+use ctrflow::record::Record;
+use ctrflow_plugin_sdk::path::FieldPath;
+use serde_json::Value as Json;
+
+const BATCHES: [usize; 3] = [1, 64, 256];
+
+/// The record's size on the wire, as the issue states a CTR's typical size.
+const RECORD_BYTES: usize = 3500;
+
+/// How many records one timed batch of iterations holds at most, so memory stays bounded
+/// (criterion's `SmallInput` would hold a tenth of all iterations at once).
+const RECORDS_PER_BATCH: usize = 256;
+
+/// The real v1 sample (3.1 KB), its attributes padded to [`RECORD_BYTES`] of JSON.
+fn ctr() -> Json {
+    let text = include_str!("../../tests/fixtures/ctr/kyopark-voice-inbound-update-v1.json");
+    let mut doc: Json = serde_json::from_str(text).expect("the fixture is JSON");
+    doc["Attributes"]["notes"] = Json::String(String::new());
+    let pad = RECORD_BYTES.saturating_sub(doc.to_string().len());
+    doc["Attributes"]["notes"] = Json::String("n".repeat(pad));
+    assert_eq!(doc.to_string().len(), RECORD_BYTES);
+    doc
+}
+
+fn plugin(host: &Host, name: &str) -> TransformPlugin {
+    let file = PathBuf::from(TEST_PLUGIN_DIR).join(format!("{}.wasm", name.replace('-', "_")));
+    let wasm = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e} (the runtime's build.rs builds it)", file.display()));
+    let compiled = host.compile(name, &wasm).unwrap_or_else(|e| panic!("{name}: {e}"));
+    host.transform(&compiled, NodeContext::new("bench", name), &Json::Null, Limits::default())
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// `bench-edit`'s edit, natively: `Attributes.route_key = "<Channel>:<Agent.Username>"`.
+struct NativeEdit {
+    channel: FieldPath,
+    user: FieldPath,
+    out: FieldPath,
+}
+
+impl NativeEdit {
+    fn new() -> Self {
+        let path = |p| FieldPath::parse(p).expect("a valid path");
+        NativeEdit { channel: path("Channel"), user: path("Agent.Username"), out: path("Attributes.route_key") }
+    }
+
+    fn process(&self, mut records: Vec<Record>) -> Vec<Record> {
+        for record in &mut records {
+            let doc = Arc::make_mut(&mut record.doc);
+            // Owned copies, as the plugin gets them across the boundary.
+            let channel = self.channel.get(doc).and_then(Json::as_str).unwrap_or_default().to_string();
+            let user = self.user.get(doc).and_then(Json::as_str).unwrap_or_default().to_string();
+            self.out.set(doc, Json::String(format!("{channel}:{user}"))).expect("Attributes is an object");
+        }
+        records
+    }
+}
+
+fn fresh(doc: &Json, n: usize) -> Vec<Record> {
+    (0..n).map(|_| Record::detached(doc.clone())).collect()
+}
+
+fn hop(c: &mut Criterion) {
+    let doc = ctr();
+    let host = Host::new(None).expect("the engine starts");
+    let resource = plugin(&host, "bench-edit");
+    let json_bytes = plugin(&host, "bench-json");
+    let native = NativeEdit::new();
+
+    // All three must do the same edit, or the comparison means nothing.
+    let kept = |out: Vec<(Record, Decision)>| -> Json {
+        let (record, decision) = out.into_iter().next().expect("one record");
+        assert!(matches!(decision, Decision::Keep), "{decision:?}");
+        Json::clone(&record.doc)
+    };
+    let expected = Json::clone(&native.process(fresh(&doc, 1))[0].doc);
+    assert_eq!(expected["Attributes"]["route_key"], "VOICE:Steve.Lusk");
+    assert_eq!(kept(resource.process(fresh(&doc, 1))), expected, "bench-edit differs from the native edit");
+    assert_eq!(kept(json_bytes.process(fresh(&doc, 1))), expected, "bench-json differs from the native edit");
+
+    group(c, "wasm_resource", &doc, |records| resource.process(records));
+    group(c, "native", &doc, |records| native.process(records));
+    group(c, "wasm_json_bytes", &doc, |records| json_bytes.process(records));
+}
+
+/// One benchmark group: `run` on fresh batches of every size. Its output is returned to
+/// criterion, which drops it after the clock stops.
+fn group<O>(c: &mut Criterion, name: &str, doc: &Json, run: impl Fn(Vec<Record>) -> O) {
+    let mut g = c.benchmark_group(name);
+    for batch in BATCHES {
+        g.throughput(Throughput::Elements(batch as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(batch), &batch, |b, &batch| {
+            b.iter_batched(
+                || fresh(doc, batch),
+                &run,
+                BatchSize::NumIterations((RECORDS_PER_BATCH / batch).max(1) as u64),
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, hop);
+criterion_main!(benches);

@@ -194,7 +194,7 @@ fn where_it_went(graph: &Graph, outcome: &RunOutcome, elapsed: Duration) -> Stri
             SinkKind::Sqlite(q) => {
                 let db = c.resolve(&q.path);
                 format!(
-                    "  sinks.{id}: {written} rows → SQLite {} table {:?}\n      sqlite3 {} 'SELECT COUNT(*) FROM \"{}\"'\n",
+                    "  sinks.{id}: {written} records → SQLite {} table {:?}\n      sqlite3 {} 'SELECT COUNT(*) FROM \"{}\"'\n",
                     db.display(),
                     q.table,
                     db.display(),

@@ -581,10 +581,27 @@ impl PipelineConfig {
         if errors.is_empty() { Ok(cfg) } else { Err(errors) }
     }
 
-    /// A path from the pipeline file, made absolute against its directory.
+    /// A path from the pipeline file, relative to its directory (`..` folded away, so
+    /// messages show `out/demo.db`, not `pipelines/../out/demo.db`).
     pub fn resolve(&self, path: &str) -> PathBuf {
-        self.base_dir.join(path)
+        clean(&self.base_dir.join(path))
     }
+}
+
+/// Folds `.` and `name/..` out of a path, without touching the filesystem.
+pub fn clean(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.components().next_back(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    if out.as_os_str().is_empty() { PathBuf::from(".") } else { out }
 }
 
 fn section<T: DeserializeOwned + Default>(value: Option<toml::Value>, key: &str, errors: &mut Vec<ConfigError>) -> T {
@@ -655,6 +672,12 @@ mod tests {
 
     fn parse(text: &str) -> Result<PipelineConfig, Vec<ConfigError>> {
         PipelineConfig::parse(text, Path::new("."), &|v| (v == "HOME_DIR").then(|| "/home/x".to_string()))
+    }
+
+    #[test]
+    fn clean_folds_parent_segments() {
+        assert_eq!(clean(Path::new("pipelines/../out/demo.db")), PathBuf::from("out/demo.db"));
+        assert_eq!(clean(Path::new("../x/./y")), PathBuf::from("../x/y"));
     }
 
     #[test]

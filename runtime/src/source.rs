@@ -201,7 +201,8 @@ impl SourceContext {
         }
     }
 
-    /// Dead-letters bytes that could not even be split into documents.
+    /// Dead-letters bytes that could not even be split into documents (`message`: the
+    /// parser's error).
     pub fn refuse_bytes(&mut self, bytes: Bytes, position: String, message: String) {
         let read_ms = now_ms();
         let ack = self.ack();

@@ -32,7 +32,7 @@ impl MemoryTable {
 
     /// Loads a CSV file with a header row.
     pub fn csv(cfg: &FileTableConfig, base_dir: &Path) -> Result<Self, String> {
-        let path = base_dir.join(&cfg.path);
+        let path = crate::config::clean(&base_dir.join(&cfg.path));
         let mut reader = csv::Reader::from_path(&path).map_err(|e| format!("path: cannot read {}: {e}", path.display()))?;
         let headers = reader.headers().map_err(|e| format!("path: {}: {e}", path.display()))?.clone();
         let key_index = headers
@@ -55,7 +55,7 @@ impl MemoryTable {
 
     /// Loads a JSON array of objects, or JSON lines.
     pub fn json(cfg: &FileTableConfig, base_dir: &Path) -> Result<Self, String> {
-        let path = base_dir.join(&cfg.path);
+        let path = crate::config::clean(&base_dir.join(&cfg.path));
         let text = std::fs::read_to_string(&path).map_err(|e| format!("path: cannot read {}: {e}", path.display()))?;
         let items: Vec<Value> = if text.trim_start().starts_with('[') {
             serde_json::from_str(&text).map_err(|e| format!("path: {} is not a JSON array: {e}", path.display()))?

@@ -1,3 +1,6 @@
 //! ctrflow's integration tests: one binary (it links once), a module per area.
 
+mod golden;
 mod host;
+mod pipelines;
+mod validate;

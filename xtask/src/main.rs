@@ -1,1 +1,144 @@
-fn main() {}
+//! The project's own build steps, so a fresh clone needs nothing installed by hand:
+//!
+//! - `cargo xtask demo`  — builds ctrflow (and, through its build script, the plugins)
+//!   and runs `pipelines/local-demo.toml`, writing the reports to `out/demo/`.
+//! - `cargo xtask test`  — everything CI runs: formatting, the workspace tests (which
+//!   start their own AWS emulator), and the plugins' native unit tests.
+//! - `cargo xtask bench` — the benchmarks (criterion).
+//!
+//! Each makes sure the `wasm32-wasip2` target is installed first (this machine sets
+//! `RUSTUP_AUTO_INSTALL=0`, so `rust-toolchain.toml` alone does not add it), and the test
+//! step makes sure the emulator (moto server, from PyPI) is installed in a virtual
+//! environment outside the clone.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().context("xtask/ is in the repository root")?.to_path_buf();
+    match args.first().map(String::as_str) {
+        Some("demo") => demo(&root, &args[1..]),
+        Some("test") => test(&root, &args[1..]),
+        Some("bench") => bench(&root, &args[1..]),
+        Some("moto") => {
+            println!("{}", moto_server(&root)?.display());
+            Ok(())
+        }
+        _ => {
+            eprintln!("usage: cargo xtask <demo | test | bench | moto> [args…]");
+            eprintln!("  demo   run the local demo pipeline (pipelines/local-demo.toml)");
+            eprintln!("  test   run every test CI runs");
+            eprintln!("  bench  run the benchmarks");
+            eprintln!("  moto   install the AWS emulator if needed and print its path");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("$ {}", render(cmd));
+    let status = cmd.status().with_context(|| format!("could not start {}", render(cmd)))?;
+    if !status.success() {
+        bail!("{} failed ({status})", render(cmd));
+    }
+    Ok(())
+}
+
+fn render(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program().to_string_lossy().into_owned())
+        .chain(cmd.get_args().map(|a| a.to_string_lossy().into_owned()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn cargo(root: &Path) -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root);
+    c
+}
+
+fn wasm_target(root: &Path) -> anyhow::Result<()> {
+    run(Command::new("rustup").current_dir(root).args(["target", "add", "wasm32-wasip2"]))
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"))
+}
+
+fn demo(root: &Path, extra: &[String]) -> anyhow::Result<()> {
+    wasm_target(root)?;
+    run(cargo(root).args(["build", "--release", "-p", "ctrflow"]))?;
+    let bin = target_dir(root).join("release").join("ctrflow");
+    std::fs::create_dir_all(root.join("out/demo"))?;
+    // A fresh demo each time: the generator does not resume, and old rows would confuse.
+    for stale in ["out/demo/contacts.db", "out/demo/contacts.db-wal", "out/demo/contacts.db-shm", "out/demo/dead-letters.jsonl"] {
+        let _ = std::fs::remove_file(root.join(stale));
+    }
+    let _ = std::fs::remove_dir_all(root.join("out/demo/lake"));
+    let mut cmd = Command::new(bin);
+    cmd.current_dir(root).args(["run", "pipelines/local-demo.toml", "--report", "out/demo/report.json", "--report", "out/demo/report.html"]);
+    cmd.args(extra);
+    run(&mut cmd)?;
+    eprintln!("\nTiming reports: out/demo/report.html (open it in a browser) and out/demo/report.json");
+    eprintln!("Try: sqlite3 out/demo/contacts.db 'SELECT Channel, COUNT(*), AVG(json_extract(Queue, \"$.Duration\")) FROM voice'");
+    Ok(())
+}
+
+fn test(root: &Path, extra: &[String]) -> anyhow::Result<()> {
+    wasm_target(root)?;
+    run(cargo(root).args(["fmt", "--all", "--", "--check"]))?;
+    let moto = moto_server(root)?;
+    // The tests drive the real binary: build it first.
+    run(cargo(root).args(["build", "--release", "-p", "ctrflow"]))?;
+    run(cargo(root).args(["test", "--release", "--workspace"]).args(extra).env("CTRFLOW_MOTO_SERVER", &moto))?;
+    // The plugins' own unit tests run natively (their workspace builds for wasm by default).
+    let plugins_target = target_dir(root).join("plugins-native");
+    run(cargo(&root.join("plugins"))
+        .args(["test", "--release", "--workspace", "--target", host_triple()])
+        .env("CARGO_TARGET_DIR", plugins_target))?;
+    Ok(())
+}
+
+fn bench(root: &Path, extra: &[String]) -> anyhow::Result<()> {
+    wasm_target(root)?;
+    run(cargo(root).args(["bench", "-p", "ctrflow"]).args(extra))
+}
+
+fn host_triple() -> &'static str {
+    if cfg!(all(target_arch = "x86_64", target_os = "linux")) {
+        "x86_64-unknown-linux-gnu"
+    } else if cfg!(all(target_arch = "aarch64", target_os = "linux")) {
+        "aarch64-unknown-linux-gnu"
+    } else if cfg!(all(target_arch = "aarch64", target_os = "macos")) {
+        "aarch64-apple-darwin"
+    } else {
+        "x86_64-apple-darwin"
+    }
+}
+
+/// The moto server executable, installed on first use into a virtual environment in
+/// `$CTRFLOW_CACHE_DIR` (default `~/.cache/ctrflow`), outside the clone.
+fn moto_server(root: &Path) -> anyhow::Result<PathBuf> {
+    let cache = std::env::var_os("CTRFLOW_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("ctrflow")))
+        .context("set HOME or CTRFLOW_CACHE_DIR")?;
+    let venv = cache.join("moto-venv");
+    let server = venv.join("bin").join("moto_server");
+    if server.exists() {
+        return Ok(server);
+    }
+    std::fs::create_dir_all(&cache)?;
+    run(Command::new("python3").current_dir(root).arg("-m").arg("venv").arg(&venv))?;
+    // Pinned: the version measured here (shared/reference/measured-here.md).
+    run(Command::new(venv.join("bin").join("pip"))
+        .current_dir(root)
+        .args(["install", "--quiet", "--disable-pip-version-check", "moto[server]==5.2.5"]))?;
+    if !server.exists() {
+        bail!("pip installed moto but {} is missing", server.display());
+    }
+    Ok(server)
+}

@@ -52,7 +52,7 @@ impl SqliteWriter {
         if !matches!(cfg.mode, WriteMode::Append | WriteMode::NewerWins) {
             return Err("mode: use \"append\" or \"newer-wins\"".into());
         }
-        let path = base_dir.join(&cfg.path);
+        let path = crate::config::clean(&base_dir.join(&cfg.path));
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("path: cannot create {}: {e}", dir.display()))?;
         }

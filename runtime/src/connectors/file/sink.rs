@@ -46,7 +46,7 @@ impl FileWriter {
     pub fn new(cfg: &FileSinkConfig, base_dir: &std::path::Path) -> Result<Self, String> {
         let date_field = cfg.date_field.as_deref().unwrap_or("LastUpdateTimestamp");
         Ok(FileWriter {
-            template: base_dir.join(&cfg.path).to_string_lossy().into_owned(),
+            template: crate::config::clean(&base_dir.join(&cfg.path)).to_string_lossy().into_owned(),
             date_field: FieldPath::parse(date_field).map_err(|e| format!("date_field: {e}"))?,
             rotate_bytes: cfg.rotate_bytes.as_deref().map(parse_size).transpose().map_err(|e| format!("rotate_bytes: {e}"))?.map(|b| b as u64),
             rotate_interval: cfg.rotate_interval.as_deref().map(parse_duration).transpose().map_err(|e| format!("rotate_interval: {e}"))?,

@@ -123,7 +123,7 @@ fn read(path: &Path) -> anyhow::Result<Bytes> {
 /// Reads every file, then waits for the last batches to be acknowledged and checkpoints.
 pub fn run(cfg: &FileSourceConfig, base_dir: &Path, mut ctx: SourceContext) -> anyhow::Result<()> {
     let id = ctx.id.clone();
-    let pattern = base_dir.join(&cfg.path);
+    let pattern = crate::config::clean(&base_dir.join(&cfg.path));
     let paths = files(&pattern).map_err(|e| anyhow::anyhow!("sources.{id}: {e}"))?;
     let store = CheckpointFile::new(&ctx.state_dir, &id);
     let resume: Option<FilePosition> = if cfg.checkpoint { store.load()? } else { None };
@@ -151,7 +151,7 @@ pub fn run(cfg: &FileSourceConfig, base_dir: &Path, mut ctx: SourceContext) -> a
                     last_end = end;
                 }
                 Piece::Bad { raw, error, end } => {
-                    ctx.refuse_bytes(raw, format!("{name}:{last_end}"), format!("not valid JSON: {error}"));
+                    ctx.refuse_bytes(raw, format!("{name}:{last_end}"), error);
                     last_end = end;
                 }
             }
