@@ -15,7 +15,8 @@ pub fn fixture(rel: &str) -> PathBuf {
 /// The bytes of a test plugin built by the plugins build (`plugins/testing/<name>`).
 pub fn test_plugin(name: &str) -> Vec<u8> {
     let path = PathBuf::from(ctrflow::host::TEST_PLUGIN_DIR).join(format!("{}.wasm", name.replace('-', "_")));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("test plugin {} is missing ({e}); the runtime's build.rs builds it", path.display()))
+    std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("test plugin {} is missing ({e}); the runtime's build.rs builds it", path.display()))
 }
 
 /// The `ctrflow` binary of this build (`cargo xtask test` builds it before the tests).
@@ -24,7 +25,11 @@ pub fn ctrflow_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let profile_dir = exe.parent().and_then(|d| d.parent()).expect("<target>/<profile>");
     let bin = profile_dir.join("ctrflow");
-    assert!(bin.exists(), "{} is missing: build it first (`cargo build --release -p ctrflow`, which `cargo xtask test` does)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (`cargo build --release -p ctrflow`, which `cargo xtask test` does)",
+        bin.display()
+    );
     bin
 }
 

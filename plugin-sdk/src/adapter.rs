@@ -23,25 +23,17 @@ pub fn transform_init<T: Transform>(
     Ok(types::Info { outputs: init.outputs })
 }
 
-pub fn transform_process<T: Transform>(
-    state: &RefCell<Option<T>>,
-    batch: &types::Records,
-) -> Vec<types::Outcome> {
+pub fn transform_process<T: Transform>(state: &RefCell<Option<T>>, batch: &types::Records) -> Vec<types::Outcome> {
     let n = batch.len();
     let mut guard = state.borrow_mut();
     let Some(plugin) = guard.as_mut() else {
         let e = Error::internal("process called before init");
         return (0..n).map(|_| types::Outcome::Fail(e.clone().into())).collect();
     };
-    (0..n)
-        .map(|i| plugin.process(&mut Record::in_batch(batch, i)).into_wit())
-        .collect()
+    (0..n).map(|i| plugin.process(&mut Record::in_batch(batch, i)).into_wit()).collect()
 }
 
-pub fn sink_init<T: Sink>(
-    state: &RefCell<Option<T>>,
-    config: &str,
-) -> Result<(), types::PluginError> {
+pub fn sink_init<T: Sink>(state: &RefCell<Option<T>>, config: &str) -> Result<(), types::PluginError> {
     let mut init = Init::new(parse_config(config)?);
     *state.borrow_mut() = Some(T::init(&mut init)?);
     Ok(())

@@ -670,10 +670,7 @@ ctr_object! {
 impl ContactTraceRecord {
     /// A record with only `ContactId` set (useful for tests and synthetic records).
     pub fn new(contact_id: impl Into<String>) -> Self {
-        Self {
-            contact_id: contact_id.into(),
-            ..Self::default()
-        }
+        Self { contact_id: contact_id.into(), ..Self::default() }
     }
 
     /// Parses one contact record from JSON bytes (surrounding whitespace allowed, e.g. the
@@ -702,9 +699,7 @@ impl ContactTraceRecord {
     /// As [`Self::from_json`], except that there is no invalid JSON to report.
     pub fn from_value(value: Value) -> Result<Self, CtrError> {
         let Value::Object(object) = &value else {
-            return Err(CtrError::NotAnObject {
-                found: json_kind(&value),
-            });
+            return Err(CtrError::NotAnObject { found: json_kind(&value) });
         };
         let problem = match object.get("ContactId") {
             Some(Value::String(id)) if !id.is_empty() => None,
@@ -714,10 +709,7 @@ impl ContactTraceRecord {
             None => Some("absent"),
         };
         if let Some(problem) = problem {
-            return Err(CtrError::MissingContactId {
-                problem,
-                looks_like: ForeignDocument::detect(object),
-            });
+            return Err(CtrError::MissingContactId { problem, looks_like: ForeignDocument::detect(object) });
         }
         Self::deserialize(value).map_err(CtrError::Json)
     }
@@ -725,9 +717,7 @@ impl ContactTraceRecord {
     /// `LastUpdateTimestamp` as Unix epoch milliseconds: the key for choosing the newest of
     /// several deliveries of one `ContactId` (§1, §6). `None` if absent or unparsable.
     pub fn last_update(&self) -> Option<i64> {
-        self.last_update_timestamp
-            .as_deref()
-            .and_then(parse_timestamp)
+        self.last_update_timestamp.as_deref().and_then(parse_timestamp)
     }
 
     /// The value of one user-defined contact attribute, if present.
@@ -785,11 +775,8 @@ pub enum ForeignDocument {
 
 impl ForeignDocument {
     fn detect(object: &Map<String, Value>) -> Option<Self> {
-        let is_contact_event =
-            |o: &Map<String, Value>| o.contains_key("contactId") || o.contains_key("eventType");
-        if is_contact_event(object)
-            || matches!(object.get("detail"), Some(Value::Object(d)) if is_contact_event(d))
-        {
+        let is_contact_event = |o: &Map<String, Value>| o.contains_key("contactId") || o.contains_key("eventType");
+        if is_contact_event(object) || matches!(object.get("detail"), Some(Value::Object(d)) if is_contact_event(d)) {
             Some(Self::ContactEvent)
         } else if object.contains_key("EventType") || object.contains_key("AgentARN") {
             Some(Self::AgentEvent)
@@ -823,15 +810,9 @@ impl fmt::Display for CtrError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NotAnObject { found } => {
-                write!(
-                    f,
-                    "not a contact record: expected a JSON object, found {found}"
-                )
+                write!(f, "not a contact record: expected a JSON object, found {found}")
             }
-            Self::MissingContactId {
-                problem,
-                looks_like,
-            } => {
+            Self::MissingContactId { problem, looks_like } => {
                 write!(f, "not a contact record: `ContactId` is {problem}")?;
                 match looks_like {
                     Some(kind) => write!(f, "; {kind}"),
@@ -873,9 +854,7 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     let num = |range: std::ops::Range<usize>| -> Option<i64> {
         let digits = b.get(range)?;
-        digits.iter().try_fold(0i64, |acc, &c| {
-            c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
-        })
+        digits.iter().try_fold(0i64, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0')))
     };
     let sep = |i: usize, expected: &[u8]| b.get(i).is_some_and(|c| expected.contains(c));
     if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt") && sep(13, b":") && sep(16, b":")) {
@@ -973,8 +952,7 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z - era * 146_097; // [0, 146096]
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let mp = (5 * day_of_year + 2) / 153; // March-based month, [0, 11]
     let day = day_of_year - (153 * mp + 2) / 5 + 1;
@@ -995,16 +973,12 @@ mod tests {
     // Published samples; provenance in tests/fixtures/ctr/SOURCES.md.
     const V1: &str = include_str!("../../tests/fixtures/ctr/kyopark-voice-inbound-update-v1.json");
     const V2: &str = include_str!("../../tests/fixtures/ctr/kyopark-voice-inbound-update-v2.json");
-    const V1_V2_JSONL: &str =
-        include_str!("../../tests/fixtures/ctr/kyopark-voice-inbound-update-v1-v2.jsonl");
-    const ABANDONED: &str =
-        include_str!("../../tests/fixtures/ctr/aws-samples-workshop-voice-abandoned-in-queue.json");
-    const CONTACT_EVENT: &str = include_str!(
-        "../../tests/fixtures/ctr/aws-docs-contact-event-connected-to-agent.NOT-A-CTR.json"
-    );
-    const FIREHOSE_EVENT: &str = include_str!(
-        "../../tests/fixtures/ctr/aws-samples-workshop-firehose-transform-event-voice-abandoned.json"
-    );
+    const V1_V2_JSONL: &str = include_str!("../../tests/fixtures/ctr/kyopark-voice-inbound-update-v1-v2.jsonl");
+    const ABANDONED: &str = include_str!("../../tests/fixtures/ctr/aws-samples-workshop-voice-abandoned-in-queue.json");
+    const CONTACT_EVENT: &str =
+        include_str!("../../tests/fixtures/ctr/aws-docs-contact-event-connected-to-agent.NOT-A-CTR.json");
+    const FIREHOSE_EVENT: &str =
+        include_str!("../../tests/fixtures/ctr/aws-samples-workshop-firehose-transform-event-voice-abandoned.json");
 
     const REAL_CTRS: [(&str, &str); 3] = [("v1", V1), ("v2", V2), ("abandoned", ABANDONED)];
 
@@ -1015,20 +989,12 @@ mod tests {
     #[test]
     fn every_real_ctr_parses() {
         for (name, text) in REAL_CTRS {
-            let rec = ContactTraceRecord::from_json(text.as_bytes())
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert_eq!(
-                rec.aws_contact_trace_record_format_version.as_deref(),
-                Some("2017-03-10")
-            );
+            let rec = ContactTraceRecord::from_json(text.as_bytes()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(rec.aws_contact_trace_record_format_version.as_deref(), Some("2017-03-10"));
             assert_eq!(rec.channel.as_deref(), Some("VOICE"));
             assert_eq!(rec.initiation_method.as_deref(), Some("INBOUND"));
             // Everything in the published samples is modelled: nothing falls into `extra`.
-            assert!(
-                rec.extra.is_empty(),
-                "{name}: unexpected extra {:?}",
-                rec.extra
-            );
+            assert!(rec.extra.is_empty(), "{name}: unexpected extra {:?}", rec.extra);
         }
     }
 
@@ -1042,26 +1008,11 @@ mod tests {
         assert_eq!(agent.agent_interaction_duration, Some(239));
         assert_eq!(agent.number_of_holds, Some(2));
         let groups = agent.hierarchy_groups.as_ref().expect("hierarchy");
-        assert_eq!(
-            groups.level1.as_ref().and_then(|g| g.group_name.as_deref()),
-            Some("TCC")
-        );
-        assert_eq!(
-            groups.level2.as_ref().and_then(|g| g.group_name.as_deref()),
-            Some("TCC ALL")
-        );
+        assert_eq!(groups.level1.as_ref().and_then(|g| g.group_name.as_deref()), Some("TCC"));
+        assert_eq!(groups.level2.as_ref().and_then(|g| g.group_name.as_deref()), Some("TCC ALL"));
         assert!(groups.level3.is_none() && groups.null_keys.contains("Level3"));
-        assert_eq!(
-            groups.null_keys.iter().copied().collect::<Vec<_>>(),
-            ["Level3", "Level4", "Level5"]
-        );
-        assert_eq!(
-            agent
-                .routing_profile
-                .as_ref()
-                .and_then(|p| p.name.as_deref()),
-            Some("TCC ALL")
-        );
+        assert_eq!(groups.null_keys.iter().copied().collect::<Vec<_>>(), ["Level3", "Level4", "Level5"]);
+        assert_eq!(agent.routing_profile.as_ref().and_then(|p| p.name.as_deref()), Some("TCC ALL"));
         let queue = rec.queue.as_ref().expect("queue");
         assert_eq!(queue.name.as_deref(), Some("TCC Refrig AC LLA"));
         assert_eq!(queue.duration, Some(346));
@@ -1069,10 +1020,7 @@ mod tests {
         assert_eq!(rec.attribute("PathCode"), Some("8477597_002_00002"));
         assert_eq!(rec.attribute("Acct_Code"), Some(""));
         assert_eq!(rec.attribute("greetingPlayed"), None);
-        assert_eq!(
-            rec.disconnect_reason.as_deref(),
-            Some("CUSTOMER_DISCONNECT")
-        );
+        assert_eq!(rec.disconnect_reason.as_deref(), Some("CUSTOMER_DISCONNECT"));
         let campaign = rec.campaign.as_ref().expect("campaign");
         assert!(campaign.campaign_id.is_none() && campaign.null_keys.contains("CampaignId"));
         assert_eq!(rec.references, Some(json!([])));
@@ -1081,20 +1029,9 @@ mod tests {
         let recordings = rec.recordings.as_ref().expect("recordings");
         assert_eq!(recordings.len(), 1);
         assert_eq!(recordings[0].storage_type.as_deref(), Some("S3"));
-        assert_eq!(
-            recordings[0].location,
-            rec.recording.as_ref().unwrap().location
-        );
-        assert_eq!(
-            rec.transferred_to_endpoint
-                .as_ref()
-                .and_then(|e| e.address.as_deref()),
-            Some("+18002430000")
-        );
-        assert_eq!(
-            rec.media_streams.as_ref().unwrap()[0].r#type.as_deref(),
-            Some("AUDIO")
-        );
+        assert_eq!(recordings[0].location, rec.recording.as_ref().unwrap().location);
+        assert_eq!(rec.transferred_to_endpoint.as_ref().and_then(|e| e.address.as_deref()), Some("+18002430000"));
+        assert_eq!(rec.media_streams.as_ref().unwrap()[0].r#type.as_deref(), Some("AUDIO"));
         assert_eq!(rec.last_update(), Some(1_641_404_915_000)); // 2022-01-05T17:48:35Z
     }
 
@@ -1108,11 +1045,7 @@ mod tests {
         assert_eq!(v2.attribute("greetingPlayed"), Some("false"));
         // The delivery differs only in Attributes and LastUpdateTimestamp (§1).
         let mut v2_as_v1 = v2.clone();
-        v2_as_v1
-            .attributes
-            .as_mut()
-            .unwrap()
-            .remove("greetingPlayed");
+        v2_as_v1.attributes.as_mut().unwrap().remove("greetingPlayed");
         v2_as_v1.last_update_timestamp = v1.last_update_timestamp.clone();
         assert_eq!(v2_as_v1, v1);
     }
@@ -1141,12 +1074,7 @@ mod tests {
         assert_eq!(rec.attributes.as_ref().map(BTreeMap::len), Some(1));
         assert_eq!(rec.attribute("greetingPlayed"), Some("true"));
         // Oldest format: these keys did not exist yet; absent, not null.
-        for key in [
-            "DisconnectReason",
-            "Campaign",
-            "References",
-            "VoiceIdResult",
-        ] {
+        for key in ["DisconnectReason", "Campaign", "References", "VoiceIdResult"] {
             assert!(!rec.null_keys.contains(key), "{key}");
         }
         assert!(rec.disconnect_reason.is_none() && rec.campaign.is_none());
@@ -1158,24 +1086,12 @@ mod tests {
         for (name, text) in REAL_CTRS {
             let rec = parse(text);
             let input: Value = serde_json::from_str(text).unwrap();
-            assert_eq!(
-                serde_json::to_value(&rec).unwrap(),
-                input,
-                "{name}: as JSON values"
-            );
+            assert_eq!(serde_json::to_value(&rec).unwrap(), input, "{name}: as JSON values");
             // Fields are declared in Amazon Connect's key order, so even the bytes match
             // (the published payloads end in a newline; serde_json adds none).
-            assert_eq!(
-                serde_json::to_string(&rec).unwrap(),
-                text.trim_end(),
-                "{name}: bytes"
-            );
+            assert_eq!(serde_json::to_string(&rec).unwrap(), text.trim_end(), "{name}: bytes");
             // And from_value agrees with from_json.
-            assert_eq!(
-                ContactTraceRecord::from_value(input).unwrap(),
-                rec,
-                "{name}"
-            );
+            assert_eq!(ContactTraceRecord::from_value(input).unwrap(), rec, "{name}");
         }
     }
 
@@ -1215,10 +1131,7 @@ mod tests {
         assert!(
             matches!(
                 err,
-                CtrError::MissingContactId {
-                    problem: "absent",
-                    looks_like: Some(ForeignDocument::ContactEvent)
-                }
+                CtrError::MissingContactId { problem: "absent", looks_like: Some(ForeignDocument::ContactEvent) }
             ),
             "{err:?}"
         );
@@ -1233,10 +1146,7 @@ mod tests {
         });
         assert!(matches!(
             ContactTraceRecord::from_value(wrapped),
-            Err(CtrError::MissingContactId {
-                looks_like: Some(ForeignDocument::ContactEvent),
-                ..
-            })
+            Err(CtrError::MissingContactId { looks_like: Some(ForeignDocument::ContactEvent), .. })
         ));
     }
 
@@ -1245,35 +1155,19 @@ mod tests {
         let err = ContactTraceRecord::from_json(FIREHOSE_EVENT.as_bytes()).unwrap_err();
         assert!(matches!(
             err,
-            CtrError::MissingContactId {
-                looks_like: Some(ForeignDocument::FirehoseTransformEvent),
-                ..
-            }
+            CtrError::MissingContactId { looks_like: Some(ForeignDocument::FirehoseTransformEvent), .. }
         ));
         assert!(err.to_string().contains("records[].data"), "{err}");
         // Synthetic agent event (shape from §8).
-        let agent_event =
-            json!({"AgentARN": "arn:x", "EventType": "HEART_BEAT", "Version": "2017-10-01"});
+        let agent_event = json!({"AgentARN": "arn:x", "EventType": "HEART_BEAT", "Version": "2017-10-01"});
         assert!(matches!(
             ContactTraceRecord::from_value(agent_event),
-            Err(CtrError::MissingContactId {
-                looks_like: Some(ForeignDocument::AgentEvent),
-                ..
-            })
+            Err(CtrError::MissingContactId { looks_like: Some(ForeignDocument::AgentEvent), .. })
         ));
         // Plain objects get no hint.
         let err = ContactTraceRecord::from_json(br#"{"Channel":"VOICE"}"#).unwrap_err();
-        assert!(matches!(
-            err,
-            CtrError::MissingContactId {
-                problem: "absent",
-                looks_like: None
-            }
-        ));
-        assert_eq!(
-            err.to_string(),
-            "not a contact record: `ContactId` is absent"
-        );
+        assert!(matches!(err, CtrError::MissingContactId { problem: "absent", looks_like: None }));
+        assert_eq!(err.to_string(), "not a contact record: `ContactId` is absent");
     }
 
     #[test]
@@ -1297,10 +1191,7 @@ mod tests {
             ("true", "a boolean"),
         ] {
             let err = ContactTraceRecord::from_json(text.as_bytes()).unwrap_err();
-            assert!(
-                matches!(err, CtrError::NotAnObject { found } if found == expected),
-                "{text}"
-            );
+            assert!(matches!(err, CtrError::NotAnObject { found } if found == expected), "{text}");
             assert!(err.to_string().contains("expected a JSON object"));
         }
     }
@@ -1386,10 +1277,7 @@ mod tests {
         assert_eq!(serde_json::to_value(&rec).unwrap(), input);
 
         // Setting a value writes it, whatever null_keys says.
-        rec.agent = Some(Agent {
-            username: Some("new".into()),
-            ..Agent::default()
-        });
+        rec.agent = Some(Agent { username: Some("new".into()), ..Agent::default() });
         assert_eq!(
             serde_json::to_value(&rec).unwrap(),
             json!({"ContactId": "x", "Agent": {"Username": "new"}, "Queue": {"Name": null}})
@@ -1408,13 +1296,7 @@ mod tests {
         // A present value that is then cleared disappears.
         let mut rec = parse(V1);
         rec.disconnect_reason = None;
-        assert!(
-            !serde_json::to_value(&rec)
-                .unwrap()
-                .as_object()
-                .unwrap()
-                .contains_key("DisconnectReason")
-        );
+        assert!(!serde_json::to_value(&rec).unwrap().as_object().unwrap().contains_key("DisconnectReason"));
     }
 
     #[test]
@@ -1422,17 +1304,12 @@ mod tests {
         let mut rec = ContactTraceRecord::new("x");
         rec.extra.insert("ContactId".into(), json!("shadow"));
         rec.extra.insert("Custom".into(), json!(1));
-        assert_eq!(
-            serde_json::to_string(&rec).unwrap(),
-            r#"{"ContactId":"x","Custom":1}"#
-        );
+        assert_eq!(serde_json::to_string(&rec).unwrap(), r#"{"ContactId":"x","Custom":1}"#);
     }
 
     #[test]
     fn duplicate_keys_last_wins() {
-        let rec =
-            ContactTraceRecord::from_json(br#"{"ContactId":"x","Channel":null,"Channel":"CHAT"}"#)
-                .unwrap();
+        let rec = ContactTraceRecord::from_json(br#"{"ContactId":"x","Channel":null,"Channel":"CHAT"}"#).unwrap();
         assert_eq!(rec.channel.as_deref(), Some("CHAT"));
         assert!(rec.null_keys.is_empty());
     }
@@ -1443,10 +1320,7 @@ mod tests {
         assert_eq!(rec, parse(V1));
         // Plain serde only enforces presence of ContactId, not the extra checks.
         let err = serde_json::from_str::<ContactTraceRecord>(r#"{"Channel":"VOICE"}"#).unwrap_err();
-        assert!(
-            err.to_string().contains("missing field `ContactId`"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("missing field `ContactId`"), "{err}");
         assert!(serde_json::from_str::<ContactTraceRecord>(r#"{"ContactId":null}"#).is_err());
     }
 

@@ -149,11 +149,8 @@ impl Init {
     /// The node's `config` table, deserialized. Unknown keys are the plugin's business:
     /// use `#[serde(deny_unknown_fields)]` on `T` to reject them.
     pub fn config<T: serde::de::DeserializeOwned>(&self) -> Result<T, Error> {
-        let value = if self.config.is_null() {
-            serde_json::Value::Object(Default::default())
-        } else {
-            self.config.clone()
-        };
+        let value =
+            if self.config.is_null() { serde_json::Value::Object(Default::default()) } else { self.config.clone() };
         serde_json::from_value(value).map_err(|e| Error::invalid_config(format!("config: {e}")))
     }
 
@@ -164,8 +161,7 @@ impl Init {
 
     /// Resolves a dotted field path (`Agent.Username`, `Recordings.0.Location`).
     pub fn path(&mut self, text: &str) -> Result<Path, Error> {
-        let field = FieldPath::parse(text)
-            .map_err(|e| Error::invalid_config(format!("path {text:?}: {e}")))?;
+        let field = FieldPath::parse(text).map_err(|e| Error::invalid_config(format!("path {text:?}: {e}")))?;
         #[cfg(target_arch = "wasm32")]
         let id = bindings::enrich::ctrflow::plugin::host::resolve_path(text)
             .map_err(|e| Error::invalid_config(format!("path {text:?}: {e}")))?;
@@ -214,9 +210,7 @@ impl Outcome {
             Outcome::Keep => types::Outcome::Keep,
             Outcome::Drop => types::Outcome::Drop,
             Outcome::Route(o) => types::Outcome::Route(o.index),
-            Outcome::Split(records) => {
-                types::Outcome::Split(records.iter().map(|r| r.to_string()).collect())
-            }
+            Outcome::Split(records) => types::Outcome::Split(records.iter().map(|r| r.to_string()).collect()),
             Outcome::Fail(e) => types::Outcome::Fail(e.into()),
         }
     }

@@ -61,11 +61,7 @@ impl FieldPath {
             if part.is_empty() {
                 return Err(PathError::Empty(text.to_string()));
             }
-            let index = if part.bytes().all(|b| b.is_ascii_digit()) {
-                part.parse().ok()
-            } else {
-                None
-            };
+            let index = if part.bytes().all(|b| b.is_ascii_digit()) { part.parse().ok() } else { None };
             segments.push(Segment { key: part.to_string(), index });
         }
         Ok(FieldPath { segments, text: text.to_string() })
@@ -107,11 +103,8 @@ impl FieldPath {
             Value::Array(items) if last.index.is_some() => {
                 let i = last.index.unwrap_or_default();
                 let len = items.len();
-                let slot = items.get_mut(i).ok_or(PathError::IndexOutOfRange {
-                    path: self.text.clone(),
-                    index: i,
-                    len,
-                })?;
+                let slot =
+                    items.get_mut(i).ok_or(PathError::IndexOutOfRange { path: self.text.clone(), index: i, len })?;
                 Ok(Some(std::mem::replace(slot, value)))
             }
             Value::Object(map) => Ok(map.insert(last.key.clone(), value)),
@@ -165,11 +158,7 @@ fn step_mut<'v>(cur: &'v mut Value, seg: &Segment) -> Option<&'v mut Value> {
 }
 
 /// Walks to the slot named by `segments`, creating objects where keys are missing.
-fn walk_mut<'v>(
-    root: &'v mut Value,
-    segments: &[Segment],
-    text: &str,
-) -> Result<&'v mut Value, PathError> {
+fn walk_mut<'v>(root: &'v mut Value, segments: &[Segment], text: &str) -> Result<&'v mut Value, PathError> {
     let mut cur = root;
     for seg in segments {
         if cur.is_null() {
@@ -179,21 +168,13 @@ fn walk_mut<'v>(
             Value::Object(map) => map.entry(seg.key.clone()).or_insert(Value::Null),
             Value::Array(items) => {
                 let len = items.len();
-                let i = seg.index.ok_or_else(|| PathError::NotAContainer {
-                    path: text.to_string(),
-                    at: seg.key.clone(),
-                })?;
-                items.get_mut(i).ok_or(PathError::IndexOutOfRange {
-                    path: text.to_string(),
-                    index: i,
-                    len,
-                })?
+                let i = seg
+                    .index
+                    .ok_or_else(|| PathError::NotAContainer { path: text.to_string(), at: seg.key.clone() })?;
+                items.get_mut(i).ok_or(PathError::IndexOutOfRange { path: text.to_string(), index: i, len })?
             }
             _ => {
-                return Err(PathError::NotAContainer {
-                    path: text.to_string(),
-                    at: seg.key.clone(),
-                });
+                return Err(PathError::NotAContainer { path: text.to_string(), at: seg.key.clone() });
             }
         };
     }

@@ -60,16 +60,9 @@ impl<'a> Record<'a> {
     pub fn set(&mut self, path: &Path, value: impl Into<Value>) -> Result<(), Error> {
         let value = value.into();
         #[cfg(target_arch = "wasm32")]
-        return self
-            .inner
-            .batch
-            .set(self.inner.index, path.id, &value)
-            .map_err(Error::bad_record);
+        return self.inner.batch.set(self.inner.index, path.id, &value).map_err(Error::bad_record);
         #[cfg(not(target_arch = "wasm32"))]
-        return path
-            .field
-            .set(self.inner.json, value.to_json())
-            .map_err(|e| Error::bad_record(e.to_string()));
+        return path.field.set(self.inner.json, value.to_json()).map_err(|e| Error::bad_record(e.to_string()));
     }
 
     /// Removes the value at `path`, returning it.
@@ -84,8 +77,7 @@ impl<'a> Record<'a> {
     /// [`Record::get`] on the per-record path.
     pub fn to_json(&self) -> serde_json::Value {
         #[cfg(target_arch = "wasm32")]
-        return serde_json::from_str(&self.inner.batch.to_json(self.inner.index))
-            .unwrap_or(serde_json::Value::Null);
+        return serde_json::from_str(&self.inner.batch.to_json(self.inner.index)).unwrap_or(serde_json::Value::Null);
         #[cfg(not(target_arch = "wasm32"))]
         return self.inner.json.clone();
     }
@@ -96,11 +88,7 @@ impl<'a> Record<'a> {
             return Err(Error::bad_record("a record must be a JSON object"));
         }
         #[cfg(target_arch = "wasm32")]
-        return self
-            .inner
-            .batch
-            .set_json(self.inner.index, &json.to_string())
-            .map_err(Error::bad_record);
+        return self.inner.batch.set_json(self.inner.index, &json.to_string()).map_err(Error::bad_record);
         #[cfg(not(target_arch = "wasm32"))]
         {
             *self.inner.json = json.clone();
@@ -110,7 +98,6 @@ impl<'a> Record<'a> {
 
     /// The record as the typed contact trace record model (a whole-record copy).
     pub fn ctr(&self) -> Result<ctr::ContactTraceRecord, Error> {
-        ctr::ContactTraceRecord::from_value(self.to_json())
-            .map_err(|e| Error::bad_record(e.to_string()))
+        ctr::ContactTraceRecord::from_value(self.to_json()).map_err(|e| Error::bad_record(e.to_string()))
     }
 }

@@ -11,9 +11,9 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use crate::{Error, Init, Sink, Transform};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::{Encoded, Outcome};
+use crate::{Error, Init, Sink, Transform};
 
 thread_local! {
     static TABLES: RefCell<HashMap<String, HashMap<String, serde_json::Value>>> =
@@ -35,10 +35,7 @@ pub fn init_sink<T: Sink>(config: serde_json::Value) -> Result<T, Error> {
 
 /// Runs one record through a transform; returns the outcome and the record as it was left.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn process<T: Transform>(
-    plugin: &mut T,
-    mut record: serde_json::Value,
-) -> (Outcome, serde_json::Value) {
+pub fn process<T: Transform>(plugin: &mut T, mut record: serde_json::Value) -> (Outcome, serde_json::Value) {
     let outcome = plugin.process(&mut crate::Record::native(&mut record));
     (outcome, record)
 }

@@ -45,7 +45,8 @@ fn ctr() -> Json {
 
 fn plugin(host: &Host, name: &str) -> TransformPlugin {
     let file = PathBuf::from(TEST_PLUGIN_DIR).join(format!("{}.wasm", name.replace('-', "_")));
-    let wasm = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e} (the runtime's build.rs builds it)", file.display()));
+    let wasm =
+        std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e} (the runtime's build.rs builds it)", file.display()));
     let compiled = host.compile(name, &wasm).unwrap_or_else(|e| panic!("{name}: {e}"));
     host.transform(&compiled, NodeContext::new("bench", name), &Json::Null, Limits::default())
         .unwrap_or_else(|e| panic!("{name}: {e}"))
@@ -98,6 +99,21 @@ fn hop(c: &mut Criterion) {
     assert_eq!(kept(resource.process(fresh(&doc, 1))), expected, "bench-edit differs from the native edit");
     assert_eq!(kept(json_bytes.process(fresh(&doc, 1))), expected, "bench-json differs from the native edit");
 
+    if let Ok(which) = std::env::var("HOP_PROFILE") {
+        let mut recs = fresh(&doc, 256);
+        let t = std::time::Instant::now();
+        let mut n = 0u64;
+        while t.elapsed() < std::time::Duration::from_secs(8) {
+            recs = match which.as_str() {
+                "native" => native.process(recs),
+                "json" => json_bytes.process(recs).into_iter().map(|(r, _)| r).collect(),
+                _ => resource.process(recs).into_iter().map(|(r, _)| r).collect(),
+            };
+            n += 256;
+        }
+        eprintln!("{which}: {:?} per record", t.elapsed() / n as u32);
+        std::process::exit(0);
+    }
     group(c, "wasm_resource", &doc, |records| resource.process(records));
     group(c, "native", &doc, |records| native.process(records));
     group(c, "wasm_json_bytes", &doc, |records| json_bytes.process(records));

@@ -92,7 +92,8 @@ impl std::fmt::Display for Invalid {
 impl std::error::Error for Invalid {}
 
 fn load_graph(path: &Path) -> Result<Graph, Invalid> {
-    let config = PipelineConfig::load(path).map_err(|errs| Invalid(errs.into_iter().map(GraphError::from).collect()))?;
+    let config =
+        PipelineConfig::load(path).map_err(|errs| Invalid(errs.into_iter().map(GraphError::from).collect()))?;
     Graph::from_config(config).map_err(Invalid)
 }
 
@@ -212,7 +213,11 @@ fn where_it_went(graph: &Graph, outcome: &RunOutcome, elapsed: Duration) -> Stri
     if let Some(p) = &outcome.dead_letter_path {
         s.push_str(&format!("  dead letters: {} → {}\n", outcome.dead_letters, p.display()));
     } else if outcome.dead_letters > 0 {
-        s.push_str(&format!("  dead letters: {} → sinks.{}\n", outcome.dead_letters, c.dead_letter.sink.as_deref().unwrap_or("?")));
+        s.push_str(&format!(
+            "  dead letters: {} → sinks.{}\n",
+            outcome.dead_letters,
+            c.dead_letter.sink.as_deref().unwrap_or("?")
+        ));
     }
     s
 }

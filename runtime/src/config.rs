@@ -517,9 +517,8 @@ struct Raw {
 impl PipelineConfig {
     /// Reads a pipeline file. Returns every problem found, not just the first.
     pub fn load(path: &Path) -> Result<Self, Vec<ConfigError>> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            vec![ConfigError::Read { path: path.display().to_string(), detail: e.to_string() }]
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| vec![ConfigError::Read { path: path.display().to_string(), detail: e.to_string() }])?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Self::parse(&text, &base, &|v| std::env::var(v).ok())
     }
@@ -695,7 +694,8 @@ mod tests {
 
     #[test]
     fn a_misspelt_sink_key_is_rejected_with_its_name() {
-        let errs = parse("[sinks.db]\ntype = \"sqlite\"\ninputs = [\"a\"]\npath = \"x.db\"\ntabel = \"t\"\n").unwrap_err();
+        let errs =
+            parse("[sinks.db]\ntype = \"sqlite\"\ninputs = [\"a\"]\npath = \"x.db\"\ntabel = \"t\"\n").unwrap_err();
         assert_eq!(errs.len(), 1);
         let msg = errs[0].to_string();
         assert!(msg.starts_with("sinks.db:"), "{msg}");
@@ -725,7 +725,8 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported_at_once() {
-        let errs = parse("[runtime]\nbatch = 1\n[sources.s]\ntype = \"kafka\"\n[transforms.t]\nplugin = \"x\"\n").unwrap_err();
+        let errs =
+            parse("[runtime]\nbatch = 1\n[sources.s]\ntype = \"kafka\"\n[transforms.t]\nplugin = \"x\"\n").unwrap_err();
         assert_eq!(errs.len(), 3, "{errs:?}");
     }
 

@@ -118,9 +118,10 @@ pub fn run_writer(mut rx: mpsc::Receiver<DeadLetter>, target: DeadLetterTarget) 
                         if let Some(dir) = path.parent() {
                             std::fs::create_dir_all(dir)?;
                         }
-                        let opened = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| {
-                            anyhow::anyhow!("dead_letter.path: cannot open {}: {e}", path.display())
-                        })?;
+                        let opened =
+                            std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| {
+                                anyhow::anyhow!("dead_letter.path: cannot open {}: {e}", path.display())
+                            })?;
                         file.insert(std::io::BufWriter::new(opened))
                     }
                 };

@@ -204,7 +204,9 @@ impl Graph {
                         input: input.clone(),
                         suggestion: suggest(node, readable.iter().copied()),
                     }),
-                    Some(Section::Sink) => errors.push(GraphError::InputIsSink { node: key.clone(), input: input.clone() }),
+                    Some(Section::Sink) => {
+                        errors.push(GraphError::InputIsSink { node: key.clone(), input: input.clone() })
+                    }
                     Some(Section::Source) if output.is_some() => errors.push(GraphError::UnknownOutput {
                         node: key.clone(),
                         input: input.clone(),
@@ -402,7 +404,8 @@ mod tests {
     use std::path::Path;
 
     fn graph(text: &str) -> Result<Graph, Vec<GraphError>> {
-        let cfg = PipelineConfig::parse(text, Path::new("."), &|_| None).map_err(|e| e.into_iter().map(GraphError::from).collect::<Vec<_>>())?;
+        let cfg = PipelineConfig::parse(text, Path::new("."), &|_| None)
+            .map_err(|e| e.into_iter().map(GraphError::from).collect::<Vec<_>>())?;
         Graph::from_config(cfg)
     }
 

@@ -24,6 +24,7 @@
 //! any coordination beyond what DynamoDB conditional writes give a fleet.
 
 pub mod ack;
+pub mod cli;
 pub mod config;
 pub mod connectors;
 pub mod dead_letter;
@@ -35,5 +36,4 @@ pub mod sink;
 pub mod source;
 pub mod tables;
 pub mod timing;
-pub mod cli;
 pub mod topology;

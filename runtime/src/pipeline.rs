@@ -174,7 +174,9 @@ impl Pipeline {
                     let config = toml_to_json(c.config.as_ref());
                     let built = limits.map_err(|e| e.to_string()).and_then(|limits| {
                         host.load(p, &cfg.base_dir)
-                            .and_then(|compiled| host.sink(&compiled, NodeContext::new(id.clone(), p.clone()), &config, limits))
+                            .and_then(|compiled| {
+                                host.sink(&compiled, NodeContext::new(id.clone(), p.clone()), &config, limits)
+                            })
                             .map_err(|e| e.to_string())
                     });
                     match built {
@@ -190,7 +192,14 @@ impl Pipeline {
                 problems.push("config: a sink's `config` is handed to its `plugin`, and this sink has none".into());
             }
             errors.extend(problems.into_iter().map(|detail| GraphError::Connector { node: node.clone(), detail }));
-            sinks.insert(id.clone(), PreparedSink { plugin, max_records: c.max_records, linger: linger.unwrap_or(Duration::from_millis(100)) });
+            sinks.insert(
+                id.clone(),
+                PreparedSink {
+                    plugin,
+                    max_records: c.max_records,
+                    linger: linger.unwrap_or(Duration::from_millis(100)),
+                },
+            );
         }
 
         if !errors.is_empty() {
@@ -219,8 +228,10 @@ impl Pipeline {
         let Pipeline { graph, mut transforms, mut sinks, timing } = self;
         let cfg = &graph.config;
         let capacity = cfg.runtime.channel_capacity.max(1);
-        let max_record_size = parse_size(&cfg.runtime.max_record_size).map_err(|e| anyhow::anyhow!("runtime.max_record_size: {e}"))?;
-        let event_field = FieldPath::parse(&cfg.timing.event_time_field).map_err(|e| anyhow::anyhow!("timing.event_time_field: {e}"))?;
+        let max_record_size =
+            parse_size(&cfg.runtime.max_record_size).map_err(|e| anyhow::anyhow!("runtime.max_record_size: {e}"))?;
+        let event_field = FieldPath::parse(&cfg.timing.event_time_field)
+            .map_err(|e| anyhow::anyhow!("timing.event_time_field: {e}"))?;
         let state_dir = cfg.resolve(&cfg.runtime.state_dir);
 
         // Channels: one input per transform and sink.
@@ -266,7 +277,8 @@ impl Pipeline {
 
         let mut threads: Vec<(String, std::thread::JoinHandle<anyhow::Result<()>>)> = Vec::new();
         let spawn = |name: String, f: Box<dyn FnOnce() -> anyhow::Result<()> + Send>| {
-            let handle = std::thread::Builder::new().name(format!("ctrflow-{name}")).spawn(f).expect("spawn a node thread");
+            let handle =
+                std::thread::Builder::new().name(format!("ctrflow-{name}")).spawn(f).expect("spawn a node thread");
             (name, handle)
         };
 
@@ -439,7 +451,11 @@ impl TransformNode {
                     Decision::Drop => self.drop_record(record),
                     Decision::Split(docs) => {
                         for doc in docs {
-                            default.push(Record { doc: Arc::new(doc), meta: record.meta.clone(), ack: record.ack.clone() });
+                            default.push(Record {
+                                doc: Arc::new(doc),
+                                meta: record.meta.clone(),
+                                ack: record.ack.clone(),
+                            });
                         }
                         record.ack.complete();
                     }
@@ -515,13 +531,25 @@ impl Monitor {
         let handle = std::thread::Builder::new()
             .name("ctrflow-monitor".into())
             .spawn(move || {
-                let read = || sources.iter().map(|s| timing.node(s).counters.records_in.load(std::sync::atomic::Ordering::Relaxed)).sum::<u64>();
-                let written = || sinks.keys().map(|s| timing.node(s).counters.records_out.load(std::sync::atomic::Ordering::Relaxed)).sum::<u64>();
+                let read = || {
+                    sources
+                        .iter()
+                        .map(|s| timing.node(s).counters.records_in.load(std::sync::atomic::Ordering::Relaxed))
+                        .sum::<u64>()
+                };
+                let written = || {
+                    sinks
+                        .keys()
+                        .map(|s| timing.node(s).counters.records_out.load(std::sync::atomic::Ordering::Relaxed))
+                        .sum::<u64>()
+                };
                 let bar = (opts.progress && total.is_some()).then(|| {
                     let bar = indicatif::ProgressBar::new(total.unwrap_or(0));
                     bar.set_style(
-                        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} records read ({per_sec}, {eta} left) {msg}")
-                            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                        indicatif::ProgressStyle::with_template(
+                            "{bar:40} {pos}/{len} records read ({per_sec}, {eta} left) {msg}",
+                        )
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
                     );
                     bar
                 });
@@ -537,7 +565,12 @@ impl Monitor {
                         bar.set_position(read());
                         bar.set_message(format!("{} written", written()));
                     } else if last_log.elapsed() >= Duration::from_secs(10) {
-                        tracing::info!(read = read(), written = written(), elapsed_s = started.elapsed().as_secs(), "Progress.");
+                        tracing::info!(
+                            read = read(),
+                            written = written(),
+                            elapsed_s = started.elapsed().as_secs(),
+                            "Progress."
+                        );
                         last_log = Instant::now();
                     }
                     if let Some(every) = opts.report_interval {

@@ -88,18 +88,18 @@ impl Backoff {
 /// A uniform float in [0, 1) from a per-thread xorshift generator seeded by the clock;
 /// jitter needs spread, not cryptographic quality.
 fn jitter_fraction() -> f64 {
-        use std::cell::Cell;
-        thread_local! {
-            static STATE: Cell<u64> = Cell::new(
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1) | 1
-            );
-        }
-        STATE.with(|s| {
-            let mut x = s.get();
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            s.set(x);
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1) | 1
+        );
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
         (x >> 11) as f64 / (1u64 << 53) as f64
     })
 }
@@ -157,7 +157,9 @@ impl SinkNode {
                 Some(Some(batch)) => {
                     let now = Instant::now();
                     if self.timing_enabled {
-                        self.timing.wait.record(now.saturating_duration_since(batch.sent_at), batch.records.len() as u64);
+                        self.timing
+                            .wait
+                            .record(now.saturating_duration_since(batch.sent_at), batch.records.len() as u64);
                     }
                     Counters::add(&self.timing.counters.records_in, batch.records.len() as u64);
                     pending.groups.push((now, batch.read_at, batch.records.len()));

@@ -210,7 +210,15 @@ impl SourceContext {
         self.refuse(Refusal::Malformed(message), bytes, position, None, read_ms, ack);
     }
 
-    fn push(&mut self, doc: Value, raw: Option<Bytes>, position: String, arrival_ms: Option<i64>, read_ms: i64, ack: AckRef) {
+    fn push(
+        &mut self,
+        doc: Value,
+        raw: Option<Bytes>,
+        position: String,
+        arrival_ms: Option<i64>,
+        read_ms: i64,
+        ack: AckRef,
+    ) {
         let event_ms = self.event_field.get(&doc).and_then(Value::as_str).and_then(ctr::parse_timestamp);
         let arrival_ms = arrival_ms.unwrap_or(read_ms);
         if self.timing_enabled {
@@ -222,7 +230,15 @@ impl SourceContext {
         self.pending.push(Record { doc: Arc::new(doc), meta: Arc::new(meta), ack });
     }
 
-    fn refuse(&mut self, refusal: Refusal, bytes: Bytes, position: String, arrival_ms: Option<i64>, read_ms: i64, ack: AckRef) {
+    fn refuse(
+        &mut self,
+        refusal: Refusal,
+        bytes: Bytes,
+        position: String,
+        arrival_ms: Option<i64>,
+        read_ms: i64,
+        ack: AckRef,
+    ) {
         let meta = Meta {
             source: self.id.clone(),
             position,
@@ -233,7 +249,12 @@ impl SourceContext {
         };
         let record = Record { doc: Arc::new(Value::Null), meta: Arc::new(meta), ack };
         Counters::add(&self.timing.counters.dead_lettered, 1);
-        self.dead.send_blocking(DeadLetter::new(record, format!("sources.{}", self.id), refusal.kind(), refusal.message()));
+        self.dead.send_blocking(DeadLetter::new(
+            record,
+            format!("sources.{}", self.id),
+            refusal.kind(),
+            refusal.message(),
+        ));
     }
 
     /// Whether the current batch is full.

@@ -33,12 +33,17 @@ impl MemoryTable {
     /// Loads a CSV file with a header row.
     pub fn csv(cfg: &FileTableConfig, base_dir: &Path) -> Result<Self, String> {
         let path = crate::config::clean(&base_dir.join(&cfg.path));
-        let mut reader = csv::Reader::from_path(&path).map_err(|e| format!("path: cannot read {}: {e}", path.display()))?;
+        let mut reader =
+            csv::Reader::from_path(&path).map_err(|e| format!("path: cannot read {}: {e}", path.display()))?;
         let headers = reader.headers().map_err(|e| format!("path: {}: {e}", path.display()))?.clone();
-        let key_index = headers
-            .iter()
-            .position(|h| h == cfg.key)
-            .ok_or_else(|| format!("key: column {:?} is not in {} (columns: {})", cfg.key, path.display(), headers.iter().collect::<Vec<_>>().join(", ")))?;
+        let key_index = headers.iter().position(|h| h == cfg.key).ok_or_else(|| {
+            format!(
+                "key: column {:?} is not in {} (columns: {})",
+                cfg.key,
+                path.display(),
+                headers.iter().collect::<Vec<_>>().join(", ")
+            )
+        })?;
         let mut rows = HashMap::new();
         for (i, record) in reader.records().enumerate() {
             let record = record.map_err(|e| format!("path: {} row {}: {e}", path.display(), i + 2))?;

@@ -95,7 +95,11 @@ fn run_case(name: &str) {
             ));
         }
     }
-    assert!(failures.is_empty(), "{}\nIf the new output is right: CTRFLOW_BLESS=1 cargo xtask test", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{}\nIf the new output is right: CTRFLOW_BLESS=1 cargo xtask test",
+        failures.join("\n")
+    );
 }
 
 #[test]

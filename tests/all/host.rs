@@ -11,7 +11,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use ctrflow::host::{
-    BUNDLED, CacheOutcome, Compiled, CompileCache, Decision, Failure, FailureKind, Host, HostError, Limits, Lookup,
+    BUNDLED, CacheOutcome, CompileCache, Compiled, Decision, Failure, FailureKind, Host, HostError, Limits, Lookup,
     NodeContext, PluginKind,
 };
 use ctrflow::record::Record;
@@ -403,7 +403,8 @@ fn ctr_item_keys_by_contact_id_with_a_timestamp_number() {
         .sink(&compiled("ctr-item"), NodeContext::new("items", "ctr-item"), &Json::Null, Limits::default())
         .expect("ctr-item starts");
     // `LastUpdateTimestamp` of each sample, in epoch ms.
-    let last_update = HashMap::from([(V1, 1_641_404_915_000_i64), (V2, 1_641_872_492_000), (ABANDONED, 1_541_142_131_000)]);
+    let last_update =
+        HashMap::from([(V1, 1_641_404_915_000_i64), (V2, 1_641_872_492_000), (ABANDONED, 1_541_142_131_000)]);
     let samples = samples();
     let docs: Vec<Json> = samples.iter().map(|(_, d)| d.clone()).collect();
     let out = sink.encode(records(&docs));
@@ -428,7 +429,12 @@ fn ctr_item_keys_by_contact_id_with_a_timestamp_number() {
 #[test]
 fn a_misspelt_config_key_is_an_init_error_naming_it() {
     let err = HOST
-        .transform(&compiled("redact-pii"), NodeContext::new("redact", "redact-pii"), &json!({"keep_lst": 2}), Limits::default())
+        .transform(
+            &compiled("redact-pii"),
+            NodeContext::new("redact", "redact-pii"),
+            &json!({"keep_lst": 2}),
+            Limits::default(),
+        )
         .err()
         .expect("the config is refused");
     match &err {
@@ -485,7 +491,9 @@ fn cached_host(dir: &Path) -> Host {
 
 fn cache_entries(dir: &Path) -> Vec<PathBuf> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "cwasm")).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "cwasm")).collect()
+        })
         .unwrap_or_default();
     entries.sort();
     entries
@@ -550,7 +558,12 @@ fn a_corrupt_cache_entry_is_recompiled() {
         std::fs::write(&entry, &corrupt).unwrap();
         let host = cached_host(&dir.0);
         let compiled = host.compile("bench-edit", &wasm).expect("a corrupt entry is not an error");
-        assert_eq!(compiled.cache_outcome(), CacheOutcome::Miss, "a corrupt entry of {} bytes was served", corrupt.len());
+        assert_eq!(
+            compiled.cache_outcome(),
+            CacheOutcome::Miss,
+            "a corrupt entry of {} bytes was served",
+            corrupt.len()
+        );
         assert_eq!(run_once(&host, &compiled)["Attributes"]["route_key"], json!("VOICE:Steve.Lusk"));
         // …and replaced by a good one.
         assert_eq!(cached_host(&dir.0).compile("bench-edit", &wasm).unwrap().cache_outcome(), CacheOutcome::Hit);

@@ -3,4 +3,5 @@
 mod golden;
 mod host;
 mod pipelines;
+mod restart;
 mod validate;

@@ -24,7 +24,10 @@ fn every_example_pipeline_opens_with_a_comment_and_validates() {
     assert!(names.contains(&"local-demo.toml".to_string()), "{names:?}");
     for name in names {
         let text = std::fs::read_to_string(repo_root().join("pipelines").join(&name)).unwrap();
-        assert!(text.starts_with('#'), "pipelines/{name} must open with a comment saying what it shows and how to run it");
+        assert!(
+            text.starts_with('#'),
+            "pipelines/{name} must open with a comment saying what it shows and how to run it"
+        );
         let out = ctrflow(&repo_root(), &["validate", &format!("pipelines/{name}")]);
         assert!(out.success, "pipelines/{name} does not validate:\n{}", out.stderr);
     }
@@ -52,7 +55,13 @@ fn every_hermetic_example_pipeline_runs() {
         assert!(out.status.success(), "pipelines/{name} failed:\n{stderr}");
         assert!(stderr.contains("Where the data went"), "{stderr}");
         let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-        let read: u64 = report["nodes"].as_array().unwrap().iter().filter(|n| n["kind"] == "source").map(|n| n["records_in"].as_u64().unwrap()).sum();
+        let read: u64 = report["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["kind"] == "source")
+            .map(|n| n["records_in"].as_u64().unwrap())
+            .sum();
         assert!(read > 0, "pipelines/{name} read nothing");
     }
 }
@@ -76,6 +85,8 @@ fn the_demo_ends_with_a_query_that_works() {
     let voice: i64 = conn.query_row("SELECT COUNT(*) FROM voice", [], |r| r.get(0)).unwrap();
     let distinct: i64 = conn.query_row("SELECT COUNT(DISTINCT ContactId) FROM voice", [], |r| r.get(0)).unwrap();
     assert!(voice > 0 && voice == distinct, "newer-wins keeps one row per contact: {voice} rows, {distinct} contacts");
-    let masked: String = conn.query_row("SELECT json_extract(CustomerEndpoint, '$.Address') FROM voice LIMIT 1", [], |r| r.get(0)).unwrap();
+    let masked: String = conn
+        .query_row("SELECT json_extract(CustomerEndpoint, '$.Address') FROM voice LIMIT 1", [], |r| r.get(0))
+        .unwrap();
     assert!(masked.starts_with('*'), "phone numbers are redacted: {masked}");
 }

@@ -55,7 +55,10 @@ fn unknown_input_names_the_node_and_suggests() {
 #[test]
 fn unknown_output_lists_the_outputs_the_plugin_declared() {
     let err = invalid(r#"inputs = ["route.VOICE"]"#, r#"inputs = ["route.VOCE"]"#);
-    assert!(err.contains("sinks.voice") && err.contains("no output \"VOCE\"") && err.contains("VOICE, CHAT, other"), "{err}");
+    assert!(
+        err.contains("sinks.voice") && err.contains("no output \"VOCE\"") && err.contains("VOICE, CHAT, other"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -78,7 +81,10 @@ fn unknown_plugin_names_the_node_and_the_bundled_plugins() {
 
 #[test]
 fn plugin_config_typo_names_the_key() {
-    let err = invalid(r#"config = { routes = ["VOICE", "CHAT"] }"#, r#"config = { routes = ["VOICE", "CHAT"], defualt = "x" }"#);
+    let err = invalid(
+        r#"config = { routes = ["VOICE", "CHAT"] }"#,
+        r#"config = { routes = ["VOICE", "CHAT"], defualt = "x" }"#,
+    );
     assert!(err.contains("transforms.route") && err.contains("defualt"), "{err}");
 }
 
@@ -121,5 +127,9 @@ fn graph_prints_dot_and_mermaid() {
     let dot = ctrflow(&dir, &["graph", "p.toml"]);
     assert!(dot.success && dot.stdout.contains(r#""route" -> "voice" [label="VOICE"]"#), "{}", dot.stdout);
     let mm = ctrflow(&dir, &["graph", "p.toml", "--format", "mermaid"]);
-    assert!(mm.success && mm.stdout.starts_with("flowchart LR") && mm.stdout.contains("route -->|VOICE| voice"), "{}", mm.stdout);
+    assert!(
+        mm.success && mm.stdout.starts_with("flowchart LR") && mm.stdout.contains("route -->|VOICE| voice"),
+        "{}",
+        mm.stdout
+    );
 }

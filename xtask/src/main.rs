@@ -18,7 +18,8 @@ use anyhow::{Context, bail};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().context("xtask/ is in the repository root")?.to_path_buf();
+    let root =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().context("xtask/ is in the repository root")?.to_path_buf();
     match args.first().map(String::as_str) {
         Some("demo") => demo(&root, &args[1..]),
         Some("test") => test(&root, &args[1..]),
@@ -74,22 +75,34 @@ fn demo(root: &Path, extra: &[String]) -> anyhow::Result<()> {
     let bin = target_dir(root).join("release").join("ctrflow");
     std::fs::create_dir_all(root.join("out/demo"))?;
     // A fresh demo each time: the generator does not resume, and old rows would confuse.
-    for stale in ["out/demo/contacts.db", "out/demo/contacts.db-wal", "out/demo/contacts.db-shm", "out/demo/dead-letters.jsonl"] {
+    for stale in
+        ["out/demo/contacts.db", "out/demo/contacts.db-wal", "out/demo/contacts.db-shm", "out/demo/dead-letters.jsonl"]
+    {
         let _ = std::fs::remove_file(root.join(stale));
     }
     let _ = std::fs::remove_dir_all(root.join("out/demo/lake"));
     let mut cmd = Command::new(bin);
-    cmd.current_dir(root).args(["run", "pipelines/local-demo.toml", "--report", "out/demo/report.json", "--report", "out/demo/report.html"]);
+    cmd.current_dir(root).args([
+        "run",
+        "pipelines/local-demo.toml",
+        "--report",
+        "out/demo/report.json",
+        "--report",
+        "out/demo/report.html",
+    ]);
     cmd.args(extra);
     run(&mut cmd)?;
     eprintln!("\nTiming reports: out/demo/report.html (open it in a browser) and out/demo/report.json");
-    eprintln!("Try: sqlite3 out/demo/contacts.db 'SELECT Channel, COUNT(*), AVG(json_extract(Queue, \"$.Duration\")) FROM voice'");
+    eprintln!(
+        "Try: sqlite3 out/demo/contacts.db 'SELECT Channel, COUNT(*), AVG(json_extract(Queue, \"$.Duration\")) FROM voice'"
+    );
     Ok(())
 }
 
 fn test(root: &Path, extra: &[String]) -> anyhow::Result<()> {
     wasm_target(root)?;
     run(cargo(root).args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo(&root.join("plugins")).args(["fmt", "--all", "--", "--check"]))?;
     let moto = moto_server(root)?;
     // The tests drive the real binary: build it first.
     run(cargo(root).args(["build", "--release", "-p", "ctrflow"]))?;
@@ -134,9 +147,12 @@ fn moto_server(root: &Path) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(&cache)?;
     run(Command::new("python3").current_dir(root).arg("-m").arg("venv").arg(&venv))?;
     // Pinned: the version measured here (shared/reference/measured-here.md).
-    run(Command::new(venv.join("bin").join("pip"))
-        .current_dir(root)
-        .args(["install", "--quiet", "--disable-pip-version-check", "moto[server]==5.2.5"]))?;
+    run(Command::new(venv.join("bin").join("pip")).current_dir(root).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "moto[server]==5.2.5",
+    ]))?;
     if !server.exists() {
         bail!("pip installed moto but {} is missing", server.display());
     }

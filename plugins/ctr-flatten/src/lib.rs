@@ -72,14 +72,10 @@ impl Transform for CtrFlatten {
         }
         if let Some(include) = &config.include {
             if include.is_empty() {
-                return Err(Error::invalid_config(
-                    "config: `include` is empty (leave it out to keep every column)",
-                ));
+                return Err(Error::invalid_config("config: `include` is empty (leave it out to keep every column)"));
             }
             if let Some(both) = include.iter().find(|c| config.exclude.contains(c)) {
-                return Err(Error::invalid_config(format!(
-                    "config: column {both:?} is both included and excluded"
-                )));
+                return Err(Error::invalid_config(format!("config: column {both:?} is both included and excluded")));
             }
         }
         Ok(CtrFlatten {
@@ -97,16 +93,11 @@ impl Transform for CtrFlatten {
         let mut flat = match flatten(nested, &self.separator, self.arrays) {
             Ok(flat) => flat,
             Err(column) => {
-                return Outcome::Fail(Error::bad_record(format!(
-                    "two fields flatten to the same column {column:?}"
-                )));
+                return Outcome::Fail(Error::bad_record(format!("two fields flatten to the same column {column:?}")));
             }
         };
         if let Some(include) = &self.include {
-            flat = include
-                .iter()
-                .map(|c| (c.clone(), flat.remove(c).unwrap_or(Json::Null)))
-                .collect();
+            flat = include.iter().map(|c| (c.clone(), flat.remove(c).unwrap_or(Json::Null))).collect();
         }
         flat.retain(|c, _| !self.exclude.contains(c));
         // A BTreeMap iterates sorted, so the object is sorted even if serde_json keeps
@@ -120,11 +111,7 @@ impl Transform for CtrFlatten {
 }
 
 /// Flattens a record's top-level object. On a collision, the column that two fields share.
-pub fn flatten(
-    record: Map<String, Json>,
-    separator: &str,
-    arrays: Arrays,
-) -> Result<BTreeMap<String, Json>, String> {
+pub fn flatten(record: Map<String, Json>, separator: &str, arrays: Arrays) -> Result<BTreeMap<String, Json>, String> {
     let mut out = BTreeMap::new();
     for (key, value) in record {
         flatten_into(&mut out, key, value, separator, arrays)?;
@@ -142,13 +129,7 @@ fn flatten_into(
     let leaf = match value {
         Json::Object(map) if !map.is_empty() => {
             for (child, value) in map {
-                flatten_into(
-                    out,
-                    format!("{key}{separator}{child}"),
-                    value,
-                    separator,
-                    arrays,
-                )?;
+                flatten_into(out, format!("{key}{separator}{child}"), value, separator, arrays)?;
             }
             return Ok(());
         }
@@ -176,23 +157,17 @@ mod tests {
     use ctrflow_plugin_sdk::{ErrorKind, testing};
     use serde_json::json;
 
-    const V1: &str =
-        include_str!("../../../tests/fixtures/ctr/kyopark-voice-inbound-update-v1.json");
-    const V2: &str =
-        include_str!("../../../tests/fixtures/ctr/kyopark-voice-inbound-update-v2.json");
-    const V1_V2: &str =
-        include_str!("../../../tests/fixtures/ctr/kyopark-voice-inbound-update-v1-v2.jsonl");
-    const ABANDONED: &str = include_str!(
-        "../../../tests/fixtures/ctr/aws-samples-workshop-voice-abandoned-in-queue.json"
-    );
+    const V1: &str = include_str!("../../../tests/fixtures/ctr/kyopark-voice-inbound-update-v1.json");
+    const V2: &str = include_str!("../../../tests/fixtures/ctr/kyopark-voice-inbound-update-v2.json");
+    const V1_V2: &str = include_str!("../../../tests/fixtures/ctr/kyopark-voice-inbound-update-v1-v2.jsonl");
+    const ABANDONED: &str =
+        include_str!("../../../tests/fixtures/ctr/aws-samples-workshop-voice-abandoned-in-queue.json");
 
     /// Every real CTR sample, with its number of top-level keys.
     fn samples() -> Vec<(&'static str, Json)> {
         let mut all = vec![("v1", V1), ("v2", V2), ("abandoned", ABANDONED)];
         all.extend(V1_V2.lines().map(|line| ("v1-v2.jsonl", line)));
-        all.into_iter()
-            .map(|(name, text)| (name, serde_json::from_str(text).unwrap()))
-            .collect()
+        all.into_iter().map(|(name, text)| (name, serde_json::from_str(text).unwrap())).collect()
     }
 
     fn flatten_with(config: Json, record: Json) -> Json {
@@ -203,11 +178,7 @@ mod tests {
     }
 
     fn keys(flat: &Json) -> Vec<&str> {
-        flat.as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect()
+        flat.as_object().unwrap().keys().map(String::as_str).collect()
     }
 
     #[test]
@@ -218,16 +189,10 @@ mod tests {
                 let flat = flatten_with(json!({"arrays": arrays}), record.clone());
                 let object = flat.as_object().unwrap();
                 for (k, v) in object {
-                    assert!(
-                        !v.is_object() && !v.is_array(),
-                        "{name}/{arrays}: {k} is nested"
-                    );
+                    assert!(!v.is_object() && !v.is_array(), "{name}/{arrays}: {k} is nested");
                 }
                 // More columns than top-level fields, but not absurdly many.
-                assert!(
-                    object.len() > top_level && object.len() < 4 * top_level,
-                    "{name}"
-                );
+                assert!(object.len() > top_level && object.len() < 4 * top_level, "{name}");
                 let keys = keys(&flat);
                 let mut sorted = keys.clone();
                 sorted.sort();
@@ -240,10 +205,7 @@ mod tests {
     fn column_counts_of_the_real_samples() {
         // Counted independently (a short Python flattener over the same files).
         let count = |config: Json, text: &str| {
-            flatten_with(config, serde_json::from_str(text).unwrap())
-                .as_object()
-                .unwrap()
-                .len()
+            flatten_with(config, serde_json::from_str(text).unwrap()).as_object().unwrap().len()
         };
         assert_eq!(count(json!({}), V1), 67);
         assert_eq!(count(json!({"arrays": "first"}), V1), 76);
@@ -296,10 +258,7 @@ mod tests {
 
     #[test]
     fn arrays_first_flattens_the_first_element() {
-        let flat = flatten_with(
-            json!({"arrays": "first"}),
-            serde_json::from_str(V1).unwrap(),
-        );
+        let flat = flatten_with(json!({"arrays": "first"}), serde_json::from_str(V1).unwrap());
         assert_eq!(flat["MediaStreams_Type"], json!("AUDIO"));
         assert_eq!(flat["Recordings_StorageType"], json!("S3"));
         assert_eq!(flat["Recordings_ParticipantType"], Json::Null);
@@ -310,13 +269,7 @@ mod tests {
     #[test]
     fn nulls_stay_null_on_the_abandoned_sample() {
         let flat = flatten_with(json!({}), serde_json::from_str(ABANDONED).unwrap());
-        for column in [
-            "Agent",
-            "Recording",
-            "Recordings",
-            "TransferredToEndpoint",
-            "InitialContactId",
-        ] {
+        for column in ["Agent", "Recording", "Recordings", "TransferredToEndpoint", "InitialContactId"] {
             assert_eq!(flat[column], Json::Null, "{column}");
         }
         assert_eq!(flat["Attributes_greetingPlayed"], json!("true"));
@@ -331,14 +284,10 @@ mod tests {
 
     #[test]
     fn include_gives_every_record_the_same_columns() {
-        let config =
-            json!({"include": ["ContactId", "Agent_Username", "Queue_Name", "Recordings"]});
+        let config = json!({"include": ["ContactId", "Agent_Username", "Queue_Name", "Recordings"]});
         let answered = flatten_with(config.clone(), serde_json::from_str(V1).unwrap());
         let abandoned = flatten_with(config, serde_json::from_str(ABANDONED).unwrap());
-        assert_eq!(
-            keys(&answered),
-            ["Agent_Username", "ContactId", "Queue_Name", "Recordings"]
-        );
+        assert_eq!(keys(&answered), ["Agent_Username", "ContactId", "Queue_Name", "Recordings"]);
         assert_eq!(keys(&abandoned), keys(&answered));
         assert_eq!(abandoned["Agent_Username"], Json::Null);
         assert_eq!(abandoned["Queue_Name"], json!("BasicQueue"));
@@ -346,8 +295,7 @@ mod tests {
 
     #[test]
     fn the_readme_config() {
-        let config =
-            json!({"arrays": "first", "exclude": ["Recording_Location", "Recordings_Location"]});
+        let config = json!({"arrays": "first", "exclude": ["Recording_Location", "Recordings_Location"]});
         let flat = flatten_with(config, serde_json::from_str(V1).unwrap());
         assert_eq!(flat.as_object().unwrap().len(), 74);
         assert!(flat.get("Recordings_Location").is_none());
@@ -366,9 +314,7 @@ mod tests {
         let (mut p, _) = testing::init::<CtrFlatten>(json!({})).unwrap();
         let record = json!({"Queue": {"Name": "a"}, "Queue_Name": "b"});
         let (outcome, after) = testing::process(&mut p, record.clone());
-        let Outcome::Fail(e) = outcome else {
-            panic!("expected a failure")
-        };
+        let Outcome::Fail(e) = outcome else { panic!("expected a failure") };
         assert_eq!(e.kind, ErrorKind::BadRecord);
         assert!(e.message.contains("Queue_Name"), "{}", e.message);
         assert_eq!(after, record, "a failed record is left as it was");
@@ -381,14 +327,9 @@ mod tests {
             (json!({"separator": ""}), "separator"),
             (json!({"arrays": "last"}), "last"),
             (json!({"include": []}), "include"),
-            (
-                json!({"include": ["ContactId"], "exclude": ["ContactId"]}),
-                "ContactId",
-            ),
+            (json!({"include": ["ContactId"], "exclude": ["ContactId"]}), "ContactId"),
         ] {
-            let err = testing::init::<CtrFlatten>(config.clone())
-                .err()
-                .expect("refused");
+            let err = testing::init::<CtrFlatten>(config.clone()).err().expect("refused");
             assert_eq!(err.kind, ErrorKind::InvalidConfig, "{config}");
             assert!(err.message.contains(needle), "{config}: {}", err.message);
         }

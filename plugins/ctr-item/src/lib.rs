@@ -78,27 +78,20 @@ pub struct CtrItem {
 impl Sink for CtrItem {
     fn init(init: &mut Init) -> Result<Self, Error> {
         let config: Config = init.config()?;
-        let partition = Key {
-            value: init.path(&config.partition_value)?,
-            name: config.partition_key,
-        };
+        let partition = Key { value: init.path(&config.partition_value)?, name: config.partition_key };
         let sort = match (config.sort_key, config.sort_value) {
             (Some(name), value) => {
                 let value = init.path(value.as_deref().unwrap_or(&name))?;
                 Some(Key { name, value })
             }
             (None, Some(_)) => {
-                return Err(Error::invalid_config(
-                    "config: `sort_value` is set without `sort_key`",
-                ));
+                return Err(Error::invalid_config("config: `sort_value` is set without `sort_key`"));
             }
             (None, None) => None,
         };
         for name in std::iter::once(&partition.name).chain(sort.as_ref().map(|k| &k.name)) {
             if name.is_empty() || name == LAST_UPDATE_MS {
-                return Err(Error::invalid_config(format!(
-                    "config: {name:?} cannot name a key"
-                )));
+                return Err(Error::invalid_config(format!("config: {name:?} cannot name a key")));
             }
         }
         if sort.as_ref().is_some_and(|s| s.name == partition.name) {
@@ -110,17 +103,10 @@ impl Sink for CtrItem {
         if let Some(names) = &config.attributes {
             let mut seen = HashSet::new();
             if let Some(twice) = names.iter().find(|n| !seen.insert(*n)) {
-                return Err(Error::invalid_config(format!(
-                    "config: attributes: {twice:?} is listed twice"
-                )));
+                return Err(Error::invalid_config(format!("config: attributes: {twice:?} is listed twice")));
             }
         }
-        Ok(CtrItem {
-            partition,
-            sort,
-            attributes: config.attributes,
-            flatten: config.flatten,
-        })
+        Ok(CtrItem { partition, sort, attributes: config.attributes, flatten: config.flatten })
     }
 
     fn encode(&mut self, record: &Record<'_>) -> Result<Encoded, Error> {
@@ -151,17 +137,14 @@ impl Sink for CtrItem {
             }
         };
         match &self.attributes {
-            None => fields
-                .iter()
-                .try_for_each(|(name, value)| add(name, value))?,
+            None => fields.iter().try_for_each(|(name, value)| add(name, value))?,
             Some(names) => names
                 .iter()
                 .filter_map(|name| fields.get(name).map(|value| (name, value)))
                 .try_for_each(|(name, value)| add(name, value))?,
         }
         if let Some(ms) = last_update_ms {
-            item.columns
-                .push((LAST_UPDATE_MS.to_string(), Value::Integer(ms)));
+            item.columns.push((LAST_UPDATE_MS.to_string(), Value::Integer(ms)));
         }
 
         Ok(Encoded {
@@ -196,9 +179,7 @@ impl Item {
             return Ok(());
         }
         if !self.seen.insert(name.clone()) {
-            return Err(Error::bad_record(format!(
-                "two fields flatten to the attribute {name:?}"
-            )));
+            return Err(Error::bad_record(format!("two fields flatten to the attribute {name:?}")));
         }
         self.columns.push((name, value));
         Ok(())
@@ -207,9 +188,9 @@ impl Item {
     /// Adds a field, nested objects flattened to `Parent_Child` attributes.
     fn flattened(&mut self, name: String, value: &Json) -> Result<(), Error> {
         match value {
-            Json::Object(map) if !map.is_empty() => map
-                .iter()
-                .try_for_each(|(child, value)| self.flattened(format!("{name}_{child}"), value)),
+            Json::Object(map) if !map.is_empty() => {
+                map.iter().try_for_each(|(child, value)| self.flattened(format!("{name}_{child}"), value))
+            }
             Json::Object(_) => self.attribute(name, Value::Null),
             other => self.attribute(name, Value::from_json(other)),
         }
@@ -226,24 +207,17 @@ fn key_value(record: &Record<'_>, key: &Key) -> Result<(String, Value), Error> {
         Some(Value::Json(_)) => "is an object or array",
         Some(value) => return Ok((value.to_text().unwrap_or_default(), value)),
     };
-    Err(Error::bad_record(format!(
-        "{path} (the value of key attribute {:?}) {problem}",
-        key.name
-    )))
+    Err(Error::bad_record(format!("{path} (the value of key attribute {:?}) {problem}", key.name)))
 }
 
 /// `LastUpdateTimestamp` in epoch milliseconds, when the record has one.
 fn last_update_ms(fields: &Map<String, Json>) -> Result<Option<i64>, Error> {
     match fields.get("LastUpdateTimestamp") {
         None | Some(Json::Null) => Ok(None),
-        Some(Json::String(text)) => parse_timestamp(text).map(Some).ok_or_else(|| {
-            Error::bad_record(format!(
-                "LastUpdateTimestamp {text:?} is not an RFC 3339 timestamp"
-            ))
-        }),
-        Some(other) => Err(Error::bad_record(format!(
-            "LastUpdateTimestamp {other} is not a timestamp string"
-        ))),
+        Some(Json::String(text)) => parse_timestamp(text)
+            .map(Some)
+            .ok_or_else(|| Error::bad_record(format!("LastUpdateTimestamp {text:?} is not an RFC 3339 timestamp"))),
+        Some(other) => Err(Error::bad_record(format!("LastUpdateTimestamp {other} is not a timestamp string"))),
     }
 }
 
@@ -255,15 +229,11 @@ mod tests {
     use ctrflow_plugin_sdk::{ErrorKind, testing};
     use serde_json::json;
 
-    const V1: &str =
-        include_str!("../../../tests/fixtures/ctr/kyopark-voice-inbound-update-v1.json");
-    const V2: &str =
-        include_str!("../../../tests/fixtures/ctr/kyopark-voice-inbound-update-v2.json");
-    const V1_V2: &str =
-        include_str!("../../../tests/fixtures/ctr/kyopark-voice-inbound-update-v1-v2.jsonl");
-    const ABANDONED: &str = include_str!(
-        "../../../tests/fixtures/ctr/aws-samples-workshop-voice-abandoned-in-queue.json"
-    );
+    const V1: &str = include_str!("../../../tests/fixtures/ctr/kyopark-voice-inbound-update-v1.json");
+    const V2: &str = include_str!("../../../tests/fixtures/ctr/kyopark-voice-inbound-update-v2.json");
+    const V1_V2: &str = include_str!("../../../tests/fixtures/ctr/kyopark-voice-inbound-update-v1-v2.jsonl");
+    const ABANDONED: &str =
+        include_str!("../../../tests/fixtures/ctr/aws-samples-workshop-voice-abandoned-in-queue.json");
 
     fn sample(text: &str) -> Json {
         serde_json::from_str(text).unwrap()
@@ -289,44 +259,21 @@ mod tests {
     fn default_item_of_a_real_ctr() {
         let record = sample(V1);
         let e = encode(Json::Null, record.clone()).unwrap();
-        assert_eq!(
-            e.partition_key.as_deref(),
-            Some("6fe40d2a-1a89-4d73-bfcf-5d9c33894f47")
-        );
+        assert_eq!(e.partition_key.as_deref(), Some("6fe40d2a-1a89-4d73-bfcf-5d9c33894f47"));
         assert_eq!(e.sort_key, None);
         // The key first, every other top-level field once, then the timestamp number.
-        assert_eq!(
-            e.columns[0],
-            (
-                "ContactId".into(),
-                Value::Text("6fe40d2a-1a89-4d73-bfcf-5d9c33894f47".into())
-            )
-        );
+        assert_eq!(e.columns[0], ("ContactId".into(), Value::Text("6fe40d2a-1a89-4d73-bfcf-5d9c33894f47".into())));
         assert_eq!(e.columns.len(), record.as_object().unwrap().len() + 1);
-        assert_eq!(
-            e.columns.last().unwrap(),
-            &(LAST_UPDATE_MS.into(), Value::Integer(1_641_404_915_000))
-        );
+        assert_eq!(e.columns.last().unwrap(), &(LAST_UPDATE_MS.into(), Value::Integer(1_641_404_915_000)));
         assert_eq!(column(&e, "Channel"), Some(&Value::Text("VOICE".into())));
-        assert_eq!(
-            column(&e, "AgentConnectionAttempts"),
-            Some(&Value::Integer(1))
-        );
+        assert_eq!(column(&e, "AgentConnectionAttempts"), Some(&Value::Integer(1)));
         assert_eq!(column(&e, "VoiceIdResult"), Some(&Value::Null));
         // Nested values travel whole, for the connector to write as maps and lists.
-        let Some(Value::Json(agent)) = column(&e, "Agent") else {
-            panic!("Agent is not JSON")
-        };
-        assert_eq!(
-            serde_json::from_str::<Json>(agent).unwrap(),
-            record["Agent"]
-        );
+        let Some(Value::Json(agent)) = column(&e, "Agent") else { panic!("Agent is not JSON") };
+        assert_eq!(serde_json::from_str::<Json>(agent).unwrap(), record["Agent"]);
         assert!(matches!(column(&e, "Recordings"), Some(Value::Json(_))));
         // The payload is the record.
-        assert_eq!(
-            serde_json::from_slice::<Json>(e.payload.as_ref().unwrap()).unwrap(),
-            record
-        );
+        assert_eq!(serde_json::from_slice::<Json>(e.payload.as_ref().unwrap()).unwrap(), record);
     }
 
     #[test]
@@ -343,39 +290,23 @@ mod tests {
 
     #[test]
     fn sort_key_value_defaults_to_its_name() {
-        let e = encode(
-            json!({"sort_key": "LastUpdateTimestamp"}),
-            sample(ABANDONED),
-        )
-        .unwrap();
-        assert_eq!(
-            e.partition_key.as_deref(),
-            Some("c54d7b3a-581d-45ce-9a3c-e4cbb62eca3f")
-        );
+        let e = encode(json!({"sort_key": "LastUpdateTimestamp"}), sample(ABANDONED)).unwrap();
+        assert_eq!(e.partition_key.as_deref(), Some("c54d7b3a-581d-45ce-9a3c-e4cbb62eca3f"));
         assert_eq!(e.sort_key.as_deref(), Some("2018-11-02T07:02:11Z"));
         assert_eq!(&names(&e)[..2], ["ContactId", "LastUpdateTimestamp"]);
-        assert_eq!(
-            column(&e, LAST_UPDATE_MS),
-            Some(&Value::Integer(1_541_142_131_000))
-        );
+        assert_eq!(column(&e, LAST_UPDATE_MS), Some(&Value::Integer(1_541_142_131_000)));
     }
 
     #[test]
     fn the_readme_examples() {
         let config = json!({"partition_key": "ContactId", "partition_value": "ContactId"});
-        assert_eq!(
-            encode(config, sample(V1)).unwrap(),
-            encode(Json::Null, sample(V1)).unwrap()
-        );
+        assert_eq!(encode(config, sample(V1)).unwrap(), encode(Json::Null, sample(V1)).unwrap());
         let config = json!({
             "sort_key": "LastUpdateTimestamp", "sort_value": "LastUpdateTimestamp", "flatten": true,
         });
         let e = encode(config, sample(V2)).unwrap();
         assert_eq!(e.sort_key.as_deref(), Some("2022-01-11T03:41:32Z"));
-        assert_eq!(
-            column(&e, "Queue_Name"),
-            Some(&Value::Text("TCC Refrig AC LLA".into()))
-        );
+        assert_eq!(column(&e, "Queue_Name"), Some(&Value::Text("TCC Refrig AC LLA".into())));
     }
 
     #[test]
@@ -387,32 +318,21 @@ mod tests {
         let e = encode(config, sample(V1)).unwrap();
         assert_eq!(e.partition_key.as_deref(), Some("Steve.Lusk"));
         assert_eq!(e.sort_key.as_deref(), Some("1"));
-        assert_eq!(
-            e.columns[0],
-            ("pk".into(), Value::Text("Steve.Lusk".into()))
-        );
+        assert_eq!(e.columns[0], ("pk".into(), Value::Text("Steve.Lusk".into())));
         // A numeric key value stays a number in its attribute.
         assert_eq!(e.columns[1], ("sk".into(), Value::Integer(1)));
-        assert_eq!(
-            column(&e, "ContactId"),
-            Some(&Value::Text("6fe40d2a-1a89-4d73-bfcf-5d9c33894f47".into()))
-        );
+        assert_eq!(column(&e, "ContactId"), Some(&Value::Text("6fe40d2a-1a89-4d73-bfcf-5d9c33894f47".into())));
     }
 
     #[test]
     fn the_key_attribute_wins_over_a_field_of_the_same_name() {
         let config = json!({"partition_key": "Channel", "partition_value": "ContactId"});
         let e = encode(config, sample(V1)).unwrap();
-        assert_eq!(
-            column(&e, "Channel"),
-            Some(&Value::Text("6fe40d2a-1a89-4d73-bfcf-5d9c33894f47".into()))
-        );
-        let record = json!({"ContactId": "c", "LastUpdateTimestampMs": "stale", "LastUpdateTimestamp": "2022-01-05T17:48:35Z"});
+        assert_eq!(column(&e, "Channel"), Some(&Value::Text("6fe40d2a-1a89-4d73-bfcf-5d9c33894f47".into())));
+        let record =
+            json!({"ContactId": "c", "LastUpdateTimestampMs": "stale", "LastUpdateTimestamp": "2022-01-05T17:48:35Z"});
         let e = encode(Json::Null, record).unwrap();
-        assert_eq!(
-            column(&e, LAST_UPDATE_MS),
-            Some(&Value::Integer(1_641_404_915_000))
-        );
+        assert_eq!(column(&e, LAST_UPDATE_MS), Some(&Value::Integer(1_641_404_915_000)));
     }
 
     #[test]
@@ -421,10 +341,7 @@ mod tests {
         let e = encode(config, sample(V1)).unwrap();
         assert_eq!(names(&e), ["ContactId", "Channel", "Queue", LAST_UPDATE_MS]);
         // The payload is still the whole record.
-        assert_eq!(
-            serde_json::from_slice::<Json>(e.payload.as_ref().unwrap()).unwrap(),
-            sample(V1)
-        );
+        assert_eq!(serde_json::from_slice::<Json>(e.payload.as_ref().unwrap()).unwrap(), sample(V1));
 
         let e = encode(json!({"attributes": []}), sample(V1)).unwrap();
         assert_eq!(names(&e), ["ContactId", LAST_UPDATE_MS]);
@@ -433,35 +350,19 @@ mod tests {
     #[test]
     fn flatten_makes_objects_parent_child_attributes() {
         let e = encode(json!({"flatten": true}), sample(V1)).unwrap();
-        assert_eq!(
-            column(&e, "Agent_Username"),
-            Some(&Value::Text("Steve.Lusk".into()))
-        );
-        assert_eq!(
-            column(&e, "Agent_HierarchyGroups_Level2_GroupName"),
-            Some(&Value::Text("TCC ALL".into()))
-        );
-        assert_eq!(
-            column(&e, "Attributes_ewtcheck"),
-            Some(&Value::Text("Y".into()))
-        );
+        assert_eq!(column(&e, "Agent_Username"), Some(&Value::Text("Steve.Lusk".into())));
+        assert_eq!(column(&e, "Agent_HierarchyGroups_Level2_GroupName"), Some(&Value::Text("TCC ALL".into())));
+        assert_eq!(column(&e, "Attributes_ewtcheck"), Some(&Value::Text("Y".into())));
         assert_eq!(column(&e, "ContactDetails"), Some(&Value::Null));
         assert_eq!(column(&e, "Agent"), None);
         // Only arrays stay JSON (lists).
-        let json: Vec<&str> = e
-            .columns
-            .iter()
-            .filter(|(_, v)| matches!(v, Value::Json(_)))
-            .map(|(n, _)| n.as_str())
-            .collect();
+        let json: Vec<&str> =
+            e.columns.iter().filter(|(_, v)| matches!(v, Value::Json(_))).map(|(n, _)| n.as_str()).collect();
         assert_eq!(json, ["MediaStreams", "Recordings", "References"]);
 
         let e = encode(json!({"flatten": true}), sample(ABANDONED)).unwrap();
         assert_eq!(column(&e, "Agent"), Some(&Value::Null));
-        assert_eq!(
-            column(&e, "Queue_Name"),
-            Some(&Value::Text("BasicQueue".into()))
-        );
+        assert_eq!(column(&e, "Queue_Name"), Some(&Value::Text("BasicQueue".into())));
     }
 
     #[test]
@@ -492,33 +393,17 @@ mod tests {
         }
 
         let err = encode(json!({"sort_key": "ScheduledTimestamp"}), sample(V1)).unwrap_err();
-        assert!(
-            err.message.contains("ScheduledTimestamp"),
-            "{}",
-            err.message
-        );
+        assert!(err.message.contains("ScheduledTimestamp"), "{}", err.message);
     }
 
     #[test]
     fn a_record_without_last_update_has_no_timestamp_column_and_a_bad_one_fails() {
-        let e = encode(
-            Json::Null,
-            json!({"ContactId": "c", "LastUpdateTimestamp": null}),
-        )
-        .unwrap();
+        let e = encode(Json::Null, json!({"ContactId": "c", "LastUpdateTimestamp": null})).unwrap();
         assert_eq!(column(&e, LAST_UPDATE_MS), None);
         for bad in [json!("yesterday"), json!(1641404915)] {
-            let err = encode(
-                Json::Null,
-                json!({"ContactId": "c", "LastUpdateTimestamp": bad}),
-            )
-            .unwrap_err();
+            let err = encode(Json::Null, json!({"ContactId": "c", "LastUpdateTimestamp": bad})).unwrap_err();
             assert_eq!(err.kind, ErrorKind::BadRecord);
-            assert!(
-                err.message.contains("LastUpdateTimestamp"),
-                "{}",
-                err.message
-            );
+            assert!(err.message.contains("LastUpdateTimestamp"), "{}", err.message);
         }
     }
 
@@ -530,19 +415,11 @@ mod tests {
             (json!({"sort_key": "ContactId"}), "ContactId"),
             (json!({"partition_key": ""}), "key"),
             (json!({"sort_key": LAST_UPDATE_MS}), LAST_UPDATE_MS),
-            (
-                json!({"partition_value": "Agent..Username"}),
-                "Agent..Username",
-            ),
+            (json!({"partition_value": "Agent..Username"}), "Agent..Username"),
             (json!({"flatten": "yes"}), "boolean"),
-            (
-                json!({"attributes": ["Channel", "Queue", "Channel"]}),
-                "Channel",
-            ),
+            (json!({"attributes": ["Channel", "Queue", "Channel"]}), "Channel"),
         ] {
-            let err = testing::init_sink::<CtrItem>(config.clone())
-                .err()
-                .expect("refused");
+            let err = testing::init_sink::<CtrItem>(config.clone()).err().expect("refused");
             assert_eq!(err.kind, ErrorKind::InvalidConfig, "{config}");
             assert!(err.message.contains(needle), "{config}: {}", err.message);
         }

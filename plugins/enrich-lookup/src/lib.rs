@@ -68,9 +68,7 @@ impl Transform for EnrichLookup {
             return Err(Error::invalid_config("config: `table` is empty"));
         }
         if config.fields.as_ref().is_some_and(Vec::is_empty) {
-            return Err(Error::invalid_config(
-                "config: `fields` is empty (leave it out to copy every column)",
-            ));
+            return Err(Error::invalid_config("config: `fields` is empty (leave it out to copy every column)"));
         }
         Ok(EnrichLookup {
             key: init.path(&config.key)?,
@@ -125,16 +123,8 @@ impl EnrichLookup {
                 Err(e) => Outcome::Fail(e),
             },
             OnMiss::Fail => Outcome::Fail(Error::bad_record(match key {
-                Some(key) => format!(
-                    "no row in table {:?} for {} = {key:?}",
-                    self.table,
-                    self.key.as_str()
-                ),
-                None => format!(
-                    "the record has no {} to look up in table {:?}",
-                    self.key.as_str(),
-                    self.table
-                ),
+                Some(key) => format!("no row in table {:?} for {} = {key:?}", self.table, self.key.as_str()),
+                None => format!("the record has no {} to look up in table {:?}", self.key.as_str(), self.table),
             })),
         }
     }
@@ -143,10 +133,7 @@ impl EnrichLookup {
 /// The named columns of `row`; a column the row lacks is written as `null`, so every
 /// enriched record has the same shape.
 fn select(row: &Json, fields: &[String]) -> Map<String, Json> {
-    fields
-        .iter()
-        .map(|f| (f.clone(), row.get(f).cloned().unwrap_or(Json::Null)))
-        .collect()
+    fields.iter().map(|f| (f.clone(), row.get(f).cloned().unwrap_or(Json::Null))).collect()
 }
 
 ctrflow_plugin_sdk::export_enrich!(EnrichLookup);
@@ -157,11 +144,9 @@ mod tests {
     use ctrflow_plugin_sdk::{ErrorKind, testing};
     use serde_json::json;
 
-    const V1: &str =
-        include_str!("../../../tests/fixtures/ctr/kyopark-voice-inbound-update-v1.json");
-    const ABANDONED: &str = include_str!(
-        "../../../tests/fixtures/ctr/aws-samples-workshop-voice-abandoned-in-queue.json"
-    );
+    const V1: &str = include_str!("../../../tests/fixtures/ctr/kyopark-voice-inbound-update-v1.json");
+    const ABANDONED: &str =
+        include_str!("../../../tests/fixtures/ctr/aws-samples-workshop-voice-abandoned-in-queue.json");
 
     fn sample(text: &str) -> Json {
         serde_json::from_str(text).unwrap()
@@ -180,13 +165,8 @@ mod tests {
 
     fn plugin(extra: Json) -> EnrichLookup {
         let mut config = json!({"table": "agents", "key": "Agent.Username", "target": "AgentInfo"});
-        config
-            .as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        testing::init::<EnrichLookup>(config)
-            .expect("config is valid")
-            .0
+        config.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        testing::init::<EnrichLookup>(config).expect("config is valid").0
     }
 
     #[test]
@@ -204,10 +184,7 @@ mod tests {
         let mut expected = before;
         expected["AgentInfo"] = after["AgentInfo"].clone();
         assert_eq!(after, expected);
-        assert_eq!(
-            (testing::counter("hits"), testing::counter("misses")),
-            (1, 0)
-        );
+        assert_eq!((testing::counter("hits"), testing::counter("misses")), (1, 0));
     }
 
     #[test]
@@ -216,10 +193,7 @@ mod tests {
         let mut p = plugin(json!({"fields": ["team", "region"], "target": "Agent.Info"}));
         let (outcome, after) = testing::process(&mut p, sample(V1));
         assert_eq!(outcome, Outcome::Keep);
-        assert_eq!(
-            after["Agent"]["Info"],
-            json!({"team": "Refrigeration", "region": null})
-        );
+        assert_eq!(after["Agent"]["Info"], json!({"team": "Refrigeration", "region": null}));
         assert_eq!(after["Agent"]["Username"], json!("Steve.Lusk"));
     }
 
@@ -232,10 +206,7 @@ mod tests {
         });
         let (mut p, _) = testing::init::<EnrichLookup>(config).unwrap();
         let (_, after) = testing::process(&mut p, sample(V1));
-        assert_eq!(
-            after["AgentInfo"],
-            json!({"team": "Refrigeration", "site": "Dallas"})
-        );
+        assert_eq!(after["AgentInfo"], json!({"team": "Refrigeration", "site": "Dallas"}));
     }
 
     #[test]
@@ -247,10 +218,7 @@ mod tests {
         let (outcome, after) = testing::process(&mut p, record.clone());
         assert_eq!(outcome, Outcome::Keep);
         assert_eq!(after, record);
-        assert_eq!(
-            (testing::counter("hits"), testing::counter("misses")),
-            (0, 1)
-        );
+        assert_eq!((testing::counter("hits"), testing::counter("misses")), (0, 1));
     }
 
     #[test]
@@ -278,19 +246,11 @@ mod tests {
         let mut p = plugin(json!({"on_miss": "fail"}));
         let mut record = sample(V1);
         record["Agent"]["Username"] = json!("nobody");
-        let Outcome::Fail(e) = testing::process(&mut p, record).0 else {
-            panic!("expected a failure")
-        };
+        let Outcome::Fail(e) = testing::process(&mut p, record).0 else { panic!("expected a failure") };
         assert_eq!(e.kind, ErrorKind::BadRecord);
-        assert!(
-            e.message.contains("Agent.Username") && e.message.contains("nobody"),
-            "{}",
-            e.message
-        );
+        assert!(e.message.contains("Agent.Username") && e.message.contains("nobody"), "{}", e.message);
 
-        let Outcome::Fail(e) = testing::process(&mut p, sample(ABANDONED)).0 else {
-            panic!("expected a failure")
-        };
+        let Outcome::Fail(e) = testing::process(&mut p, sample(ABANDONED)).0 else { panic!("expected a failure") };
         assert_eq!(e.kind, ErrorKind::BadRecord);
         assert!(e.message.contains("Agent.Username"), "{}", e.message);
     }
@@ -298,8 +258,7 @@ mod tests {
     #[test]
     fn scalar_keys_are_looked_up_by_their_text() {
         testing::set_table("attempts", "n", &[json!({"n": 0, "label": "abandoned"})]);
-        let config =
-            json!({"table": "attempts", "key": "AgentConnectionAttempts", "target": "Attempts"});
+        let config = json!({"table": "attempts", "key": "AgentConnectionAttempts", "target": "Attempts"});
         let (mut p, _) = testing::init::<EnrichLookup>(config).unwrap();
         let (_, after) = testing::process(&mut p, sample(ABANDONED));
         assert_eq!(after["Attempts"]["label"], json!("abandoned"));
@@ -310,9 +269,7 @@ mod tests {
         agents();
         let config = json!({"table": "agents", "key": "Agent", "target": "AgentInfo"});
         let (mut p, _) = testing::init::<EnrichLookup>(config).unwrap();
-        let Outcome::Fail(e) = testing::process(&mut p, sample(V1)).0 else {
-            panic!("expected a failure")
-        };
+        let Outcome::Fail(e) = testing::process(&mut p, sample(V1)).0 else { panic!("expected a failure") };
         assert_eq!(e.kind, ErrorKind::BadRecord);
     }
 
@@ -321,9 +278,7 @@ mod tests {
         // No `set_table("ungranted", ..)`: the test lookup fails as the host does.
         let config = json!({"table": "ungranted", "key": "Agent.Username", "target": "AgentInfo"});
         let (mut p, _) = testing::init::<EnrichLookup>(config).unwrap();
-        let Outcome::Fail(e) = testing::process(&mut p, sample(V1)).0 else {
-            panic!("expected a failure")
-        };
+        let Outcome::Fail(e) = testing::process(&mut p, sample(V1)).0 else { panic!("expected a failure") };
         assert_eq!(e.kind, ErrorKind::LookupFailed);
     }
 
@@ -331,41 +286,22 @@ mod tests {
     fn a_target_crossing_a_scalar_fails_the_record() {
         agents();
         let mut p = plugin(json!({"target": "Channel.Agent"}));
-        let Outcome::Fail(e) = testing::process(&mut p, sample(V1)).0 else {
-            panic!("expected a failure")
-        };
+        let Outcome::Fail(e) = testing::process(&mut p, sample(V1)).0 else { panic!("expected a failure") };
         assert_eq!(e.kind, ErrorKind::BadRecord);
     }
 
     #[test]
     fn bad_configs_are_invalid_config_errors_naming_the_problem() {
         for (config, needle) in [
-            (
-                json!({"table": "agents", "key": "Agent.Username", "target": "X", "on_mis": "drop"}),
-                "on_mis",
-            ),
+            (json!({"table": "agents", "key": "Agent.Username", "target": "X", "on_mis": "drop"}), "on_mis"),
             (json!({"key": "Agent.Username", "target": "X"}), "table"),
             (json!({"table": "agents", "target": "X"}), "key"),
-            (
-                json!({"table": "agents", "key": "Agent.Username", "target": "X", "on_miss": "skip"}),
-                "skip",
-            ),
-            (
-                json!({"table": "agents", "key": "Agent.Username", "target": "X", "fields": []}),
-                "fields",
-            ),
-            (
-                json!({"table": "", "key": "Agent.Username", "target": "X"}),
-                "table",
-            ),
-            (
-                json!({"table": "agents", "key": "Agent.", "target": "X"}),
-                "Agent.",
-            ),
+            (json!({"table": "agents", "key": "Agent.Username", "target": "X", "on_miss": "skip"}), "skip"),
+            (json!({"table": "agents", "key": "Agent.Username", "target": "X", "fields": []}), "fields"),
+            (json!({"table": "", "key": "Agent.Username", "target": "X"}), "table"),
+            (json!({"table": "agents", "key": "Agent.", "target": "X"}), "Agent."),
         ] {
-            let err = testing::init::<EnrichLookup>(config.clone())
-                .err()
-                .expect("refused");
+            let err = testing::init::<EnrichLookup>(config.clone()).err().expect("refused");
             assert_eq!(err.kind, ErrorKind::InvalidConfig, "{config}");
             assert!(err.message.contains(needle), "{config}: {}", err.message);
         }

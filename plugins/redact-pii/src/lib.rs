@@ -36,12 +36,7 @@ struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            fields: vec!["CustomerEndpoint.Address".into()],
-            keep_last: 4,
-            mask: '*',
-            attributes: Vec::new(),
-        }
+        Config { fields: vec!["CustomerEndpoint.Address".into()], keep_last: 4, mask: '*', attributes: Vec::new() }
     }
 }
 
@@ -62,34 +57,21 @@ impl Transform for RedactPii {
         let config: Config = init.config()?;
         if config.fields.is_empty() && config.attributes.is_empty() {
             // Almost certainly a mistake: a redactor that redacts nothing.
-            return Err(Error::invalid_config(
-                "config: `fields` and `attributes` are both empty: nothing to redact",
-            ));
+            return Err(Error::invalid_config("config: `fields` and `attributes` are both empty: nothing to redact"));
         }
         let mut targets = Vec::new();
         for field in &config.fields {
-            targets.push(Target {
-                path: init.path(field)?,
-                keep_last: config.keep_last,
-            });
+            targets.push(Target { path: init.path(field)?, keep_last: config.keep_last });
         }
         for name in &config.attributes {
             // A dot would silently turn the attribute name into a nested path (and attribute
             // keys may only hold letters, digits, `-` and `_` anyway).
             if name.is_empty() || name.contains('.') {
-                return Err(Error::invalid_config(format!(
-                    "config: attributes: {name:?} is not an attribute name"
-                )));
+                return Err(Error::invalid_config(format!("config: attributes: {name:?} is not an attribute name")));
             }
-            targets.push(Target {
-                path: init.path(&format!("Attributes.{name}"))?,
-                keep_last: 0,
-            });
+            targets.push(Target { path: init.path(&format!("Attributes.{name}"))?, keep_last: 0 });
         }
-        Ok(RedactPii {
-            targets,
-            mask: config.mask,
-        })
+        Ok(RedactPii { targets, mask: config.mask })
     }
 
     fn process(&mut self, record: &mut Record<'_>) -> Outcome {
@@ -117,15 +99,8 @@ impl Transform for RedactPii {
 /// when it has no more than `keep_last` characters.
 pub fn mask(text: &str, keep_last: usize, mask: char) -> String {
     let len = text.chars().count();
-    let hidden = if len <= keep_last {
-        len
-    } else {
-        len - keep_last
-    };
-    text.chars()
-        .enumerate()
-        .map(|(i, c)| if i < hidden { mask } else { c })
-        .collect()
+    let hidden = if len <= keep_last { len } else { len - keep_last };
+    text.chars().enumerate().map(|(i, c)| if i < hidden { mask } else { c }).collect()
 }
 
 ctrflow_plugin_sdk::export_transform!(RedactPii);
@@ -136,16 +111,12 @@ mod tests {
     use ctrflow_plugin_sdk::{ErrorKind, testing};
     use serde_json::{Value as Json, json};
 
-    const V1: &str =
-        include_str!("../../../tests/fixtures/ctr/kyopark-voice-inbound-update-v1.json");
-    const ABANDONED: &str = include_str!(
-        "../../../tests/fixtures/ctr/aws-samples-workshop-voice-abandoned-in-queue.json"
-    );
+    const V1: &str = include_str!("../../../tests/fixtures/ctr/kyopark-voice-inbound-update-v1.json");
+    const ABANDONED: &str =
+        include_str!("../../../tests/fixtures/ctr/aws-samples-workshop-voice-abandoned-in-queue.json");
 
     fn plugin(config: Json) -> RedactPii {
-        testing::init::<RedactPii>(config)
-            .expect("config is valid")
-            .0
+        testing::init::<RedactPii>(config).expect("config is valid").0
     }
 
     fn sample(text: &str) -> Json {
@@ -242,10 +213,8 @@ mod tests {
     #[test]
     fn non_string_values_are_masked_as_text() {
         let mut p = plugin(json!({"fields": ["Phone", "Flag", "Card"]}));
-        let (_, after) = testing::process(
-            &mut p,
-            json!({"Phone": 15555550123_i64, "Flag": true, "Card": {"n": "4111"}}),
-        );
+        let (_, after) =
+            testing::process(&mut p, json!({"Phone": 15555550123_i64, "Flag": true, "Card": {"n": "4111"}}));
         assert_eq!(after["Phone"], json!("*******0123"));
         assert_eq!(after["Flag"], json!("****"));
         assert_eq!(after["Card"], json!("********11\"}"));
@@ -263,9 +232,7 @@ mod tests {
 
     #[test]
     fn a_misspelt_key_is_an_invalid_config_naming_it() {
-        let err = testing::init::<RedactPii>(json!({"keep_lst": 2}))
-            .err()
-            .unwrap();
+        let err = testing::init::<RedactPii>(json!({"keep_lst": 2})).err().unwrap();
         assert_eq!(err.kind, ErrorKind::InvalidConfig);
         assert!(err.message.contains("keep_lst"), "{}", err.message);
     }
@@ -280,11 +247,7 @@ mod tests {
             json!({"fields": [], "attributes": []}),
         ] {
             let err = testing::init::<RedactPii>(config.clone()).err();
-            assert_eq!(
-                err.map(|e| e.kind),
-                Some(ErrorKind::InvalidConfig),
-                "{config}"
-            );
+            assert_eq!(err.map(|e| e.kind), Some(ErrorKind::InvalidConfig), "{config}");
         }
     }
 }

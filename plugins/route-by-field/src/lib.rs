@@ -57,11 +57,7 @@ impl Transform for RouteByField {
         let field = init.path(&config.field)?;
         let mut routes = HashMap::new();
         for value in &config.routes {
-            let name = if config.lowercase {
-                value.to_lowercase()
-            } else {
-                value.clone()
-            };
+            let name = if config.lowercase { value.to_lowercase() } else { value.clone() };
             check_name(&name, "routes")?;
             if name == config.default {
                 // The two would share one output, and the pipeline could not tell them apart.
@@ -75,11 +71,7 @@ impl Transform for RouteByField {
         }
         check_name(&config.default, "default")?;
         let default = init.output(&config.default);
-        Ok(RouteByField {
-            field,
-            routes,
-            default,
-        })
+        Ok(RouteByField { field, routes, default })
     }
 
     fn process(&mut self, record: &mut Record<'_>) -> Outcome {
@@ -113,11 +105,9 @@ mod tests {
     use ctrflow_plugin_sdk::{ErrorKind, testing};
     use serde_json::{Value as Json, json};
 
-    const V1: &str =
-        include_str!("../../../tests/fixtures/ctr/kyopark-voice-inbound-update-v1.json");
-    const ABANDONED: &str = include_str!(
-        "../../../tests/fixtures/ctr/aws-samples-workshop-voice-abandoned-in-queue.json"
-    );
+    const V1: &str = include_str!("../../../tests/fixtures/ctr/kyopark-voice-inbound-update-v1.json");
+    const ABANDONED: &str =
+        include_str!("../../../tests/fixtures/ctr/aws-samples-workshop-voice-abandoned-in-queue.json");
 
     fn sample(text: &str) -> Json {
         serde_json::from_str(text).unwrap()
@@ -135,41 +125,27 @@ mod tests {
 
     #[test]
     fn declares_one_output_per_route_and_the_default() {
-        let (_, outputs) =
-            testing::init::<RouteByField>(json!({"routes": ["VOICE", "CHAT", "TASK"]})).unwrap();
+        let (_, outputs) = testing::init::<RouteByField>(json!({"routes": ["VOICE", "CHAT", "TASK"]})).unwrap();
         assert_eq!(outputs, ["VOICE", "CHAT", "TASK", "other"]);
     }
 
     #[test]
     fn routes_real_voice_ctrs_by_channel() {
-        let (mut p, _) =
-            testing::init::<RouteByField>(json!({"routes": ["VOICE", "CHAT", "TASK"]})).unwrap();
+        let (mut p, _) = testing::init::<RouteByField>(json!({"routes": ["VOICE", "CHAT", "TASK"]})).unwrap();
         assert_eq!(route(&mut p, sample(V1)), "VOICE");
         assert_eq!(route(&mut p, sample(ABANDONED)), "VOICE");
         // Synthetic: a chat and an email contact, and one with no Channel at all.
-        assert_eq!(
-            route(&mut p, json!({"ContactId": "c", "Channel": "CHAT"})),
-            "CHAT"
-        );
-        assert_eq!(
-            route(&mut p, json!({"ContactId": "e", "Channel": "EMAIL"})),
-            "other"
-        );
+        assert_eq!(route(&mut p, json!({"ContactId": "c", "Channel": "CHAT"})), "CHAT");
+        assert_eq!(route(&mut p, json!({"ContactId": "e", "Channel": "EMAIL"})), "other");
         assert_eq!(route(&mut p, json!({"ContactId": "x"})), "other");
-        assert_eq!(
-            route(&mut p, json!({"ContactId": "n", "Channel": null})),
-            "other"
-        );
+        assert_eq!(route(&mut p, json!({"ContactId": "n", "Channel": null})), "other");
     }
 
     #[test]
     fn the_output_index_is_the_declared_position() {
         let (mut p, outputs) =
-            testing::init::<RouteByField>(json!({"routes": ["VOICE", "CHAT"], "default": "rest"}))
-                .unwrap();
-        let Outcome::Route(o) = testing::process(&mut p, json!({"Channel": "CHAT"})).0 else {
-            panic!()
-        };
+            testing::init::<RouteByField>(json!({"routes": ["VOICE", "CHAT"], "default": "rest"})).unwrap();
+        let Outcome::Route(o) = testing::process(&mut p, json!({"Channel": "CHAT"})).0 else { panic!() };
         // An `Output` carries its index: rebuild the declared list and compare.
         let mut init = Init::new(Json::Null);
         for name in &outputs {
@@ -195,8 +171,7 @@ mod tests {
         assert_eq!(route(&mut p, sample(ABANDONED)), "BasicQueue");
         assert_eq!(route(&mut p, sample(V1)), "other");
 
-        let config =
-            json!({"field": "AgentConnectionAttempts", "routes": ["0"], "default": "answered"});
+        let config = json!({"field": "AgentConnectionAttempts", "routes": ["0"], "default": "answered"});
         let (mut p, _) = testing::init::<RouteByField>(config).unwrap();
         assert_eq!(route(&mut p, sample(ABANDONED)), "0");
         assert_eq!(route(&mut p, sample(V1)), "answered");
@@ -219,9 +194,7 @@ mod tests {
             (json!({"routes": ["VOICE"], "default": ""}), "default"),
             (json!({"routes": ["VOICE"], "field": ""}), "path"),
         ] {
-            let err = testing::init::<RouteByField>(config.clone())
-                .err()
-                .expect("refused");
+            let err = testing::init::<RouteByField>(config.clone()).err().expect("refused");
             assert_eq!(err.kind, ErrorKind::InvalidConfig, "{config}");
             assert!(err.message.contains(needle), "{config}: {}", err.message);
         }

@@ -56,14 +56,17 @@ impl SqliteWriter {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("path: cannot create {}: {e}", dir.display()))?;
         }
-        let conn = rusqlite::Connection::open(&path).map_err(|e| format!("path: cannot open {}: {e}", path.display()))?;
+        let conn =
+            rusqlite::Connection::open(&path).map_err(|e| format!("path: cannot open {}: {e}", path.display()))?;
         // WAL lets a user query the database while the pipeline writes it.
         conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| e.to_string())?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| e.to_string())?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| e.to_string())?;
         let t = quote(&cfg.table);
         let ddl = match cfg.mode {
-            WriteMode::NewerWins => format!("CREATE TABLE IF NOT EXISTS {t} (_ctrflow_key TEXT PRIMARY KEY, _ctrflow_version INTEGER)"),
+            WriteMode::NewerWins => {
+                format!("CREATE TABLE IF NOT EXISTS {t} (_ctrflow_key TEXT PRIMARY KEY, _ctrflow_version INTEGER)")
+            }
             _ => format!("CREATE TABLE IF NOT EXISTS {t} (_ctrflow_written_at INTEGER)"),
         };
         conn.execute(&ddl, []).map_err(|e| format!("table: cannot create {}: {e}", cfg.table))?;
@@ -73,7 +76,10 @@ impl SqliteWriter {
             names.filter_map(Result::ok).collect::<Vec<_>>()
         };
         if cfg.mode == WriteMode::NewerWins && !columns.iter().any(|c| c == "_ctrflow_key") {
-            return Err(format!("table: {} exists without the newer-wins key column; use another table or mode = \"append\"", cfg.table));
+            return Err(format!(
+                "table: {} exists without the newer-wins key column; use another table or mode = \"append\"",
+                cfg.table
+            ));
         }
         Ok(SqliteWriter { conn, table: cfg.table.clone(), mode: cfg.mode, columns })
     }
@@ -90,8 +96,13 @@ impl SqliteWriter {
 
     fn key_and_version(item: &Item) -> Option<(String, i64)> {
         let doc = &item.record.doc;
-        let key = item.encoding.as_ref().and_then(|e| e.partition_key.clone()).or_else(|| doc.get("ContactId").and_then(Value::as_str).map(str::to_string))?;
-        let version = doc.get("LastUpdateTimestamp").and_then(Value::as_str).and_then(parse_timestamp).unwrap_or(i64::MIN);
+        let key = item
+            .encoding
+            .as_ref()
+            .and_then(|e| e.partition_key.clone())
+            .or_else(|| doc.get("ContactId").and_then(Value::as_str).map(str::to_string))?;
+        let version =
+            doc.get("LastUpdateTimestamp").and_then(Value::as_str).and_then(parse_timestamp).unwrap_or(i64::MIN);
         Some((key, version))
     }
 
@@ -120,10 +131,17 @@ impl SqliteWriter {
             let sql = match self.mode {
                 WriteMode::NewerWins => {
                     let Some((key, version)) = Self::key_and_version(item) else {
-                        results.push(Written::Refused { kind: "no_key", reason: "newer-wins needs a ContactId (or a plugin partition key)".into() });
+                        results.push(Written::Refused {
+                            kind: "no_key",
+                            reason: "newer-wins needs a ContactId (or a plugin partition key)".into(),
+                        });
                         continue;
                     };
-                    let updates: Vec<String> = names.iter().map(|n| format!("{n} = excluded.{n}")).chain(["_ctrflow_version = excluded._ctrflow_version".to_string()]).collect();
+                    let updates: Vec<String> = names
+                        .iter()
+                        .map(|n| format!("{n} = excluded.{n}"))
+                        .chain(["_ctrflow_version = excluded._ctrflow_version".to_string()])
+                        .collect();
                     names.splice(0..0, ["_ctrflow_key".to_string(), "_ctrflow_version".to_string()]);
                     values.splice(0..0, [Sql::Text(key), Sql::Integer(version)]);
                     format!(

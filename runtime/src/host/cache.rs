@@ -63,7 +63,9 @@ impl CompileCache {
             // carries the compatibility hash), and are renamed into place whole.
             match unsafe { Component::deserialize_file(engine, &entry) } {
                 Ok(c) => return Ok((c, CacheOutcome::Hit)),
-                Err(e) => tracing::warn!(entry = %entry.display(), error = %e, "Cached plugin would not load; recompiling."),
+                Err(e) => {
+                    tracing::warn!(entry = %entry.display(), error = %e, "Cached plugin would not load; recompiling.")
+                }
             }
         }
         let component = Component::new(engine, wasm)?;
@@ -78,7 +80,8 @@ fn store(entry: &Path, component: &Component) -> anyhow::Result<()> {
     let dir = entry.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let bytes = component.serialize()?;
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     let tmp = dir.join(format!(".tmp-{}-{nanos}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, entry)?;

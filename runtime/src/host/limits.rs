@@ -50,12 +50,10 @@ impl LimitsConfig {
             limits.memory_bytes = parse_size(m).map_err(|e| format!("limits.memory: {e}"))?;
         }
         if let Some(t) = &self.time_per_record {
-            limits.time_per_record =
-                parse_duration(t).map_err(|e| format!("limits.time_per_record: {e}"))?;
+            limits.time_per_record = parse_duration(t).map_err(|e| format!("limits.time_per_record: {e}"))?;
         }
         if let Some(m) = &self.max_output {
-            limits.max_output_bytes =
-                parse_size(m).map_err(|e| format!("limits.max_output: {e}"))?;
+            limits.max_output_bytes = parse_size(m).map_err(|e| format!("limits.max_output: {e}"))?;
         }
         if let Some(n) = self.max_split {
             limits.max_split = n;

@@ -210,7 +210,11 @@ impl Host {
         })
     }
 
-    fn instance_pre(&self, compiled: &Compiled, node: &str) -> Result<wasmtime::component::InstancePre<PluginState>, HostError> {
+    fn instance_pre(
+        &self,
+        compiled: &Compiled,
+        node: &str,
+    ) -> Result<wasmtime::component::InstancePre<PluginState>, HostError> {
         self.linker.instantiate_pre(&compiled.component).map_err(|e| HostError::Instantiate {
             plugin: compiled.name.clone(),
             node: node.to_string(),
@@ -239,7 +243,8 @@ impl Host {
     ) -> Result<TransformPlugin, HostError> {
         Self::expect_kind(compiled, &ctx.node, PluginKind::Transform)?;
         let pre = self.instance_pre(compiled, &ctx.node)?;
-        let (pool, outputs) = Pool::<TransformWorld>::new(self.engine.clone(), pre, config, limits.clone(), Arc::new(ctx))?;
+        let (pool, outputs) =
+            Pool::<TransformWorld>::new(self.engine.clone(), pre, config, limits.clone(), Arc::new(ctx))?;
         Ok(TransformPlugin { pool, outputs, limits })
     }
 

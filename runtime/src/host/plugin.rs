@@ -110,17 +110,12 @@ pub(crate) fn classify(err: &wasmtime::Error, limits: &Limits, n: usize) -> Fail
                 limits.time_per_record
             ),
         ),
-        Some(Trap::UnreachableCodeReached) => {
-            (FailureKind::Panic, "panicked (reached `unreachable`)".to_string())
-        }
+        Some(Trap::UnreachableCodeReached) => (FailureKind::Panic, "panicked (reached `unreachable`)".to_string()),
         Some(trap) => (FailureKind::Trap, format!("trapped: {trap}")),
         None => {
             let text = format!("{err:#}");
             if text.contains("forcing trap when growing memory") {
-                (
-                    FailureKind::MemoryLimit,
-                    format!("exceeded its memory cap of {} bytes", limits.memory_bytes),
-                )
+                (FailureKind::MemoryLimit, format!("exceeded its memory cap of {} bytes", limits.memory_bytes))
             } else {
                 (FailureKind::Trap, format!("trapped: {text}"))
             }
@@ -138,10 +133,16 @@ pub(crate) trait World: Sized + Send + 'static {
 
     fn pre(pre: InstancePre<PluginState>) -> wasmtime::Result<Self::Pre>;
     fn instantiate(pre: &Self::Pre, store: &mut Store<PluginState>) -> wasmtime::Result<Self::Bindings>;
-    fn init(b: &Self::Bindings, store: &mut Store<PluginState>, config: &str)
-    -> wasmtime::Result<Result<Self::Info, PluginError>>;
-    fn call(b: &Self::Bindings, store: &mut Store<PluginState>, batch: Resource<Batch>)
-    -> wasmtime::Result<Vec<Self::Out>>;
+    fn init(
+        b: &Self::Bindings,
+        store: &mut Store<PluginState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<Self::Info, PluginError>>;
+    fn call(
+        b: &Self::Bindings,
+        store: &mut Store<PluginState>,
+        batch: Resource<Batch>,
+    ) -> wasmtime::Result<Vec<Self::Out>>;
 }
 
 /// Transform and enrich plugins.
@@ -159,7 +160,11 @@ impl World for TransformWorld {
     fn instantiate(pre: &Self::Pre, store: &mut Store<PluginState>) -> wasmtime::Result<Enrich> {
         pre.instantiate(store)
     }
-    fn init(b: &Enrich, store: &mut Store<PluginState>, config: &str) -> wasmtime::Result<Result<Vec<String>, PluginError>> {
+    fn init(
+        b: &Enrich,
+        store: &mut Store<PluginState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<Vec<String>, PluginError>> {
         Ok(b.ctrflow_plugin_transformer().call_init(store, config)?.map(|info| info.outputs))
     }
     fn call(b: &Enrich, store: &mut Store<PluginState>, batch: Resource<Batch>) -> wasmtime::Result<Vec<Outcome>> {
@@ -407,8 +412,18 @@ impl TransformPlugin {
             }
             match serde_json::from_str::<Json>(&doc) {
                 Ok(v) if v.is_object() => out.push(v),
-                Ok(_) => return Decision::Fail(Failure { kind: FailureKind::Internal, message: "split produced a non-object".into() }),
-                Err(e) => return Decision::Fail(Failure { kind: FailureKind::Internal, message: format!("split produced invalid JSON: {e}") }),
+                Ok(_) => {
+                    return Decision::Fail(Failure {
+                        kind: FailureKind::Internal,
+                        message: "split produced a non-object".into(),
+                    });
+                }
+                Err(e) => {
+                    return Decision::Fail(Failure {
+                        kind: FailureKind::Internal,
+                        message: format!("split produced invalid JSON: {e}"),
+                    });
+                }
             }
         }
         Decision::Split(out)

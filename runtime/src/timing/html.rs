@@ -45,7 +45,9 @@ svg text{font:12px system-ui,sans-serif}</style></head><body>",
             row("read → acknowledged", &sink.read_to_ack_ms)
         );
     }
-    h.push_str("<h2>Every hop</h2><table><tr><th>hop</th><th>count</th><th>p50</th><th>p90</th><th>p99</th><th>max</th></tr>");
+    h.push_str(
+        "<h2>Every hop</h2><table><tr><th>hop</th><th>count</th><th>p50</th><th>p90</th><th>p99</th><th>max</th></tr>",
+    );
     for n in &report.nodes {
         for (label, s) in hops(n) {
             h.push_str(&row(&format!("{} {label}", n.id), s));
@@ -190,7 +192,9 @@ fn graph_svg(graph: &Graph) -> String {
             pos.insert(id, (10.0 + *c as f64 * (box_w + gap_x), gap_y + r as f64 * (box_h + gap_y)));
         }
     }
-    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" role=\"img\" aria-label=\"pipeline graph\">");
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" role=\"img\" aria-label=\"pipeline graph\">"
+    );
     for n in &graph.nodes {
         let (x2, y2) = pos[n.id.as_str()];
         for i in &n.inputs {

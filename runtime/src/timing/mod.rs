@@ -318,10 +318,7 @@ impl Report {
     /// The terminal table: one row per hop in path order, end-to-end rows below.
     pub fn table(&self) -> String {
         let mut s = String::new();
-        let header = format!(
-            "{:<34} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
-            "hop (ms)", "count", "p50", "p90", "p99", "max"
-        );
+        let header = format!("{:<34} {:>9} {:>9} {:>9} {:>9} {:>9}\n", "hop (ms)", "count", "p50", "p90", "p99", "max");
         s.push_str(&header);
         let row = |s: &mut String, name: String, m: &Summary| {
             s.push_str(&format!(

@@ -16,11 +16,15 @@ impl Transform for Output {
     fn process(&mut self, record: &mut Record<'_>) -> Outcome {
         match record.get_str(&self.hostile).as_deref() {
             Some("huge") => Outcome::Split(vec![json!({"ContactId": "huge", "Blob": "x".repeat(16 << 20)})]),
-            Some("flood") => Outcome::Split((0..100_000).map(|i| json!({"ContactId": format!("f{i}")})).collect::<Vec<Value>>()),
-            Some("huge-set") => match record.replace_json(&json!({"ContactId": "huge", "Blob": "x".repeat(16 << 20)})) {
-                Ok(()) => Outcome::Keep,
-                Err(e) => Outcome::Fail(e),
-            },
+            Some("flood") => {
+                Outcome::Split((0..100_000).map(|i| json!({"ContactId": format!("f{i}")})).collect::<Vec<Value>>())
+            }
+            Some("huge-set") => {
+                match record.replace_json(&json!({"ContactId": "huge", "Blob": "x".repeat(16 << 20)})) {
+                    Ok(()) => Outcome::Keep,
+                    Err(e) => Outcome::Fail(e),
+                }
+            }
             _ => Outcome::Keep,
         }
     }

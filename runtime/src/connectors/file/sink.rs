@@ -48,8 +48,19 @@ impl FileWriter {
         Ok(FileWriter {
             template: crate::config::clean(&base_dir.join(&cfg.path)).to_string_lossy().into_owned(),
             date_field: FieldPath::parse(date_field).map_err(|e| format!("date_field: {e}"))?,
-            rotate_bytes: cfg.rotate_bytes.as_deref().map(parse_size).transpose().map_err(|e| format!("rotate_bytes: {e}"))?.map(|b| b as u64),
-            rotate_interval: cfg.rotate_interval.as_deref().map(parse_duration).transpose().map_err(|e| format!("rotate_interval: {e}"))?,
+            rotate_bytes: cfg
+                .rotate_bytes
+                .as_deref()
+                .map(parse_size)
+                .transpose()
+                .map_err(|e| format!("rotate_bytes: {e}"))?
+                .map(|b| b as u64),
+            rotate_interval: cfg
+                .rotate_interval
+                .as_deref()
+                .map(parse_duration)
+                .transpose()
+                .map_err(|e| format!("rotate_interval: {e}"))?,
             open: HashMap::new(),
         })
     }
@@ -95,7 +106,8 @@ impl FileWriter {
         for item in items {
             let target = self.target(&item.record.doc);
             let due = self.open.get(&target).is_some_and(|f| {
-                self.rotate_bytes.is_some_and(|b| f.bytes >= b) || self.rotate_interval.is_some_and(|d| f.opened.elapsed() >= d)
+                self.rotate_bytes.is_some_and(|b| f.bytes >= b)
+                    || self.rotate_interval.is_some_and(|d| f.opened.elapsed() >= d)
             });
             if due {
                 if let Some(mut old) = self.open.remove(&target) {

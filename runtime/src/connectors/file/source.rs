@@ -85,7 +85,9 @@ fn split_array(buf: &Bytes, offset: u64) -> Vec<Piece> {
                 Piece::Doc { doc, raw, end: i as u64 + 1 }
             })
             .collect(),
-        Err(e) if offset == 0 => vec![Piece::Bad { raw: buf.clone(), error: format!("not a JSON array of documents: {e}"), end: 1 }],
+        Err(e) if offset == 0 => {
+            vec![Piece::Bad { raw: buf.clone(), error: format!("not a JSON array of documents: {e}"), end: 1 }]
+        }
         Err(_) => Vec::new(),
     }
 }
@@ -167,7 +169,11 @@ pub fn run(cfg: &FileSourceConfig, base_dir: &Path, mut ctx: SourceContext) -> a
     save(&mut ctx, &mut checkpoints, &store, cfg.checkpoint, true)
 }
 
-fn flush(ctx: &mut SourceContext, checkpoints: &mut Checkpointer<FilePosition>, pos: FilePosition) -> anyhow::Result<()> {
+fn flush(
+    ctx: &mut SourceContext,
+    checkpoints: &mut Checkpointer<FilePosition>,
+    pos: FilePosition,
+) -> anyhow::Result<()> {
     let seq = ctx.next_seq();
     match ctx.flush_blocking() {
         Ok(Some(_)) => checkpoints.register(seq, pos),

@@ -70,13 +70,7 @@ const RECORDING_PREFIX: &str = "amazon-connect-5f1e0c2a9b7d/connect/ctrflow-demo
 const SYSTEM_NUMBERS: [&str; 3] = ["+18005550100", "+18005550123", "+18885550199"];
 
 /// Teams, in the order of the blocks of 8 agents in [`AGENTS`]. Index = team id.
-const TEAMS: [&str; 5] = [
-    "Billing",
-    "Tech Support",
-    "Sales",
-    "Retention",
-    "Back Office",
-];
+const TEAMS: [&str; 5] = ["Billing", "Tech Support", "Sales", "Retention", "Back Office"];
 const AGENTS_PER_TEAM: usize = 8;
 /// Agents of the four front-line teams (the first 32) take general queue traffic.
 const FRONT_LINE_AGENTS: usize = 32;
@@ -128,38 +122,12 @@ static AGENTS: [AgentRow; 40] = [
 
 /// Queues: (name, team that works it — `None` = any front-line agent, intents callers state).
 const QUEUES: [(&str, Option<usize>, &[&str]); 6] = [
-    (
-        "Billing",
-        Some(0),
-        &[
-            "PayBill",
-            "DisputeCharge",
-            "UpdatePaymentMethod",
-            "RefundStatus",
-        ],
-    ),
-    (
-        "TechSupport",
-        Some(1),
-        &[
-            "ResetPassword",
-            "ServiceOutage",
-            "DeviceSetup",
-            "SlowConnection",
-        ],
-    ),
+    ("Billing", Some(0), &["PayBill", "DisputeCharge", "UpdatePaymentMethod", "RefundStatus"]),
+    ("TechSupport", Some(1), &["ResetPassword", "ServiceOutage", "DeviceSetup", "SlowConnection"]),
     ("Sales", Some(2), &["NewPlan", "Upgrade", "AddLine"]),
     ("Retention", Some(3), &["CancelService", "PriceMatch"]),
-    (
-        "GeneralEnquiries",
-        None,
-        &["CheckBalance", "StoreHours", "ChangeAddress", "Other"],
-    ),
-    (
-        "BackOffice",
-        Some(4),
-        &["ProcessRefund", "VerifyDocuments", "AddressChange"],
-    ),
+    ("GeneralEnquiries", None, &["CheckBalance", "StoreHours", "ChangeAddress", "Other"]),
+    ("BackOffice", Some(4), &["ProcessRefund", "VerifyDocuments", "AddressChange"]),
 ];
 const Q_BILLING: usize = 0;
 const Q_TECH: usize = 1;
@@ -169,8 +137,8 @@ const Q_GENERAL: usize = 4;
 const Q_BACKOFFICE: usize = 5;
 
 const FIRST_NAMES: [&str; 20] = [
-    "Alice", "Bruno", "Carmen", "Deepak", "Elena", "Farid", "Gwen", "Hiro", "Ines", "Jonas",
-    "Keiko", "Luis", "Maya", "Nikolai", "Omar", "Paula", "Quinn", "Rosa", "Stefan", "Tara",
+    "Alice", "Bruno", "Carmen", "Deepak", "Elena", "Farid", "Gwen", "Hiro", "Ines", "Jonas", "Keiko", "Luis", "Maya",
+    "Nikolai", "Omar", "Paula", "Quinn", "Rosa", "Stefan", "Tara",
 ];
 const LAST_NAMES: [&str; 20] = [
     "Anderson",
@@ -308,16 +276,11 @@ impl Synth {
     pub fn new(seed: u64) -> Self {
         let instance_id = fixed_uuid("instance");
         let instance_arn = format!("arn:aws:connect:{REGION}:{ACCOUNT_ID}:instance/{instance_id}");
-        let queue_arns = QUEUES
-            .iter()
-            .map(|(name, _, _)| format!("{instance_arn}/queue/{}", fixed_uuid(name)))
-            .collect();
+        let queue_arns =
+            QUEUES.iter().map(|(name, _, _)| format!("{instance_arn}/queue/{}", fixed_uuid(name))).collect();
         let group = |path: &str, name: &str| {
             obj([
-                (
-                    "ARN",
-                    Value::String(format!("{instance_arn}/agent-group/{}", fixed_uuid(path))),
-                ),
+                ("ARN", Value::String(format!("{instance_arn}/agent-group/{}", fixed_uuid(path)))),
                 ("GroupName", str_val(name)),
             ])
         };
@@ -337,10 +300,7 @@ impl Synth {
                 routing_profile: obj([
                     (
                         "ARN",
-                        Value::String(format!(
-                            "{instance_arn}/routing-profile/{}",
-                            fixed_uuid(&format!("rp/{team}"))
-                        )),
+                        Value::String(format!("{instance_arn}/routing-profile/{}", fixed_uuid(&format!("rp/{team}")))),
                     ),
                     ("Name", Value::String(format!("{team} Profile"))),
                 ]),
@@ -393,13 +353,7 @@ impl Synth {
 
     fn schedule(&mut self, delay: u64, record: Value, last_update: i64, kind: PendingKind) {
         self.seq += 1;
-        self.pending.push(Pending {
-            due: self.emitted + delay,
-            seq: self.seq,
-            record,
-            last_update,
-            kind,
-        });
+        self.pending.push(Pending { due: self.emitted + delay, seq: self.seq, record, last_update, kind });
     }
 
     /// Connect re-publishes a record when e.g. attributes are updated after the contact
@@ -407,22 +361,12 @@ impl Synth {
     fn maybe_schedule_redelivery(&mut self, record: &Value, last_update: i64, round: u8) {
         if self.rng.random_bool(P_REDELIVER) {
             let delay = self.rng.random_range(5..=300);
-            self.schedule(
-                delay,
-                record.clone(),
-                last_update,
-                PendingKind::Redelivery { round },
-            );
+            self.schedule(delay, record.clone(), last_update, PendingKind::Redelivery { round });
         }
     }
 
     fn publish_pending(&mut self, p: Pending, now: i64) -> Value {
-        let Pending {
-            mut record,
-            last_update,
-            kind,
-            ..
-        } = p;
+        let Pending { mut record, last_update, kind, .. } = p;
         match kind {
             PendingKind::TransferLeg { publish_delay } => {
                 // Rendered when leg A was; it is published now, so move LastUpdate up to `now`
@@ -456,10 +400,7 @@ impl Synth {
             let score = self.rng.random_range(1..=5u8);
             attrs.insert("surveyScore".into(), Value::String(score.to_string()));
             if self.rng.random_bool(0.5) {
-                let d = pick(
-                    &mut self.rng,
-                    &["Resolved", "FollowUpRequired", "Escalated"],
-                );
+                let d = pick(&mut self.rng, &["Resolved", "FollowUpRequired", "Escalated"]);
                 attrs.insert("disposition".into(), Value::String(d.to_owned()));
             }
         } else {
@@ -509,14 +450,7 @@ impl Synth {
             let b_last = leg_b.t.last_update;
             let b_delay = self.rng.random_range(0..=5);
             let b = self.render(leg_b);
-            self.schedule(
-                delay,
-                b,
-                b_last,
-                PendingKind::TransferLeg {
-                    publish_delay: b_delay,
-                },
-            );
+            self.schedule(delay, b, b_last, PendingKind::TransferLeg { publish_delay: b_delay });
         }
         let last_update = plan.t.last_update;
         let record = self.render(plan);
@@ -529,13 +463,7 @@ impl Synth {
     fn voice_inbound(&mut self, last_update: i64) -> Plan {
         let queue = weighted(
             &mut self.rng,
-            &[
-                (Q_BILLING, 25),
-                (Q_TECH, 25),
-                (Q_SALES, 15),
-                (Q_RETENTION, 10),
-                (Q_GENERAL, 25),
-            ],
+            &[(Q_BILLING, 25), (Q_TECH, 25), (Q_SALES, 15), (Q_RETENTION, 10), (Q_GENERAL, 25)],
         );
         let abandoned = self.rng.random_bool(P_ABANDON);
         let ivr = self.rng.random_range(10..=90);
@@ -544,14 +472,7 @@ impl Synth {
             // Caller hung up while queued (data model §3, sample [F3]).
             let wait = skewed(&mut self.rng, 5, 600);
             let t = timeline(last_update, gap, None, 0, wait, ivr, 0);
-            return self.plan(
-                Channel::Voice,
-                "INBOUND",
-                queue,
-                None,
-                t,
-                "CUSTOMER_DISCONNECT",
-            );
+            return self.plan(Channel::Voice, "INBOUND", queue, None, t, "CUSTOMER_DISCONNECT");
         }
         let work = self.voice_work(queue);
         let wait = skewed(&mut self.rng, 0, 600);
@@ -563,11 +484,7 @@ impl Synth {
 
     fn voice_outbound(&mut self, last_update: i64) -> Plan {
         // Agent-dialled sales/retention calls through the team's queue (its outbound queue).
-        let queue = if self.rng.random_bool(0.6) {
-            Q_SALES
-        } else {
-            Q_RETENTION
-        };
+        let queue = if self.rng.random_bool(0.6) { Q_SALES } else { Q_RETENTION };
         let work = self.voice_work(queue);
         let dialing = self.rng.random_range(5..=30);
         let gap = self.rng.random_range(5..=90);
@@ -579,10 +496,7 @@ impl Synth {
     }
 
     fn voice_callback(&mut self, last_update: i64) -> Plan {
-        let queue = weighted(
-            &mut self.rng,
-            &[(Q_BILLING, 40), (Q_TECH, 40), (Q_GENERAL, 20)],
-        );
+        let queue = weighted(&mut self.rng, &[(Q_BILLING, 40), (Q_TECH, 40), (Q_GENERAL, 20)]);
         let work = self.voice_work(queue);
         let wait = skewed(&mut self.rng, 60, 1800);
         let pre_queue = self.rng.random_range(0..=2);
@@ -596,25 +510,14 @@ impl Synth {
     }
 
     fn chat(&mut self, last_update: i64) -> Plan {
-        let queue = weighted(
-            &mut self.rng,
-            &[
-                (Q_BILLING, 30),
-                (Q_TECH, 35),
-                (Q_SALES, 15),
-                (Q_GENERAL, 20),
-            ],
-        );
+        let queue = weighted(&mut self.rng, &[(Q_BILLING, 30), (Q_TECH, 35), (Q_SALES, 15), (Q_GENERAL, 20)]);
         let bot = self.rng.random_range(5..=60);
         let gap = self.rng.random_range(5..=90);
         if self.rng.random_bool(P_ABANDON) {
             let wait = skewed(&mut self.rng, 5, 300);
             let t = timeline(last_update, gap, None, 0, wait, bot, 0);
-            let reason = if self.rng.random_bool(0.8) {
-                "CUSTOMER_DISCONNECT"
-            } else {
-                "CUSTOMER_CONNECTION_NOT_ESTABLISHED"
-            };
+            let reason =
+                if self.rng.random_bool(0.8) { "CUSTOMER_DISCONNECT" } else { "CUSTOMER_CONNECTION_NOT_ESTABLISHED" };
             return self.plan(Channel::Chat, "API", queue, None, t, reason);
         }
         let work = self.work(queue, 120, 1500, 5, 90, false);
@@ -632,21 +535,13 @@ impl Synth {
     }
 
     fn task(&mut self, last_update: i64) -> Plan {
-        let queue = if self.rng.random_bool(0.8) {
-            Q_BACKOFFICE
-        } else {
-            Q_BILLING
-        };
+        let queue = if self.rng.random_bool(0.8) { Q_BACKOFFICE } else { Q_BILLING };
         let work = self.work(queue, 60, 1200, 0, 60, false);
         let wait = skewed(&mut self.rng, 0, 3600);
         let gap = self.rng.random_range(5..=90);
         // Some tasks are created ahead of time and scheduled; they enter the queue when due.
         let scheduled = self.rng.random_bool(0.2);
-        let pre_queue = if scheduled {
-            self.rng.random_range(600..=86_400)
-        } else {
-            self.rng.random_range(0..=2)
-        };
+        let pre_queue = if scheduled { self.rng.random_range(600..=86_400) } else { self.rng.random_range(0..=2) };
         let mut t = timeline(last_update, gap, Some(&work), 0, wait, pre_queue, 0);
         if scheduled {
             t.scheduled = Some(t.enqueue);
@@ -667,19 +562,10 @@ impl Synth {
     /// disconnect stays "a few minutes" back; A is then re-timed backwards from B's start with
     /// its own durations, and its ACW shortened if needed to end before A is published.
     fn transfer_leg(&mut self, a: &mut Plan, now: i64, a_publish_delay: i64) -> Plan {
-        let candidates: &[(usize, u32)] = &[
-            (Q_BILLING, 35),
-            (Q_TECH, 35),
-            (Q_SALES, 15),
-            (Q_RETENTION, 15),
-        ];
+        let candidates: &[(usize, u32)] = &[(Q_BILLING, 35), (Q_TECH, 35), (Q_SALES, 15), (Q_RETENTION, 15)];
         let mut queue = weighted(&mut self.rng, candidates);
         if queue == a.queue {
-            queue = if a.queue == Q_BILLING {
-                Q_TECH
-            } else {
-                Q_BILLING
-            };
+            queue = if a.queue == Q_BILLING { Q_TECH } else { Q_BILLING };
         }
         let b_last = now - self.rng.random_range(0..=5);
         let work = self.work(queue, 30, 300, 5, 60, false);
@@ -693,12 +579,8 @@ impl Synth {
         b.customer_phone = a.customer_phone.clone();
         b.system_number = a.system_number;
         b.attrs = a.attrs.clone();
-        b.attrs
-            .insert("transferredFrom".into(), str_val(QUEUES[a.queue].0));
-        b.attrs.insert(
-            "intent".into(),
-            str_val(pick(&mut self.rng, QUEUES[queue].2)),
-        );
+        b.attrs.insert("transferredFrom".into(), str_val(QUEUES[a.queue].0));
+        b.attrs.insert("intent".into(), str_val(pick(&mut self.rng, QUEUES[queue].2)));
         b.initial_id = Some(a.id.clone());
         b.previous_id = Some(a.id.clone());
 
@@ -725,15 +607,7 @@ impl Synth {
         self.work(queue, 30, 900, 5, 120, true)
     }
 
-    fn work(
-        &mut self,
-        queue: usize,
-        talk_lo: i64,
-        talk_hi: i64,
-        acw_lo: i64,
-        acw_hi: i64,
-        holds: bool,
-    ) -> AgentWork {
+    fn work(&mut self, queue: usize, talk_lo: i64, talk_hi: i64, acw_lo: i64, acw_hi: i64, holds: bool) -> AgentWork {
         let idx = match QUEUES[queue].1 {
             Some(team) => team * AGENTS_PER_TEAM + self.rng.random_range(0..AGENTS_PER_TEAM),
             None => self.rng.random_range(0..FRONT_LINE_AGENTS),
@@ -789,38 +663,18 @@ impl Synth {
         name.push_str(last);
         attrs.insert("customerName".into(), Value::String(name));
         let mut acct = String::with_capacity(10);
-        push_digits(
-            &mut acct,
-            self.rng.random_range(1_000_000_000..10_000_000_000u64),
-            10,
-        );
+        push_digits(&mut acct, self.rng.random_range(1_000_000_000..10_000_000_000u64), 10);
         attrs.insert("accountNumber".into(), Value::String(acct));
-        attrs.insert(
-            "intent".into(),
-            Value::String(pick(&mut self.rng, QUEUES[queue].2).to_owned()),
-        );
+        attrs.insert("intent".into(), Value::String(pick(&mut self.rng, QUEUES[queue].2).to_owned()));
         let tier = pick(&mut self.rng, &["Gold", "Silver", "Bronze", "Standard"]);
         attrs.insert("customerTier".into(), Value::String(tier.to_owned()));
-        let lang = if self.rng.random_bool(0.85) {
-            "en-US"
-        } else {
-            "es-US"
-        };
+        let lang = if self.rng.random_bool(0.85) { "en-US" } else { "es-US" };
         attrs.insert("language".into(), Value::String(lang.to_owned()));
-        attrs.insert(
-            "authenticated".into(),
-            Value::String(bool_str(self.rng.random_bool(0.7)).to_owned()),
-        );
+        attrs.insert("authenticated".into(), Value::String(bool_str(self.rng.random_bool(0.7)).to_owned()));
         let (customer_phone, system_number) = match channel {
             Channel::Voice => {
-                attrs.insert(
-                    "greetingPlayed".into(),
-                    Value::String(bool_str(self.rng.random_bool(0.9)).to_owned()),
-                );
-                attrs.insert(
-                    "ivrPath".into(),
-                    Value::String(format!("main>{}", QUEUES[queue].0.to_ascii_lowercase())),
-                );
+                attrs.insert("greetingPlayed".into(), Value::String(bool_str(self.rng.random_bool(0.9)).to_owned()));
+                attrs.insert("ivrPath".into(), Value::String(format!("main>{}", QUEUES[queue].0.to_ascii_lowercase())));
                 // Fake but E.164-shaped: +1 555 xxx xxxx.
                 let mut p = String::with_capacity(12);
                 p.push_str("+1555");
@@ -878,9 +732,7 @@ impl Synth {
             None => (Value::Null, 0),
         };
         let (recording, recordings) = match (&p.work, p.channel) {
-            (Some(w), Channel::Voice) => {
-                recording_values(recording_location(&p.id, w.connected(t.disconnect)))
-            }
+            (Some(w), Channel::Voice) => recording_values(recording_location(&p.id, w.connected(t.disconnect))),
             _ => (Value::Null, Value::Null),
         };
         // MediaStreams types per data model §2; tasks have no documented stream type.
@@ -912,39 +764,21 @@ impl Synth {
             ("CustomerEndpoint", endpoint(p.customer_phone)),
             ("DisconnectReason", str_val(p.disconnect_reason)),
             ("DisconnectTimestamp", ts_val(t.disconnect)),
-            (
-                "InitialContactId",
-                p.initial_id.map_or(Value::Null, Value::String),
-            ),
+            ("InitialContactId", p.initial_id.map_or(Value::Null, Value::String)),
             ("InitiationMethod", str_val(p.method)),
             ("InitiationTimestamp", ts_val(t.initiation)),
             ("InstanceARN", Value::String(self.instance_arn.clone())),
             ("LastUpdateTimestamp", ts_val(t.last_update)),
             ("MediaStreams", Value::Array(streams)),
-            (
-                "NextContactId",
-                p.next_id.map_or(Value::Null, Value::String),
-            ),
-            (
-                "PreviousContactId",
-                p.previous_id.map_or(Value::Null, Value::String),
-            ),
+            ("NextContactId", p.next_id.map_or(Value::Null, Value::String)),
+            ("PreviousContactId", p.previous_id.map_or(Value::Null, Value::String)),
             ("Queue", queue),
             ("Recording", recording),
             ("Recordings", recordings),
             ("References", Value::Array(Vec::new())),
-            (
-                "ScheduledTimestamp",
-                t.scheduled.map_or(Value::Null, ts_val),
-            ),
-            (
-                "SystemEndpoint",
-                endpoint(p.system_number.map(str::to_owned)),
-            ),
-            (
-                "TransferCompletedTimestamp",
-                p.transfer_completed.map_or(Value::Null, ts_val),
-            ),
+            ("ScheduledTimestamp", t.scheduled.map_or(Value::Null, ts_val)),
+            ("SystemEndpoint", endpoint(p.system_number.map(str::to_owned))),
+            ("TransferCompletedTimestamp", p.transfer_completed.map_or(Value::Null, ts_val)),
             ("TransferredToEndpoint", Value::Null),
             ("VoiceIdResult", Value::Null),
         ])
@@ -1003,10 +837,7 @@ fn timeline(
     let (disconnect, dequeue) = match work {
         Some(w) => {
             let disconnect = end - w.acw;
-            (
-                disconnect,
-                disconnect - w.interaction - w.hold - ring.max(0),
-            )
+            (disconnect, disconnect - w.interaction - w.hold - ring.max(0))
         }
         // Abandoned in queue: left the queue when the customer hung up (data model §3, [F3]).
         None => (end, end),
@@ -1045,10 +876,7 @@ fn obj<const N: usize>(pairs: [(&str, Value); N]) -> Value {
 
 fn endpoint(address: Option<String>) -> Value {
     match address {
-        Some(a) => obj([
-            ("Address", Value::String(a)),
-            ("Type", str_val("TELEPHONE_NUMBER")),
-        ]),
+        Some(a) => obj([("Address", Value::String(a)), ("Type", str_val("TELEPHONE_NUMBER"))]),
         None => Value::Null,
     }
 }
@@ -1131,14 +959,7 @@ impl Civil {
         let day = (doy - (153 * mp + 2) / 5 + 1) as u64;
         let month = if mp < 10 { mp + 3 } else { mp - 9 } as u64;
         let year = yoe + era * 400 + i64::from(month <= 2);
-        Civil {
-            year,
-            month,
-            day,
-            hour: sod / 3600,
-            minute: sod / 60 % 60,
-            second: sod % 60,
-        }
+        Civil { year, month, day, hour: sod / 3600, minute: sod / 60 % 60, second: sod % 60 }
     }
 
     fn push_year(&self, s: &mut String) {
@@ -1300,9 +1121,7 @@ mod tests {
     /// `n` records, with `now` advancing 7 ms per record (≈140 records/s).
     fn run(seed: u64, n: usize) -> Vec<Value> {
         let mut s = Synth::new(seed);
-        (0..n)
-            .map(|i| s.next_record(t0() + time::Duration::milliseconds(7 * i as i64)))
-            .collect()
+        (0..n).map(|i| s.next_record(t0() + time::Duration::milliseconds(7 * i as i64))).collect()
     }
 
     fn ts(v: &Value, path: &[&str]) -> Option<i64> {
@@ -1313,11 +1132,7 @@ mod tests {
         let s = cur.as_str()?;
         assert_eq!(s.len(), 20, "{s}");
         assert!(s.ends_with('Z'), "{s}");
-        Some(
-            OffsetDateTime::parse(s, &Rfc3339)
-                .expect("RFC 3339")
-                .unix_timestamp(),
-        )
+        Some(OffsetDateTime::parse(s, &Rfc3339).expect("RFC 3339").unix_timestamp())
     }
 
     fn int(v: &Value, path: &[&str]) -> i64 {
@@ -1325,8 +1140,7 @@ mod tests {
         for p in path {
             cur = &cur[*p];
         }
-        cur.as_i64()
-            .unwrap_or_else(|| panic!("{path:?} not an integer in {v}"))
+        cur.as_i64().unwrap_or_else(|| panic!("{path:?} not an integer in {v}"))
     }
 
     fn id(v: &Value) -> &str {
@@ -1363,10 +1177,7 @@ mod tests {
             let deq = ts(&r, &["Queue", "DequeueTimestamp"]).expect("dequeue");
             let disc = ts(&r, &["DisconnectTimestamp"]).expect("disconnect");
             let last = ts(&r, &["LastUpdateTimestamp"]).expect("last update");
-            assert!(
-                init <= sys && sys <= enq && enq <= deq && deq <= disc,
-                "{r}"
-            );
+            assert!(init <= sys && sys <= enq && enq <= deq && deq <= disc, "{r}");
             assert_eq!(int(&r, &["Queue", "Duration"]), deq - enq);
             if let Some(sch) = ts(&r, &["ScheduledTimestamp"]) {
                 assert!(init <= sch && sch <= enq);
@@ -1379,19 +1190,12 @@ mod tests {
                 let acw_e = ts(&r, &["Agent", "AfterContactWorkEndTimestamp"]).expect("acw e");
                 assert!(deq <= cta && cta <= disc && disc <= acw_e, "{r}");
                 assert_eq!(acw_s, disc);
+                assert_eq!(int(&r, &["Agent", "AfterContactWorkDuration"]), acw_e - acw_s);
                 assert_eq!(
-                    int(&r, &["Agent", "AfterContactWorkDuration"]),
-                    acw_e - acw_s
-                );
-                assert_eq!(
-                    int(&r, &["Agent", "AgentInteractionDuration"])
-                        + int(&r, &["Agent", "CustomerHoldDuration"]),
+                    int(&r, &["Agent", "AgentInteractionDuration"]) + int(&r, &["Agent", "CustomerHoldDuration"]),
                     disc - cta
                 );
-                assert!(
-                    int(&r, &["Agent", "LongestHoldDuration"])
-                        <= int(&r, &["Agent", "CustomerHoldDuration"])
-                );
+                assert!(int(&r, &["Agent", "LongestHoldDuration"]) <= int(&r, &["Agent", "CustomerHoldDuration"]));
                 acw_e
             };
             assert!(end <= last, "{r}");
@@ -1403,9 +1207,7 @@ mod tests {
             assert!(now - end <= 900, "{r}");
             match r["Channel"].as_str() {
                 Some("VOICE") => {
-                    let addr = r["CustomerEndpoint"]["Address"]
-                        .as_str()
-                        .expect("voice caller");
+                    let addr = r["CustomerEndpoint"]["Address"].as_str().expect("voice caller");
                     assert!(addr.starts_with("+1555") && addr.len() == 12);
                     assert_eq!(r["CustomerEndpoint"]["Type"], "TELEPHONE_NUMBER");
                     if r["Agent"].is_null() {
@@ -1448,12 +1250,7 @@ mod tests {
     #[test]
     fn transfers_are_linked_both_ways() {
         let recs = run(5, 10_000);
-        let pos: HashMap<&str, usize> = recs
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (id(r), i))
-            .rev()
-            .collect();
+        let pos: HashMap<&str, usize> = recs.iter().enumerate().map(|(i, r)| (id(r), i)).rev().collect();
         let mut linked = 0;
         for (i, a) in recs.iter().enumerate() {
             let Some(next) = a["NextContactId"].as_str() else {
@@ -1522,10 +1319,7 @@ mod tests {
         let contacts = versions.len() as f64;
         let share = f64::from(redelivered) / contacts;
         assert!((0.07..=0.13).contains(&share), "redelivered share {share}");
-        assert!(
-            twice >= 1 && f64::from(twice) / contacts < 0.03,
-            "twice {twice}"
-        );
+        assert!(twice >= 1 && f64::from(twice) / contacts < 0.03, "twice {twice}");
     }
 
     #[test]
@@ -1560,20 +1354,13 @@ mod tests {
             let s = share(&|r| r["Channel"] == "VOICE" && r["InitiationMethod"] == m);
             assert!(s > 0.01, "{m} {s}");
         }
-        assert!(
-            recs.iter()
-                .filter(|r| r["Channel"] != "VOICE")
-                .all(|r| r["InitiationMethod"] == "API")
-        );
+        assert!(recs.iter().filter(|r| r["Channel"] != "VOICE").all(|r| r["InitiationMethod"] == "API"));
     }
 
     #[test]
     fn size_is_realistic() {
         let recs = run(2, 2000);
-        let mut sizes: Vec<usize> = recs
-            .iter()
-            .map(|r| serde_json::to_vec(r).map_or(0, |b| b.len()))
-            .collect();
+        let mut sizes: Vec<usize> = recs.iter().map(|r| serde_json::to_vec(r).map_or(0, |b| b.len())).collect();
         sizes.sort_unstable();
         let median = sizes[sizes.len() / 2];
         assert!((2500..=4000).contains(&median), "median {median}");
@@ -1592,8 +1379,7 @@ mod tests {
             let mut s = Synth::new(seed);
             for i in 0..3000u32 {
                 // Includes a clock that goes backwards.
-                let now = extremes[(i % 4) as usize]
-                    .saturating_sub(time::Duration::seconds(i64::from(i % 7)));
+                let now = extremes[(i % 4) as usize].saturating_sub(time::Duration::seconds(i64::from(i % 7)));
                 let r = s.next_record(now);
                 assert!(r["ContactId"].is_string());
             }
@@ -1622,11 +1408,7 @@ mod tests {
 
     fn agents_csv() -> String {
         let field = |f: &str| {
-            if f.contains([',', '"', '\n']) {
-                format!("\"{}\"", f.replace('"', "\"\""))
-            } else {
-                f.to_owned()
-            }
+            if f.contains([',', '"', '\n']) { format!("\"{}\"", f.replace('"', "\"\"")) } else { f.to_owned() }
         };
         let mut out = String::from("username,full_name,team,site\n");
         for (u, n, t, s) in Synth::agents() {
@@ -1638,10 +1420,7 @@ mod tests {
 
     #[test]
     fn agents_csv_matches() {
-        assert_eq!(
-            include_str!("../../../../pipelines/data/agents.csv"),
-            agents_csv()
-        );
+        assert_eq!(include_str!("../../../../pipelines/data/agents.csv"), agents_csv());
     }
 
     /// Regenerates the CSV: `cargo test write_agents_csv -- --ignored`.
@@ -1664,9 +1443,7 @@ mod tests {
         assert_eq!(format_ts(1_641_404_915), "2022-01-05T17:48:35Z");
         assert_eq!(
             recording_location("6fe40d2a-1a89-4d73-bfcf-5d9c33894f47", 1_641_403_232),
-            format!(
-                "{RECORDING_PREFIX}2022/01/05/6fe40d2a-1a89-4d73-bfcf-5d9c33894f47_20220105T17:20_UTC.wav"
-            )
+            format!("{RECORDING_PREFIX}2022/01/05/6fe40d2a-1a89-4d73-bfcf-5d9c33894f47_20220105T17:20_UTC.wav")
         );
     }
 }
