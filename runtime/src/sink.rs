@@ -207,6 +207,7 @@ impl SinkNode {
         let mut event_us = Vec::new();
         let mut arrival_us = Vec::new();
         let mut ok = 0u64;
+        let mut unwritten = 0u64;
         for (item, result) in items.into_iter().zip(results) {
             match result {
                 Written::Ok => {
@@ -221,10 +222,12 @@ impl SinkNode {
                     item.record.ack.complete();
                 }
                 Written::Refused { kind, reason } => self.refuse(item.record, kind, reason).await,
-                Written::Unwritten => {
-                    tracing::warn!(sink = %self.id, "Record left unwritten at shutdown; it will be read again.");
-                }
+                Written::Unwritten => unwritten += 1,
             }
+        }
+        if unwritten > 0 {
+            // Unacknowledged: the source's checkpoint stays before them.
+            tracing::warn!(sink = %self.id, records = unwritten, "Records left unwritten and unacknowledged.");
         }
         Counters::add(&self.timing.counters.records_out, ok);
         if self.timing_enabled {
