@@ -371,6 +371,11 @@ impl Pipeline {
             .spawn(move || dead_letter::run_writer(fallback_rx, DeadLetterTarget::File(fb_path)))?;
         drop(fallback);
 
+        if let Some(addr) = &cfg.runtime.metrics_addr {
+            let bound = crate::timing::prometheus::serve(addr, timing.clone())
+                .map_err(|e| anyhow::anyhow!("runtime.metrics_addr: cannot listen on {addr}: {e}"))?;
+            tracing::info!(addr = %bound, "Serving Prometheus metrics.");
+        }
         let monitor = Monitor::start(timing.clone(), &graph, opts);
 
         let mut errors: Vec<String> = Vec::new();

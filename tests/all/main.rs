@@ -4,4 +4,5 @@ mod golden;
 mod host;
 mod pipelines;
 mod restart;
+mod timing;
 mod validate;

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub mod html;
+pub mod prometheus;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;

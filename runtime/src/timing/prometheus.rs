@@ -1,0 +1,116 @@
+//! The Prometheus text-format endpoint (`[runtime] metrics_addr`): hop histograms labelled
+//! by node and hop, end-to-end histograms per sink, and record counters per node.
+//!
+//! A deliberately small HTTP/1.1 responder on its own thread — every request gets the
+//! current metrics — rather than a web framework: one endpoint does not justify one.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::{Series, Timing};
+use crate::graph::Section;
+
+/// Bucket upper bounds, in seconds: half a millisecond to five minutes, since "event to
+/// actionable" spans both.
+const BUCKETS_S: [f64; 18] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+
+fn histogram(out: &mut String, name: &str, labels: &str, series: &Series) {
+    let bounds_us: Vec<u64> = BUCKETS_S.iter().map(|s| (s * 1e6) as u64).collect();
+    let (counts, total, sum_us) = series.buckets(&bounds_us);
+    for (b, c) in BUCKETS_S.iter().zip(counts) {
+        out.push_str(&format!("{name}_bucket{{{labels},le=\"{b}\"}} {c}\n"));
+    }
+    out.push_str(&format!("{name}_bucket{{{labels},le=\"+Inf\"}} {total}\n"));
+    out.push_str(&format!("{name}_sum{{{labels}}} {}\n", sum_us / 1e6));
+    out.push_str(&format!("{name}_count{{{labels}}} {total}\n"));
+}
+
+/// The metrics, in Prometheus text format 0.0.4.
+pub fn render(timing: &Timing) -> String {
+    let mut s = String::new();
+    s.push_str("# HELP ctrflow_hop_seconds Time records spent in each hop: queue_wait before a node, process in a node, deliver in a sink (hand-over to acknowledgement).\n");
+    s.push_str("# TYPE ctrflow_hop_seconds histogram\n");
+    for n in timing.nodes() {
+        if n.section != Section::Source {
+            histogram(&mut s, "ctrflow_hop_seconds", &format!("node=\"{}\",hop=\"queue_wait\"", n.id), &n.wait);
+        }
+        let hop = match n.section {
+            Section::Source => "read",
+            Section::Transform => "process",
+            Section::Sink => "deliver",
+        };
+        histogram(&mut s, "ctrflow_hop_seconds", &format!("node=\"{}\",hop=\"{hop}\"", n.id), &n.process);
+    }
+    s.push_str("# HELP ctrflow_end_to_end_seconds Per sink: event time, stream arrival, or read by the runtime, to acknowledgement.\n");
+    s.push_str("# TYPE ctrflow_end_to_end_seconds histogram\n");
+    for n in timing.nodes().filter(|n| n.section == Section::Sink) {
+        for (span, series) in
+            [("event_to_ack", &n.event_to_ack), ("arrival_to_ack", &n.arrival_to_ack), ("read_to_ack", &n.read_to_ack)]
+        {
+            histogram(&mut s, "ctrflow_end_to_end_seconds", &format!("sink=\"{}\",span=\"{span}\"", n.id), series);
+        }
+    }
+    s.push_str(
+        "# HELP ctrflow_upstream_seconds Per source: event time to arrival in the stream (before ctrflow saw it).\n",
+    );
+    s.push_str("# TYPE ctrflow_upstream_seconds histogram\n");
+    for n in timing.nodes().filter(|n| n.section == Section::Source) {
+        histogram(&mut s, "ctrflow_upstream_seconds", &format!("source=\"{}\"", n.id), &n.event_to_arrival);
+    }
+    for (metric, help) in [
+        ("ctrflow_records_in_total", "Records received by the node (read, for a source)."),
+        ("ctrflow_records_out_total", "Records sent on by the node (written and acknowledged, for a sink)."),
+        ("ctrflow_records_dropped_total", "Records the node dropped deliberately."),
+        ("ctrflow_records_dead_lettered_total", "Records the node sent to the dead letters."),
+    ] {
+        s.push_str(&format!("# HELP {metric} {help}\n# TYPE {metric} counter\n"));
+        for n in timing.nodes() {
+            let c = &n.counters;
+            let v = match metric {
+                "ctrflow_records_in_total" => &c.records_in,
+                "ctrflow_records_out_total" => &c.records_out,
+                "ctrflow_records_dropped_total" => &c.dropped,
+                _ => &c.dead_lettered,
+            };
+            s.push_str(&format!("{metric}{{node=\"{}\"}} {}\n", n.id, v.load(Ordering::Relaxed)));
+        }
+    }
+    s
+}
+
+/// Serves the metrics on `addr` until the process exits. Returns the bound address.
+pub fn serve(addr: &str, timing: Arc<Timing>) -> std::io::Result<std::net::SocketAddr> {
+    let listener = TcpListener::bind(addr)?;
+    let bound = listener.local_addr()?;
+    std::thread::Builder::new().name("ctrflow-metrics".into()).spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let _ = respond(stream, &timing);
+        }
+    })?;
+    Ok(bound)
+}
+
+fn respond(mut stream: TcpStream, timing: &Timing) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    // Read the request head; its content does not matter: every path answers the metrics.
+    let mut buf = [0u8; 4096];
+    let mut head = Vec::new();
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let body = render(timing);
+    write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    stream.flush()
+}
