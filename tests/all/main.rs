@@ -1,5 +1,6 @@
 //! ctrflow's integration tests: one binary (it links once), a module per area.
 
+mod connectors;
 mod golden;
 mod host;
 mod pipelines;
