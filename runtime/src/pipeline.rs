@@ -209,6 +209,14 @@ impl Pipeline {
             cfg.timing.enabled,
             graph.nodes.iter().map(|n| (n.id.clone(), n.section, n.inputs.iter().map(|i| i.node.clone()).collect())),
         );
+        for (id, t) in &transforms {
+            let _ = timing.node(id).plugin.set(t.plugin.context().clone());
+        }
+        for (id, s) in &sinks {
+            if let Some(p) = &s.plugin {
+                let _ = timing.node(id).plugin.set(p.context().clone());
+            }
+        }
         Ok(Pipeline { graph, transforms, sinks, timing: Arc::new(timing) })
     }
 

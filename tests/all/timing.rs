@@ -45,6 +45,8 @@ fn the_reports_cover_every_node_of_the_demo() {
             }
         }
     }
+    let redact = report["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "redact").unwrap();
+    assert!(redact["plugin_counters"]["masked"].as_i64().unwrap() > 0, "plugin counters are reported: {redact}");
     let voice = report["sinks"].as_array().unwrap().iter().find(|s| s["id"] == "voice").unwrap();
     assert_eq!(voice["path"], serde_json::json!(["contacts", "redact", "enrich", "route", "voice"]));
     assert!(voice["event_to_ack_ms"]["count"].as_u64().unwrap() > 0);

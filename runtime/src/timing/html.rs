@@ -36,6 +36,25 @@ svg text{font:12px system-ui,sans-serif}</style></head><body>",
     h.push_str(&graph_svg(graph));
     for sink in &report.sinks {
         let _ = write!(h, "<h2>Path to <code>{}</code></h2>", esc(&sink.id));
+        if sink.read_to_ack_ms.count == 0 {
+            h.push_str("<p class=\"muted\">No records reached this sink.</p>");
+            continue;
+        }
+        // The time before the stream is often seconds while the hops are milliseconds:
+        // state it, and draw the waterfall of ctrflow's own hops at their own scale.
+        if let Some(up) = sink
+            .path
+            .first()
+            .and_then(|s| report.nodes.iter().find(|n| &n.id == s))
+            .and_then(|n| n.event_to_arrival_ms.as_ref())
+            .filter(|u| u.count > 0)
+        {
+            let _ = write!(
+                h,
+                "<p><span class=\"legend\"><span style=\"background:#f58518;margin-left:0\"></span></span>Before the stream (event → arrival): p50 {:.1} ms, p99 {:.1} ms. Then, in ctrflow:</p>",
+                up.p50, up.p99
+            );
+        }
         h.push_str(&waterfall(report, &sink.path, &sink.id));
         let _ = write!(
             h,
@@ -109,7 +128,7 @@ fn waterfall(report: &Report, path: &[String], sink: &str) -> String {
     let mut steps: Vec<(String, usize, Summary)> = Vec::new();
     for id in path {
         let Some(n) = report.nodes.iter().find(|n| &n.id == id) else { continue };
-        for (label, s) in hops(n) {
+        for (label, s) in hops(n).into_iter().filter(|(label, _)| *label != "event → arrival") {
             let color = match label {
                 "queue wait" => 0,
                 "deliver" => 3,
@@ -164,7 +183,7 @@ fn waterfall(report: &Report, path: &[String], sink: &str) -> String {
         y + 12.0,
         y + 12.0
     );
-    s.push_str("<div class=\"legend muted\"><span style=\"background:#c7d2e8\"></span>queue wait<span style=\"background:#4c78a8\"></span>processing<span style=\"background:#54a24b\"></span>delivery (hand-over → ack)<span style=\"background:#f58518\"></span>before the stream</div>");
+    s.push_str("<div class=\"legend muted\"><span style=\"background:#c7d2e8\"></span>queue wait<span style=\"background:#4c78a8\"></span>processing<span style=\"background:#54a24b\"></span>delivery (hand-over → ack)</div>");
     s
 }
 

@@ -151,9 +151,16 @@ pub struct NodeTiming {
     pub event_to_arrival: Series,
     /// Record counters.
     pub counters: Counters,
+    /// The node's plugin, whose own counters (`host.count`) the report includes.
+    pub plugin: std::sync::OnceLock<Arc<crate::host::NodeContext>>,
 }
 
 impl NodeTiming {
+    /// The plugin-defined counters, by name.
+    pub fn plugin_counters(&self) -> BTreeMap<String, i64> {
+        self.plugin.get().map(|c| c.counters().into_iter().collect()).unwrap_or_default()
+    }
+
     fn new(id: &str, section: Section, inputs: Vec<String>) -> Self {
         NodeTiming {
             id: id.to_string(),
@@ -166,6 +173,7 @@ impl NodeTiming {
             read_to_ack: Series::default(),
             event_to_arrival: Series::default(),
             counters: Counters::default(),
+            plugin: std::sync::OnceLock::new(),
         }
     }
 }
@@ -238,6 +246,7 @@ impl Timing {
                     process_ms: (n.section != Section::Sink).then(|| n.process.summary()),
                     deliver_ms: (n.section == Section::Sink).then(|| n.process.summary()),
                     event_to_arrival_ms: (n.section == Section::Source).then(|| n.event_to_arrival.summary()),
+                    plugin_counters: n.plugin_counters(),
                 }
             })
             .collect();
@@ -298,6 +307,9 @@ pub struct NodeReport {
     /// Sources: event time → arrival in the stream.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_to_arrival_ms: Option<Summary>,
+    /// The counters the node's plugin keeps (`count(name, delta)`), by name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub plugin_counters: BTreeMap<String, i64>,
 }
 
 /// One sink's end-to-end figures.

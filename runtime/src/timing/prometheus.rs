@@ -79,6 +79,13 @@ pub fn render(timing: &Timing) -> String {
             s.push_str(&format!("{metric}{{node=\"{}\"}} {}\n", n.id, v.load(Ordering::Relaxed)));
         }
     }
+    s.push_str("# HELP ctrflow_plugin_counter_total Counters plugins keep (host.count), by node and name.\n");
+    s.push_str("# TYPE ctrflow_plugin_counter_total counter\n");
+    for n in timing.nodes() {
+        for (name, v) in n.plugin_counters() {
+            s.push_str(&format!("ctrflow_plugin_counter_total{{node=\"{}\",name=\"{name}\"}} {v}\n", n.id));
+        }
+    }
     s
 }
 
