@@ -75,7 +75,9 @@ impl Pipeline {
             let loaded: Result<Arc<dyn Lookup>, String> = match t {
                 TableConfig::Csv(c) => MemoryTable::csv(c, &cfg.base_dir).map(|t| Arc::new(t) as Arc<dyn Lookup>),
                 TableConfig::Json(c) => MemoryTable::json(c, &cfg.base_dir).map(|t| Arc::new(t) as Arc<dyn Lookup>),
-                TableConfig::Dynamodb(_) => Err("type \"dynamodb\" tables are not available in this build yet".into()),
+                TableConfig::Dynamodb(c) => {
+                    connectors::aws::lookup::DynamoLookup::new(id, c, &cfg.aws).map(|t| Arc::new(t) as Arc<dyn Lookup>)
+                }
             };
             match loaded {
                 Ok(l) => {
@@ -88,7 +90,7 @@ impl Pipeline {
         for (id, s) in &cfg.sources {
             let check = match &s.kind {
                 SourceKind::Generator(g) => connectors::generator::validate(g),
-                SourceKind::Kinesis(_) => Err("type \"kinesis\" sources are not available in this build yet".into()),
+                SourceKind::Kinesis(k) => connectors::aws::kinesis::validate(k),
                 _ => Ok(()),
             };
             if let Err(detail) = check {
@@ -162,9 +164,8 @@ impl Pipeline {
                         problems.push(e);
                     }
                 }
-                SinkKind::Dynamodb(_) | SinkKind::Firehose(_) | SinkKind::Kinesis(_) => {
-                    problems.push(format!("type {:?} sinks are not available in this build yet", s.kind.type_name()));
-                }
+                SinkKind::Dynamodb(d) => problems.extend(connectors::aws::dynamodb::validate(d).err()),
+                SinkKind::Kinesis(k) => problems.extend(connectors::aws::kinesis_sink::validate(k).err()),
                 _ => {}
             }
             let plugin = match &c.plugin {
@@ -273,14 +274,43 @@ impl Pipeline {
         // Open the sink connectors before any record moves, so a bad destination fails fast.
         let mut writers: HashMap<String, Writer> = HashMap::new();
         for (id, s) in &cfg.sinks {
+            let max_bytes = s.common.max_bytes.as_deref().and_then(|b| parse_size(b).ok());
+            let stop = shutdown.clone();
             let writer = match &s.kind {
+                // The AWS writers check their destination (Describe*) and name it on failure.
+                SinkKind::Dynamodb(c) => {
+                    let w = connectors::aws::dynamodb::DynamoWriter::open(id, c, &cfg.aws, max_bytes, stop)?;
+                    writers.insert(id.clone(), Writer::Dynamodb(w));
+                    continue;
+                }
+                SinkKind::Firehose(c) => {
+                    let w = connectors::aws::firehose::FirehoseWriter::open(id, c, &cfg.aws, max_bytes, stop)?;
+                    writers.insert(id.clone(), Writer::Firehose(w));
+                    continue;
+                }
+                SinkKind::Kinesis(c) => {
+                    let w = connectors::aws::kinesis_sink::KinesisWriter::open(id, c, &cfg.aws, max_bytes, stop)?;
+                    writers.insert(id.clone(), Writer::Kinesis(w));
+                    continue;
+                }
                 SinkKind::Sqlite(c) => connectors::sqlite::SqliteWriter::open(c, &cfg.base_dir).map(Writer::Sqlite),
                 SinkKind::File(c) => connectors::file::FileWriter::new(c, &cfg.base_dir).map(Writer::File),
                 SinkKind::Stdout(_) => Ok(Writer::Stdout(connectors::stdout::StdoutWriter)),
-                other => Err(format!("type {:?} sinks are not available in this build yet", other.type_name())),
             }
             .map_err(|e| anyhow::anyhow!("sinks.{id}: {e}"))?;
             writers.insert(id.clone(), writer);
+        }
+        // AWS sources and lookup tables: the stream (or table) must exist before anything runs.
+        let mut kinesis_sources = HashMap::new();
+        for (id, s) in &cfg.sources {
+            if let SourceKind::Kinesis(k) = &s.kind {
+                kinesis_sources.insert(id.clone(), connectors::aws::kinesis::KinesisSource::open(id, k, &cfg.aws)?);
+            }
+        }
+        for (id, t) in &cfg.tables {
+            if let TableConfig::Dynamodb(c) = t {
+                connectors::aws::lookup::check(id, c, &cfg.aws)?;
+            }
         }
 
         let mut threads: Vec<(String, std::thread::JoinHandle<anyhow::Result<()>>)> = Vec::new();
@@ -356,13 +386,17 @@ impl Pipeline {
             );
             let kind = s.kind.clone();
             let base = cfg.base_dir.clone();
+            let kinesis = kinesis_sources.remove(id);
             threads.push(spawn(
                 format!("sources.{id}"),
                 Box::new(move || match kind {
                     SourceKind::Generator(g) => connectors::generator::run(&g, ctx),
                     SourceKind::File(f) => connectors::file::run(&f, &base, ctx),
                     SourceKind::Stdin(_) => connectors::stdin::run(ctx),
-                    SourceKind::Kinesis(_) => anyhow::bail!("kinesis sources are not available in this build yet"),
+                    SourceKind::Kinesis(_) => match kinesis {
+                        Some(k) => k.run(ctx),
+                        None => anyhow::bail!("the kinesis source was not opened"),
+                    },
                 }),
             ));
         }

@@ -6,6 +6,7 @@
 //! whether it was written ([`crate::sink`] does the batching, encoding and
 //! acknowledging). The set is closed, so a plain enum chooses between them.
 
+pub mod aws;
 pub mod file;
 pub mod generator;
 pub mod sqlite;
@@ -22,6 +23,12 @@ pub enum Writer {
     File(file::FileWriter),
     /// Standard output.
     Stdout(stdout::StdoutWriter),
+    /// A DynamoDB table.
+    Dynamodb(aws::dynamodb::DynamoWriter),
+    /// A Firehose delivery stream.
+    Firehose(aws::firehose::FirehoseWriter),
+    /// A Kinesis data stream.
+    Kinesis(aws::kinesis_sink::KinesisWriter),
 }
 
 impl Writer {
@@ -31,6 +38,9 @@ impl Writer {
             Writer::Sqlite(w) => w.write(items).await,
             Writer::File(w) => w.write(items).await,
             Writer::Stdout(w) => w.write(items),
+            Writer::Dynamodb(w) => w.write(items).await,
+            Writer::Firehose(w) => w.write(items).await,
+            Writer::Kinesis(w) => w.write(items).await,
         }
     }
 
@@ -40,6 +50,11 @@ impl Writer {
             Writer::Sqlite(_) => Ok(()),
             Writer::File(w) => w.close(),
             Writer::Stdout(_) => Ok(()),
+            Writer::Dynamodb(w) => {
+                w.close();
+                Ok(())
+            }
+            Writer::Firehose(_) | Writer::Kinesis(_) => Ok(()),
         }
     }
 
@@ -49,6 +64,9 @@ impl Writer {
             Writer::Sqlite(_) => 1000,
             Writer::File(_) => 1000,
             Writer::Stdout(_) => 256,
+            // The writers chunk to their APIs' limits (25 items per BatchWriteItem, 500
+            // records per PutRecordBatch / PutRecords) and send chunks concurrently.
+            Writer::Dynamodb(_) | Writer::Firehose(_) | Writer::Kinesis(_) => 500,
         }
     }
 }

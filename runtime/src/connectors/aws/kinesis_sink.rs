@@ -1,0 +1,142 @@
+//! The `kinesis` sink: PutRecords to a Kinesis data stream (to feed another consumer, or
+//! to load a stream with synthetic CTRs: `pipelines/load-kinesis.toml`).
+//!
+//! The partition key is the text of the record's `partition_key` field (a path, default
+//! `ContactId`), so one contact's versions stay in order on one shard. Limits: 500 records
+//! and 5 MiB per call, 1 MiB per record including its partition key (the classic limits,
+//! safe for every stream; aws-limits.md §1). A 200 response can still carry failed entries
+//! (`FailedRecordCount`, per-entry `ProvisionedThroughputExceededException` or
+//! `InternalFailure`): only those are sent again, with backoff — so, as AWS warns,
+//! PutRecords does not keep order across a retry.
+
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use ctrflow_plugin_sdk::path::FieldPath;
+use serde_json::Value;
+
+use super::{EntryOutcome, Limits, Settings, block_on, classify, describe, send_all};
+use crate::config::{AwsConfig, KinesisSinkConfig};
+use crate::sink::{Item, Written};
+use crate::topology::Shutdown;
+
+const MAX_RECORDS: usize = 500;
+const MAX_REQUEST_BYTES: usize = 5 * 1024 * 1024;
+const MAX_RECORD_BYTES: usize = 1024 * 1024;
+const MAX_KEY_CHARS: usize = 256;
+
+/// Writes records to a stream.
+pub struct KinesisWriter {
+    node: String,
+    client: Client,
+    stream: String,
+    key: FieldPath,
+    max_bytes: usize,
+    shutdown: Shutdown,
+}
+
+/// Checks the settings without contacting AWS.
+pub fn validate(cfg: &KinesisSinkConfig) -> Result<(), String> {
+    if cfg.stream.trim().is_empty() {
+        return Err("stream: name the Kinesis stream".into());
+    }
+    FieldPath::parse(&cfg.partition_key).map(|_| ()).map_err(|e| format!("partition_key: {e}"))
+}
+
+impl KinesisWriter {
+    /// Loads the settings and checks the stream exists (DescribeStreamSummary).
+    pub fn open(
+        id: &str,
+        cfg: &KinesisSinkConfig,
+        aws: &AwsConfig,
+        max_bytes: Option<usize>,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<KinesisWriter> {
+        let node = format!("sinks.{id}");
+        validate(cfg).map_err(|e| anyhow::anyhow!("{node}: {e}"))?;
+        let key = FieldPath::parse(&cfg.partition_key).map_err(|e| anyhow::anyhow!("{node}: partition_key: {e}"))?;
+        let settings = Settings::new(aws, cfg.endpoint_url.as_deref());
+        let stream = cfg.stream.clone();
+        let client = block_on(async {
+            let sdk = settings.load().await.map_err(|e| anyhow::anyhow!("{node}: {e}"))?;
+            let client = Client::new(&sdk);
+            match client.describe_stream_summary().stream_name(&stream).send().await {
+                Ok(_) => Ok(client),
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {
+                    anyhow::bail!(
+                        "{node}: stream: Kinesis stream {stream:?} does not exist ({})",
+                        settings.describe(&sdk)
+                    )
+                }
+                Err(e) => anyhow::bail!(
+                    "{node}: stream: cannot describe Kinesis stream {stream:?} ({}): {}",
+                    settings.describe(&sdk),
+                    describe(&e)
+                ),
+            }
+        })?;
+        Ok(KinesisWriter {
+            node,
+            client,
+            stream,
+            key,
+            max_bytes: max_bytes.unwrap_or(MAX_REQUEST_BYTES).min(MAX_REQUEST_BYTES),
+            shutdown,
+        })
+    }
+
+    /// Writes the items; one result per item.
+    pub async fn write(&mut self, items: &[Item]) -> Vec<Written> {
+        let mut results: Vec<Option<Written>> = vec![None; items.len()];
+        let mut entries: Vec<Option<PutRecordsRequestEntry>> = Vec::with_capacity(items.len());
+        let mut sizes = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let key = match self.key.get(&item.record.doc) {
+                Some(Value::String(s)) if !s.is_empty() => s.clone(),
+                Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
+                _ => {
+                    results[i] = Some(Written::Refused {
+                        kind: "no_partition_key",
+                        reason: format!("the record has no text or number at partition_key {:?}", self.key.to_string()),
+                    });
+                    entries.push(None);
+                    sizes.push(0);
+                    continue;
+                }
+            };
+            let key: String = key.chars().take(MAX_KEY_CHARS).collect();
+            let data = item.payload();
+            let size = data.len() + key.len();
+            if size > MAX_RECORD_BYTES {
+                results[i] = Some(Written::Refused {
+                    kind: "oversized",
+                    reason: format!(
+                        "record of {size} bytes (with its partition key) exceeds Kinesis's 1 MiB per record"
+                    ),
+                });
+            }
+            sizes.push(size);
+            entries.push(PutRecordsRequestEntry::builder().data(Blob::new(data)).partition_key(key).build().ok());
+        }
+        let limits = Limits { max_entries: MAX_RECORDS, max_bytes: self.max_bytes, concurrency: 4 };
+        send_all(&self.node, results, &sizes, limits, &self.shutdown, |chunk| {
+            let records: Vec<PutRecordsRequestEntry> = chunk.iter().filter_map(|&i| entries[i].clone()).collect();
+            let n = chunk.len();
+            let req = self.client.put_records().stream_name(&self.stream).set_records(Some(records));
+            Box::pin(async move {
+                let out = req.send().await.map_err(|e| classify(&e))?;
+                let mut outcomes: Vec<EntryOutcome> = out
+                    .records()
+                    .iter()
+                    .map(|r| match r.error_code() {
+                        None => EntryOutcome::Done,
+                        Some(code) => EntryOutcome::Retry(code.to_string()),
+                    })
+                    .collect();
+                outcomes.resize(n, EntryOutcome::Retry("missing from the response".into()));
+                Ok(outcomes)
+            })
+        })
+        .await
+    }
+}

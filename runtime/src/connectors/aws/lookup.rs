@@ -1,0 +1,192 @@
+//! `type = "dynamodb"` lookup tables for enrich plugins: GetItem behind a bounded cache
+//! with a time to live.
+//!
+//! An enrich plugin's `lookup(table, key)` is a synchronous call made on a transform
+//! thread in the middle of a plugin call, so a miss waits for its GetItem on the AWS
+//! runtime. The cache makes that rare: rows (and misses — a missing row is cached too) are
+//! kept for `ttl` (default 60 s), at most `capacity` of them (default 10,000), the oldest
+//! evicted first — with one TTL for all rows, first in is also first to expire. Reads are
+//! eventually consistent (half the cost; a row changed a moment ago may be seen old for
+//! up to the TTL anyway).
+//!
+//! Nothing contacts AWS until the run starts: [`check`] then confirms the table exists.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde_json::Value;
+
+use super::dynamodb::from_attribute;
+use super::{Settings, block_on, describe};
+use crate::config::{AwsConfig, DynamoTableConfig};
+use crate::host::{Lookup, parse_duration};
+
+const DEFAULT_TTL: Duration = Duration::from_secs(60);
+const DEFAULT_CAPACITY: usize = 10_000;
+
+/// A DynamoDB table read through a cache.
+pub struct DynamoLookup {
+    node: String,
+    table: String,
+    key: String,
+    settings: Settings,
+    client: OnceLock<Result<Client, String>>,
+    ttl: Duration,
+    capacity: usize,
+    cache: Mutex<Cache>,
+}
+
+#[derive(Default)]
+struct Cache {
+    rows: HashMap<String, (Instant, Option<Value>)>,
+    order: VecDeque<(String, Instant)>,
+}
+
+impl Cache {
+    fn get(&self, key: &str, ttl: Duration) -> Option<Option<Value>> {
+        let (at, row) = self.rows.get(key)?;
+        (at.elapsed() < ttl).then(|| row.clone())
+    }
+
+    fn insert(&mut self, key: String, row: Option<Value>, capacity: usize) {
+        let now = Instant::now();
+        while self.rows.len() >= capacity.max(1) {
+            let Some((old, at)) = self.order.pop_front() else { break };
+            // Only the entry's latest insertion evicts it.
+            if self.rows.get(&old).is_some_and(|(t, _)| *t == at) {
+                self.rows.remove(&old);
+            }
+        }
+        self.order.push_back((key.clone(), now));
+        self.rows.insert(key, (now, row));
+        // Stale order entries of re-inserted keys must not grow without bound.
+        if self.order.len() > capacity.max(1) * 2 {
+            let rows = &self.rows;
+            self.order.retain(|(k, at)| rows.get(k).is_some_and(|(t, _)| t == at));
+        }
+    }
+}
+
+impl DynamoLookup {
+    /// Checks the settings; does not contact AWS.
+    pub fn new(id: &str, cfg: &DynamoTableConfig, aws: &AwsConfig) -> Result<DynamoLookup, String> {
+        let ttl = match &cfg.ttl {
+            None => DEFAULT_TTL,
+            Some(t) => parse_duration(t).map_err(|e| format!("ttl: {e}"))?,
+        };
+        let capacity = cfg.capacity.unwrap_or(DEFAULT_CAPACITY);
+        if capacity == 0 {
+            return Err("capacity: must be at least 1".into());
+        }
+        if cfg.table.trim().is_empty() {
+            return Err("table: name the DynamoDB table".into());
+        }
+        Ok(DynamoLookup {
+            node: format!("tables.{id}"),
+            table: cfg.table.clone(),
+            key: cfg.key.clone(),
+            settings: Settings::new(aws, cfg.endpoint_url.as_deref()),
+            client: OnceLock::new(),
+            ttl,
+            capacity,
+            cache: Mutex::new(Cache::default()),
+        })
+    }
+
+    fn client(&self) -> Result<Client, String> {
+        self.client
+            .get_or_init(|| {
+                let s = self.settings.clone();
+                block_on(async move { s.load().await.map(|sdk| Client::new(&sdk)) })
+            })
+            .clone()
+    }
+
+    fn fetch(&self, key: &str) -> Result<Option<Value>, String> {
+        let client = self.client().map_err(|e| format!("{}: {e}", self.node))?;
+        let req = client.get_item().table_name(&self.table).key(&self.key, AttributeValue::S(key.to_string()));
+        let out = block_on(req.send())
+            .map_err(|e| format!("{}: GetItem on DynamoDB table {:?}: {}", self.node, self.table, describe(&e)))?;
+        Ok(out.item().map(|item| Value::Object(item.iter().map(|(k, v)| (k.clone(), from_attribute(v))).collect())))
+    }
+}
+
+impl Lookup for DynamoLookup {
+    fn get(&self, _table: &str, key: &str) -> Result<Option<Value>, String> {
+        if let Some(hit) = self.cache.lock().map_err(|_| "lookup cache poisoned")?.get(key, self.ttl) {
+            return Ok(hit);
+        }
+        // Fetched without holding the lock: other threads keep answering from the cache.
+        let row = self.fetch(key)?;
+        if let Ok(mut c) = self.cache.lock() {
+            c.insert(key.to_string(), row.clone(), self.capacity);
+        }
+        Ok(row)
+    }
+}
+
+/// At the start of a run: the table exists (DescribeTable) and has `key` as its
+/// partition key. The message names the node, the key and the table.
+pub fn check(id: &str, cfg: &DynamoTableConfig, aws: &AwsConfig) -> anyhow::Result<()> {
+    let node = format!("tables.{id}");
+    let settings = Settings::new(aws, cfg.endpoint_url.as_deref());
+    let (table, key) = (cfg.table.clone(), cfg.key.clone());
+    block_on(async move {
+        let sdk = settings.load().await.map_err(|e| anyhow::anyhow!("{node}: {e}"))?;
+        let client = Client::new(&sdk);
+        let d = match client.describe_table().table_name(&table).send().await {
+            Ok(d) => d,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {
+                anyhow::bail!("{node}: table: DynamoDB table {table:?} does not exist ({})", settings.describe(&sdk))
+            }
+            Err(e) => anyhow::bail!("{node}: table: cannot describe DynamoDB table {table:?}: {}", describe(&e)),
+        };
+        let hash = d
+            .table()
+            .map(|t| t.key_schema())
+            .unwrap_or_default()
+            .iter()
+            .find(|k| *k.key_type() == aws_sdk_dynamodb::types::KeyType::Hash)
+            .map(|k| k.attribute_name().to_string());
+        if hash.as_deref() != Some(key.as_str()) {
+            anyhow::bail!(
+                "{node}: key: {key:?} is not the partition key of DynamoDB table {table:?} (it is {:?})",
+                hash.unwrap_or_default()
+            );
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_is_bounded_and_evicts_the_oldest() {
+        let mut c = Cache::default();
+        for i in 0..5 {
+            c.insert(format!("k{i}"), Some(Value::from(i)), 3);
+        }
+        assert_eq!(c.rows.len(), 3);
+        assert_eq!(c.get("k0", Duration::from_secs(60)), None);
+        assert_eq!(c.get("k4", Duration::from_secs(60)), Some(Some(Value::from(4))));
+        assert_eq!(c.get("k4", Duration::ZERO), None, "expired");
+    }
+
+    #[test]
+    fn a_bad_ttl_names_the_key() {
+        let cfg = DynamoTableConfig {
+            table: "t".into(),
+            key: "k".into(),
+            ttl: Some("later".into()),
+            capacity: None,
+            endpoint_url: None,
+        };
+        let err = DynamoLookup::new("agents", &cfg, &AwsConfig::default()).err().unwrap();
+        assert!(err.starts_with("ttl:"), "{err}");
+    }
+}
