@@ -497,13 +497,19 @@ impl Reader<'_> {
     /// Waits for every batch in flight to be acknowledged (or abandoned), then saves.
     fn finish(&mut self, ctx: &mut SourceContext) -> anyhow::Result<()> {
         let mut stop = crate::topology::Shutdown::default(); // never requested: wait for the drain
+        let mut last_save = Instant::now();
         loop {
             self.take_completions(ctx, None);
             let waiting = self.shards.values().any(|s| s.acks.in_flight() > 0 && !s.acks.is_stalled());
             if !waiting {
                 break;
             }
-            let c = wait(ctx, &mut stop, Instant::now() + Duration::from_secs(3600));
+            // Keep checkpointing while the sinks catch up, so a crash now re-reads little.
+            if !self.dirty.is_empty() && last_save.elapsed() >= SAVE_EVERY {
+                self.save()?;
+                last_save = Instant::now();
+            }
+            let c = wait(ctx, &mut stop, Instant::now() + SAVE_EVERY);
             self.take_completions(ctx, c);
         }
         self.save()
