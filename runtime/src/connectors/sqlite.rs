@@ -84,12 +84,13 @@ impl SqliteWriter {
         Ok(SqliteWriter { conn, table: cfg.table.clone(), mode: cfg.mode, columns })
     }
 
-    fn row(item: &Item) -> Vec<(String, Value)> {
+    /// The row's columns, borrowed from the encoding or the record (never copied).
+    fn row(item: &Item) -> Vec<(&str, &Value)> {
         match &item.encoding {
-            Some(e) if !e.columns.is_empty() => e.columns.clone(),
+            Some(e) if !e.columns.is_empty() => e.columns.iter().map(|(k, v)| (k.as_str(), v)).collect(),
             _ => match &*item.record.doc {
-                Value::Object(map) => map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                other => vec![("record".to_string(), other.clone())],
+                Value::Object(map) => map.iter().map(|(k, v)| (k.as_str(), v)).collect(),
+                other => vec![("record", other)],
             },
         }
     }
@@ -106,12 +107,12 @@ impl SqliteWriter {
         Some((key, version))
     }
 
-    fn ensure_columns(&mut self, rows: &[Vec<(String, Value)>]) -> rusqlite::Result<()> {
+    fn ensure_columns(&mut self, rows: &[Vec<(&str, &Value)>]) -> rusqlite::Result<()> {
         for row in rows {
             for (name, _) in row {
                 if !self.columns.iter().any(|c| c == name) {
                     self.conn.execute(&format!("ALTER TABLE {} ADD COLUMN {}", quote(&self.table), quote(name)), [])?;
-                    self.columns.push(name.clone());
+                    self.columns.push(name.to_string());
                 }
             }
         }
