@@ -496,3 +496,91 @@ fn a_missing_stream_table_or_delivery_stream_is_named_with_its_key() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("sources.ctrs: no AWS credentials"), "{stderr}");
 }
+
+/// A split stream is read whole and the run still stops at its end: the closed parent is
+/// read to `SHARD_END` (moto never returns the null iterator that ends a closed shard on
+/// real Kinesis, and keeps routing records to the split parent), then its children.
+#[test]
+fn a_resharded_stream_is_read_whole_and_its_closed_parent_ends() {
+    let moto = Moto::start();
+    let rt = rt();
+    let sdk = rt.block_on(moto.sdk());
+    rt.block_on(create_stream(&sdk, "split", 1));
+    let k = aws_sdk_kinesis::Client::new(&sdk);
+    let put = |from: usize| {
+        let k = k.clone();
+        async move {
+            for i in from..from + 30 {
+                let data =
+                    format!("{{\"ContactId\":\"split-{i:03}\",\"LastUpdateTimestamp\":\"2024-01-01T00:00:00Z\"}}");
+                k.put_record()
+                    .stream_name("split")
+                    .partition_key(format!("split-{i:03}"))
+                    .data(Blob::new(data.into_bytes()))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    rt.block_on(async {
+        put(0).await;
+        let shards = k.list_shards().stream_name("split").send().await.unwrap();
+        let parent = shards.shards()[0].shard_id().to_string();
+        k.split_shard()
+            .stream_name("split")
+            .shard_to_split(&parent)
+            .new_starting_hash_key((1u128 << 127).to_string())
+            .send()
+            .await
+            .unwrap();
+        put(30).await;
+    });
+    let dir = temp_dir("aws-split");
+    std::fs::write(
+        dir.join("pipeline.toml"),
+        "[runtime]\nstate_dir = \"state\"\n[sources.in]\ntype = \"kinesis\"\nstream = \"split\"\nstop_at_end = true\npoll_interval = \"100ms\"\n\
+         [sinks.out]\ntype = \"file\"\ninputs = [\"in\"]\npath = \"out.jsonl\"\n",
+    )
+    .unwrap();
+    run_ok(&moto, &dir, &["run", "pipeline.toml", "--quiet"], &[]);
+    let ids: HashSet<String> =
+        read_jsonl(&dir.join("out.jsonl")).iter().map(|r| r["ContactId"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids.len(), 60, "every record of the parent and the children");
+    let cp: Value = serde_json::from_slice(&std::fs::read(dir.join("state/in.checkpoint.json")).unwrap()).unwrap();
+    assert_eq!(cp["shards"]["shardId-000000000000"], "SHARD_END", "{cp}");
+}
+
+/// `checkpoint = { dynamodb = "<table>" }`: the lease table is created with the KCL's
+/// schema, owned by the run, and a second run resumes from it.
+#[test]
+fn checkpoints_in_a_kcl_lease_table_resume_a_second_run() {
+    let moto = Moto::start();
+    let rt = rt();
+    let sdk = rt.block_on(moto.sdk());
+    rt.block_on(create_stream(&sdk, STREAM, 2));
+    let dir = temp_dir("aws-leases");
+    load(&moto, &dir, 200);
+    std::fs::write(
+        dir.join("pipeline.toml"),
+        "[sources.in]\ntype = \"kinesis\"\nstream = \"ctrflow-ctr\"\nstop_at_end = true\npoll_interval = \"100ms\"\n\
+         checkpoint = { dynamodb = \"ctrflow-leases\" }\n\
+         [sinks.out]\ntype = \"file\"\ninputs = [\"in\"]\npath = \"out.jsonl\"\n",
+    )
+    .unwrap();
+    run_ok(&moto, &dir, &["run", "pipeline.toml", "--quiet"], &[]);
+    assert_eq!(read_jsonl(&dir.join("out.jsonl")).len(), 200);
+    let leases = rt.block_on(scan(&sdk, "ctrflow-leases"));
+    assert_eq!(leases.len(), 2, "a lease per shard: {leases:?}");
+    for lease in &leases {
+        assert!(s(lease, "leaseKey").starts_with("shardId-"), "{lease:?}");
+        assert!(!s(lease, "leaseOwner").is_empty(), "{lease:?}");
+        assert!(lease.get("leaseCounter").and_then(|v| v.as_n().ok()).is_some(), "{lease:?}");
+        let cp = s(lease, "checkpoint");
+        assert!(cp.parse::<u64>().is_ok(), "a sequence number checkpoint: {lease:?}");
+    }
+    // Nothing new on the stream: the second run reads nothing.
+    run_ok(&moto, &dir, &["run", "pipeline.toml", "--quiet"], &[]);
+    assert_eq!(read_jsonl(&dir.join("out.jsonl")).len(), 200, "resumed after the lease table's checkpoints");
+    assert!(!dir.join(".ctrflow-state/in.checkpoint.json").exists(), "no file checkpoint beside the table");
+}

@@ -203,6 +203,8 @@ struct Shard {
     id: String,
     parents: Vec<String>,
     range: Option<(u128, u128)>,
+    /// A closed shard's last sequence number (from ListShards).
+    ending: Option<String>,
     phase: Phase,
     initial: Start,
     iterator: Option<String>,
@@ -308,7 +310,9 @@ impl Reader<'_> {
         let ids: Vec<String> = listed.iter().map(|s| s.shard_id().to_string()).collect();
         for shard in &listed {
             let id = shard.shard_id().to_string();
-            if self.shards.contains_key(&id) {
+            let ending = shard.sequence_number_range().and_then(|r| r.ending_sequence_number()).map(str::to_string);
+            if let Some(known) = self.shards.get_mut(&id) {
+                known.ending = ending;
                 continue;
             }
             let parents: Vec<String> = [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]
@@ -331,6 +335,7 @@ impl Reader<'_> {
                     id,
                     parents,
                     range,
+                    ending,
                     phase,
                     initial,
                     iterator: None,
@@ -436,7 +441,13 @@ impl Reader<'_> {
         shard.caught_up = behind == Some(0) || (empty && behind.is_none());
         shard.next_poll =
             Instant::now() + if empty { src.parsed.poll_interval.max(MIN_CALL_GAP) } else { MIN_CALL_GAP };
-        match next {
+        // Kinesis ends a closed shard with a null iterator; an emulator may keep handing
+        // out iterators, so a closed shard (ListShards gave its ending sequence number)
+        // read empty to its end counts as ended too.
+        let closed_and_read = shard.ending.as_deref().is_some_and(|end| {
+            empty && (behind == Some(0) || shard.last_read.as_deref().is_some_and(|l| cmp_sequence(l, end).is_ge()))
+        });
+        match next.filter(|_| !closed_and_read) {
             Some(it) => shard.iterator = Some(it),
             None => {
                 tracing::info!(source = %src.node, shard = %id, "Shard read to its end (closed by a reshard).");
