@@ -26,6 +26,15 @@ pub struct FieldPath {
     text: String,
 }
 
+/// What [`FieldPath::set_tracked`] replaced: enough to undo the set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replaced {
+    /// How many segments deep the first changed slot is.
+    pub depth: usize,
+    /// What it held before; `None` when it did not exist.
+    pub old: Option<Value>,
+}
+
 /// Why a path could not be parsed or applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathError {
@@ -112,6 +121,86 @@ impl FieldPath {
         }
     }
 
+    /// Sets the value like [`FieldPath::set`] in one walk, and says how to undo it: the
+    /// first slot the walk created or replaced (`depth` segments deep — the whole path when
+    /// only the leaf changed) and the value that slot held before (`None`: it was absent).
+    pub fn set_tracked(&self, root: &mut Value, value: Value) -> Result<Replaced, PathError> {
+        let mut first: Option<Replaced> = None;
+        let mut cur = root;
+        let (last, parents) = self.segments.split_last().expect("a parsed path has a segment");
+        for (depth, seg) in parents.iter().enumerate() {
+            if cur.is_null() {
+                *cur = Value::Object(Map::new());
+            }
+            cur = match cur {
+                Value::Object(map) => {
+                    match map.get(&seg.key) {
+                        None => {
+                            first.get_or_insert(Replaced { depth: depth + 1, old: None });
+                            map.insert(seg.key.clone(), Value::Null);
+                        }
+                        Some(Value::Null) => {
+                            first.get_or_insert(Replaced { depth: depth + 1, old: Some(Value::Null) });
+                        }
+                        Some(_) => {}
+                    }
+                    map.get_mut(&seg.key).expect("present: inserted above")
+                }
+                Value::Array(items) => {
+                    let len = items.len();
+                    let i = seg
+                        .index
+                        .ok_or_else(|| PathError::NotAContainer { path: self.text.clone(), at: seg.key.clone() })?;
+                    items.get_mut(i).ok_or(PathError::IndexOutOfRange { path: self.text.clone(), index: i, len })?
+                }
+                _ => return Err(PathError::NotAContainer { path: self.text.clone(), at: seg.key.clone() }),
+            };
+        }
+        if cur.is_null() {
+            *cur = Value::Object(Map::new());
+        }
+        let old = match cur {
+            Value::Array(items) if last.index.is_some() => {
+                let i = last.index.unwrap_or_default();
+                let len = items.len();
+                let slot =
+                    items.get_mut(i).ok_or(PathError::IndexOutOfRange { path: self.text.clone(), index: i, len })?;
+                Some(std::mem::replace(slot, value))
+            }
+            Value::Object(map) => {
+                if let Some(slot) = map.get_mut(&last.key) {
+                    Some(std::mem::replace(slot, value))
+                } else {
+                    map.insert(last.key.clone(), value);
+                    None
+                }
+            }
+            _ => return Err(PathError::NotAContainer { path: self.text.clone(), at: last.key.clone() }),
+        };
+        Ok(first.unwrap_or(Replaced { depth: self.segments.len(), old }))
+    }
+
+    /// The first `depth` segments of this path, as a path.
+    pub fn prefix(&self, depth: usize) -> FieldPath {
+        let segments: Vec<Segment> = self.segments[..depth.min(self.segments.len())].to_vec();
+        let text = segments.iter().map(|s| s.key.as_str()).collect::<Vec<_>>().join(".");
+        FieldPath { segments, text }
+    }
+
+    /// Whether the value this path names sits in an array (removing it shifts its
+    /// neighbours).
+    pub fn in_array(&self, root: &Value) -> bool {
+        let parents = &self.segments[..self.segments.len() - 1];
+        let mut cur = root;
+        for seg in parents {
+            match step(cur, seg) {
+                Some(v) => cur = v,
+                None => return false,
+            }
+        }
+        cur.is_array()
+    }
+
     /// Removes the value at this path and returns it. Removing from an array shifts the
     /// later elements, as `Vec::remove` does.
     pub fn remove(&self, root: &mut Value) -> Option<Value> {
@@ -165,7 +254,13 @@ fn walk_mut<'v>(root: &'v mut Value, segments: &[Segment], text: &str) -> Result
             *cur = Value::Object(Map::new());
         }
         cur = match cur {
-            Value::Object(map) => map.entry(seg.key.clone()).or_insert(Value::Null),
+            Value::Object(map) => {
+                // Look up before inserting: `entry` would allocate the key every time.
+                if !map.contains_key(&seg.key) {
+                    map.insert(seg.key.clone(), Value::Null);
+                }
+                map.get_mut(&seg.key).expect("present: inserted above")
+            }
             Value::Array(items) => {
                 let len = items.len();
                 let i = seg
@@ -225,6 +320,19 @@ mod tests {
         assert_eq!(p("a").replace(&mut v, json!(2)).unwrap(), Some(json!(1)));
         assert_eq!(p("b").replace(&mut v, json!(3)).unwrap(), None);
         assert_eq!(v, json!({"a": 2, "b": 3}));
+    }
+
+    #[test]
+    fn set_tracked_reports_the_first_slot_it_created() {
+        let mut v = json!({"Agent": null, "A": {"b": 1}});
+        let r = p("Agent.Team.Name").set_tracked(&mut v, json!("x")).unwrap();
+        assert_eq!(r, Replaced { depth: 1, old: Some(Value::Null) });
+        let r = p("A.c.d").set_tracked(&mut v, json!(2)).unwrap();
+        assert_eq!(r, Replaced { depth: 2, old: None });
+        let r = p("A.b").set_tracked(&mut v, json!(3)).unwrap();
+        assert_eq!(r, Replaced { depth: 2, old: Some(json!(1)) });
+        assert_eq!(v, json!({"Agent": {"Team": {"Name": "x"}}, "A": {"b": 3, "c": {"d": 2}}}));
+        assert_eq!(p("A.c.d").prefix(2).as_str(), "A.c");
     }
 
     #[test]

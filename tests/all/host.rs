@@ -229,16 +229,17 @@ fn a_flood_of_split_records_is_output_too_large() {
 
 #[test]
 fn a_huge_set_json_is_refused_and_the_record_fails() {
-    // `set-json` over `max_output` returns an error to the plugin (WIT `result<_, string>`),
-    // which the SDK turns into a `bad-record` failure: the host's refusal reaches the dead
-    // letters as the plugin's `Fail`, not as `OutputTooLarge` (see the report on this).
-    let f = hostile_in_the_middle(&output_plugin(), "huge-set", FailureKind::BadRecord);
+    // `set-json` over `max_output` returns an error to the plugin (WIT `result<_, string>`);
+    // the host also remembers the refusal, so the record fails as too large whatever the
+    // plugin decides after it.
+    let f = hostile_in_the_middle(&output_plugin(), "huge-set", FailureKind::OutputTooLarge);
     assert!(f.message.contains("max_output"), "the message must name the limit: {}", f.message);
 }
 
 /// A lookup that takes longer than the whole batch's budget: the guest traps with
-/// `Deadline` as soon as the host call returns.
-const SLOW: Duration = Duration::from_millis(300);
+/// `Deadline` as soon as the host call returns. The margin is wide (5x a batch of 3's
+/// budget) because epoch ticks come late on a loaded machine, stretching the deadline.
+const SLOW: Duration = Duration::from_millis(800);
 const BUDGET: Duration = Duration::from_millis(50);
 
 #[test]
@@ -554,7 +555,11 @@ fn a_corrupt_cache_entry_is_recompiled() {
     let good = std::fs::read(&entry).unwrap();
 
     let truncated = good[..good.len() / 2].to_vec();
-    for corrupt in [b"garbage".to_vec(), Vec::new(), truncated] {
+    // A flipped bit in the code passes wasmtime's own header checks; the checksum must not.
+    let mut flipped = good.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x01;
+    for corrupt in [b"garbage".to_vec(), Vec::new(), truncated, flipped] {
         std::fs::write(&entry, &corrupt).unwrap();
         let host = cached_host(&dir.0);
         let compiled = host.compile("bench-edit", &wasm).expect("a corrupt entry is not an error");

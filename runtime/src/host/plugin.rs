@@ -99,7 +99,15 @@ impl From<PluginError> for Failure {
 }
 
 /// Classifies an error returned by a call into a plugin.
-pub(crate) fn classify(err: &wasmtime::Error, limits: &Limits, n: usize) -> Failure {
+pub(crate) fn classify(err: &wasmtime::Error, limits: &Limits, n: usize, memory_refused: bool) -> Failure {
+    if memory_refused {
+        // The limiter refused to grow memory: whatever the guest did next (its allocator
+        // aborts, or the forced trap), the cause is the cap.
+        return Failure {
+            kind: FailureKind::MemoryLimit,
+            message: format!("exceeded its memory cap of {} bytes", limits.memory_bytes),
+        };
+    }
     let (kind, message) = match err.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => (
             FailureKind::Deadline,
@@ -112,14 +120,7 @@ pub(crate) fn classify(err: &wasmtime::Error, limits: &Limits, n: usize) -> Fail
         ),
         Some(Trap::UnreachableCodeReached) => (FailureKind::Panic, "panicked (reached `unreachable`)".to_string()),
         Some(trap) => (FailureKind::Trap, format!("trapped: {trap}")),
-        None => {
-            let text = format!("{err:#}");
-            if text.contains("forcing trap when growing memory") {
-                (FailureKind::MemoryLimit, format!("exceeded its memory cap of {} bytes", limits.memory_bytes))
-            } else {
-                (FailureKind::Trap, format!("trapped: {text}"))
-            }
-        }
+        None => (FailureKind::Trap, format!("trapped: {err:#}")),
     };
     Failure { kind, message }
 }
@@ -244,8 +245,8 @@ impl<W: World> Pool<W> {
 
     fn instantiate(&self) -> Result<(Instance<W>, W::Info), HostError> {
         let ctx = &self.ctx;
-        let trapped = |e: wasmtime::Error| {
-            let f = classify(&e, &self.limits, 1);
+        let trapped = |e: wasmtime::Error, memory_refused: bool| {
+            let f = classify(&e, &self.limits, 1, memory_refused);
             HostError::Trapped { plugin: ctx.plugin.clone(), node: ctx.node.clone(), kind: f.kind, detail: f.message }
         };
         let mut store = Store::new(&self.engine, PluginState::new(ctx.clone(), self.limits.memory_bytes));
@@ -256,7 +257,9 @@ impl<W: World> Pool<W> {
             node: ctx.node.clone(),
             detail: format!("{e:#}"),
         })?;
-        let info = match W::init(&bindings, &mut store, &self.config).map_err(trapped)? {
+        let init = W::init(&bindings, &mut store, &self.config);
+        let refused = store.data().limits.refused;
+        let info = match init.map_err(|e| trapped(e, refused))? {
             Ok(info) => info,
             Err(e) => {
                 return Err(HostError::Init {
@@ -306,25 +309,40 @@ impl<W: World> Pool<W> {
         store.set_epoch_deadline(ticks(self.limits.time_per_record * n as u32));
         let result = W::call(&instance.bindings, store, Resource::new_borrow(batch.rep()));
         let batch = store.data_mut().table.delete(batch).expect("the batch is still in the table");
+        let memory_refused = store.data().limits.refused;
         match result {
             Ok(outs) if outs.len() == n => {
                 self.checkin(instance);
-                batch.into_records().into_iter().zip(outs.into_iter().map(Ok)).collect()
+                let oversized = batch.oversized.clone();
+                let mut results: Vec<_> = batch.into_records().into_iter().zip(outs.into_iter().map(Ok)).collect();
+                for i in oversized {
+                    // The host refused this record's replacement for size: whatever the
+                    // plugin decided after that, the record fails as too large.
+                    results[i as usize].1 = Err(Failure {
+                        kind: FailureKind::OutputTooLarge,
+                        message: format!(
+                            "produced a record over the node's max_output of {} bytes",
+                            self.limits.max_output_bytes
+                        ),
+                    });
+                }
+                results
             }
             Ok(outs) => {
                 // A contract violation, not a trap: the instance may be kept.
-                self.checkin(instance);
                 let f = Failure {
                     kind: FailureKind::Internal,
                     message: format!("returned {} results for a batch of {n}", outs.len()),
                 };
-                batch.rollback().into_iter().map(|r| (r, Err(f.clone()))).collect()
+                let records = batch.rollback(&instance.store.data().paths);
+                self.checkin(instance);
+                records.into_iter().map(|r| (r, Err(f.clone()))).collect()
             }
             Err(e) => {
+                let records = batch.rollback(&instance.store.data().paths);
                 drop(instance); // poisoned by the trap
-                let records = batch.rollback();
                 if n == 1 {
-                    let f = classify(&e, &self.limits, 1);
+                    let f = classify(&e, &self.limits, 1, memory_refused);
                     tracing::debug!(node = %self.ctx.node, kind = %f.kind, "Plugin trapped; instance replaced.");
                     return records.into_iter().map(|r| (r, Err(f.clone()))).collect();
                 }

@@ -23,32 +23,40 @@ pub struct Batch {
     pub(crate) records: Vec<Record>,
     undo: Vec<Undo>,
     max_output_bytes: usize,
+    /// Records whose replacement the host refused for size: they fail as
+    /// `output_too_large`, whatever the plugin then decides.
+    pub(crate) oversized: Vec<u32>,
 }
 
 enum Undo {
-    /// Put `old` back at `path` (or remove the field when it did not exist).
-    Field { index: u32, path: FieldPath, old: Option<Json> },
+    /// Put `old` back in the slot `depth` segments deep along path `path` (or remove the
+    /// slot when `old` is `None`).
+    Field { index: u32, path: u32, depth: usize, old: Option<Json> },
     /// Put the whole document back.
     Doc { index: u32, old: Arc<Json> },
 }
 
 impl Batch {
     pub(crate) fn new(records: Vec<Record>, max_output_bytes: usize) -> Self {
-        Batch { records, undo: Vec::new(), max_output_bytes }
+        Batch { records, undo: Vec::new(), max_output_bytes, oversized: Vec::new() }
     }
 
-    /// Rolls back every edit of the call, newest first, and returns the records.
-    pub(crate) fn rollback(mut self) -> Vec<Record> {
+    /// Rolls back every edit of the call, newest first, and returns the records. `paths`
+    /// are the instance's resolved paths (undo entries name them by id).
+    pub(crate) fn rollback(mut self, paths: &[FieldPath]) -> Vec<Record> {
         while let Some(undo) = self.undo.pop() {
             match undo {
-                Undo::Field { index, path, old } => {
+                Undo::Field { index, path, depth, old } => {
+                    let Some(full) = paths.get(path as usize) else { continue };
+                    // Rare (traps only): building the prefix path here keeps `set` lean.
+                    let slot = if depth == full.segments().len() { full.clone() } else { full.prefix(depth) };
                     let doc = Arc::make_mut(&mut self.records[index as usize].doc);
                     match old {
                         Some(v) => {
-                            let _ = path.set(doc, v);
+                            let _ = slot.set(doc, v);
                         }
                         None => {
-                            path.remove(doc);
+                            slot.remove(doc);
                         }
                     }
                 }
@@ -122,39 +130,35 @@ impl HostRecords for PluginState {
     }
 
     fn set(&mut self, batch: Resource<Batch>, index: u32, path: u32, value: Value) -> Result<(), String> {
-        let path = self.path(path).ok_or("unknown path id")?.clone();
+        // Borrow the paths and the table apart, so the path is not cloned per call.
+        let PluginState { paths, table, .. } = self;
+        let field = paths.get(path as usize).ok_or("unknown path id")?;
         let value = from_wit(value)?;
-        let b = self.batch_mut(&batch).ok_or("unknown batch")?;
+        let b = table.get_mut(&batch).map_err(|_| "unknown batch")?;
         let record = b.records.get_mut(index as usize).ok_or("record index out of range")?;
-        let doc = Arc::make_mut(&mut record.doc);
-        // Where the path's parent is missing, `set` creates objects: undo must restore
-        // the first slot it created, not just the leaf.
-        let (undo_path, old) = match first_missing_prefix(&path, doc) {
-            None => {
-                let old = path.replace(doc, value).map_err(|e| e.to_string())?;
-                (path, old)
-            }
-            Some(prefix) => {
-                let old = prefix.get(doc).cloned();
-                path.set(doc, value).map_err(|e| e.to_string())?;
-                (prefix, old)
-            }
-        };
-        b.undo.push(Undo::Field { index, path: undo_path, old });
+        let replaced = field.set_tracked(Arc::make_mut(&mut record.doc), value).map_err(|e| e.to_string())?;
+        b.undo.push(Undo::Field { index, path, depth: replaced.depth, old: replaced.old });
         Ok(())
     }
 
     fn remove(&mut self, batch: Resource<Batch>, index: u32, path: u32) -> Option<Value> {
-        let path = self.path(path)?.clone();
-        let b = self.batch_mut(&batch)?;
+        let PluginState { paths, table, .. } = self;
+        let field = paths.get(path as usize)?;
+        let b = table.get_mut(&batch).ok()?;
         let record = b.records.get_mut(index as usize)?;
-        path.get(&record.doc)?;
-        let before = record.doc.clone();
-        let removed = path.remove(Arc::make_mut(&mut record.doc))?;
-        // Removal can shift array elements, which a field-level undo cannot express:
-        // keep the document as it was (an `Arc` clone until the edit above copied it).
-        b.undo.push(Undo::Doc { index, old: before });
-        Some(to_wit(&removed))
+        if field.in_array(&record.doc) {
+            // Removing an array element shifts the rest, which a field-level undo cannot
+            // express: keep the document as it was (the copy-on-write below copies it).
+            field.get(&record.doc)?;
+            let before = record.doc.clone();
+            let removed = field.remove(Arc::make_mut(&mut record.doc))?;
+            b.undo.push(Undo::Doc { index, old: before });
+            return Some(to_wit(&removed));
+        }
+        let removed = field.remove(Arc::make_mut(&mut record.doc))?;
+        let wit = to_wit(&removed);
+        b.undo.push(Undo::Field { index, path, depth: field.segments().len(), old: Some(removed) });
+        Some(wit)
     }
 
     fn to_json(&mut self, batch: Resource<Batch>, index: u32) -> String {
@@ -164,6 +168,7 @@ impl HostRecords for PluginState {
     fn set_json(&mut self, batch: Resource<Batch>, index: u32, json: String) -> Result<(), String> {
         let b = self.batch_mut(&batch).ok_or("unknown batch")?;
         if json.len() > b.max_output_bytes {
+            b.oversized.push(index);
             return Err(format!(
                 "record of {} bytes exceeds the node's max_output of {} bytes",
                 json.len(),
@@ -186,25 +191,4 @@ impl HostRecords for PluginState {
         let _ = batch;
         Ok(())
     }
-}
-
-/// The shortest prefix of `path`'s parent that is missing or null, if any.
-fn first_missing_prefix(path: &FieldPath, doc: &Json) -> Option<FieldPath> {
-    let segments = path.segments();
-    let mut cur = doc;
-    for (i, seg) in segments[..segments.len() - 1].iter().enumerate() {
-        let next = match cur {
-            Json::Object(map) => map.get(&seg.key),
-            Json::Array(items) => seg.index.and_then(|i| items.get(i)),
-            _ => return None, // `set` will fail on the scalar; nothing to undo
-        };
-        match next {
-            Some(v) if !v.is_null() => cur = v,
-            _ => {
-                let text: Vec<&str> = segments[..=i].iter().map(|s| s.key.as_str()).collect();
-                return FieldPath::parse(&text.join(".")).ok();
-            }
-        }
-    }
-    None
 }

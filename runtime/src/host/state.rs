@@ -53,11 +53,33 @@ impl NodeContext {
     }
 }
 
+/// The memory cap, remembering whether it refused anything, so a trap that follows is
+/// classified by its cause rather than by wasmtime's error text.
+pub struct Limiter {
+    inner: StoreLimits,
+    /// Whether a growth was refused.
+    pub refused: bool,
+}
+
+impl wasmtime::ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let r = self.inner.memory_growing(current, desired, maximum);
+        if !matches!(r, Ok(true)) {
+            self.refused = true;
+        }
+        r
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+}
+
 /// One instance's store data.
 pub struct PluginState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: Limiter,
     pub(crate) paths: Vec<FieldPath>,
     pub(crate) ctx: Arc<NodeContext>,
 }
@@ -67,12 +89,15 @@ impl PluginState {
         PluginState {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
-            limits: wasmtime::StoreLimitsBuilder::new()
-                .memory_size(memory_bytes)
-                // A failed `memory.grow` traps with a message the host can classify, instead
-                // of surfacing as whatever the guest's allocator does on failure.
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: Limiter {
+                inner: wasmtime::StoreLimitsBuilder::new()
+                    .memory_size(memory_bytes)
+                    // A failed `memory.grow` traps at once, rather than leaving the guest's
+                    // allocator to decide what to do.
+                    .trap_on_grow_failure(true)
+                    .build(),
+                refused: false,
+            },
             paths: Vec::new(),
             ctx,
         }
