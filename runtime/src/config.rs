@@ -236,13 +236,17 @@ pub struct KinesisSourceConfig {
     /// With `start = "at_timestamp"`: an RFC 3339 time.
     pub timestamp: Option<String>,
     /// Where checkpoints live: omitted, the state directory; `{ dynamodb = "<table>" }`, a
-    /// DynamoDB lease table shared by a fleet.
+    /// DynamoDB table with the Kinesis Client Library's lease schema (created if missing;
+    /// leases are taken and checkpoints written with conditional writes, but not yet
+    /// balanced across a fleet: one process per stream).
     pub checkpoint: Option<KinesisCheckpoint>,
-    /// How long to wait between empty polls of a shard. Default `"1s"`.
+    /// How long to wait after a shard read came back empty. Default `"1s"`. (Reads of a
+    /// shard are at least 200 ms apart whatever this says: 5 GetRecords per second per shard.)
     pub poll_interval: Option<String>,
     /// Overrides `[aws] endpoint_url`.
     pub endpoint_url: Option<String>,
-    /// Stop once every shard is read to its current end (for tests and backfills). Default false.
+    /// Stop once every shard is read to its current end (for tests and backfills): an empty
+    /// read at the tip (`MillisBehindLatest` 0) or the end of a closed shard. Default false.
     #[serde(default)]
     pub stop_at_end: bool,
 }

@@ -238,7 +238,13 @@ fn verify_fanout(rt: &tokio::runtime::Runtime, sdk: &SdkConfig, expected: &[Valu
         if let Some(addr) = l.pointer("/CustomerEndpoint/Address").and_then(Value::as_str) {
             assert!(addr.starts_with('*'), "redacted before Firehose: {addr}");
         }
+        // Enriched from the DynamoDB agents table (through the lookup cache).
+        if let Some(user) = l.pointer("/Agent/Username").and_then(Value::as_str) {
+            assert_eq!(l.pointer("/AgentInfo/username").and_then(Value::as_str), Some(user), "{l}");
+            assert!(l.pointer("/AgentInfo/full_name").is_some(), "{l}");
+        }
     }
+    assert!(lines.iter().any(|l| l.get("AgentInfo").is_some()), "some contacts had agents");
 
     let items = rt.block_on(scan(sdk, TABLE));
     assert_eq!(items.len(), newest.len(), "one DynamoDB item per ContactId");
