@@ -143,9 +143,13 @@ pub fn load_blocking(settings: &Settings, node: &str) -> anyhow::Result<SdkConfi
 pub enum Fault {
     /// Transient (throttling, a 5xx, a timeout, a dropped connection): back off and retry.
     Retry(String),
-    /// The request itself is wrong (validation, not found, access denied): retrying the
-    /// same request will not help.
+    /// The request itself is wrong (validation): retrying the same request will not help,
+    /// and the records in it are refused.
     Fatal(String),
+    /// Nothing will work until someone fixes the setup (access denied, expired or unknown
+    /// credentials, the resource or its KMS key gone): the run stops, leaving what was not
+    /// written unacknowledged, instead of dead-lettering everything after it.
+    Halt(String),
 }
 
 /// Error codes AWS documents as "back off and retry" (aws-limits.md §1, §5, §6).
@@ -165,6 +169,24 @@ const RETRYABLE_CODES: &[&str] = &[
     "TransactionInProgressException",
 ];
 
+/// Error codes that mean the setup is broken, not the request.
+const SETUP_CODES: &[&str] = &[
+    "AccessDeniedException",
+    "AccessDenied",
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "ExpiredTokenException",
+    "ExpiredToken",
+    "InvalidSignatureException",
+    "MissingAuthenticationToken",
+    "ResourceNotFoundException",
+    "KMSAccessDeniedException",
+    "KMSDisabledException",
+    "KMSNotFoundException",
+    "KMSInvalidStateException",
+    "KMSOptInRequired",
+];
+
 /// Whether a per-entry or request error code is worth retrying.
 pub fn retryable_code(code: &str) -> bool {
     RETRYABLE_CODES.contains(&code)
@@ -182,7 +204,13 @@ where
         SdkError::ServiceError(_) => {
             let code = err.code().unwrap_or_default();
             let status = err.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
-            if retryable_code(code) || status >= 500 || status == 429 { Fault::Retry(text) } else { Fault::Fatal(text) }
+            if retryable_code(code) || status >= 500 || status == 429 {
+                Fault::Retry(text)
+            } else if SETUP_CODES.contains(&code) || status == 401 || status == 403 {
+                Fault::Halt(text)
+            } else {
+                Fault::Fatal(text)
+            }
         }
         // Timeouts, dispatch failures (connection refused/reset), unparseable responses.
         _ => Fault::Retry(text),
@@ -304,6 +332,11 @@ pub async fn send_all(
                     Err(Fault::Fatal(e)) => {
                         results[req[0]] = Some(Written::Refused { kind: "rejected", reason: e });
                     }
+                    Err(Fault::Halt(e)) => {
+                        shutdown.halt(format!("{what}: {e}"));
+                        last_error = e;
+                        pending.extend(req);
+                    }
                 }
             }
         }
@@ -311,7 +344,7 @@ pub async fn send_all(
             continue;
         }
         pending.sort_unstable();
-        if shutdown.is_requested() && backoff.attempts() >= 3 {
+        if shutdown.halted().is_some() || (shutdown.is_requested() && backoff.attempts() >= 3) {
             tracing::warn!(what, records = pending.len(), error = %last_error, "Stopping while writes still fail; leaving them unwritten.");
             for &i in &pending {
                 results[i] = Some(Written::Unwritten);
@@ -357,5 +390,6 @@ mod tests {
         assert!(retryable_code("ServiceUnavailableException"));
         assert!(!retryable_code("ValidationException"));
         assert!(!retryable_code("ConditionalCheckFailedException"));
+        assert!(SETUP_CODES.contains(&"AccessDeniedException") && !SETUP_CODES.contains(&"ValidationException"));
     }
 }

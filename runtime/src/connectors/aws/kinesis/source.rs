@@ -302,7 +302,9 @@ impl Reader<'_> {
                         self.list_due = Instant::now() + delay;
                         return Ok(());
                     }
-                    Fault::Fatal(msg) => anyhow::bail!("{}: ListShards on {:?}: {msg}", src.node, src.stream),
+                    Fault::Fatal(msg) | Fault::Halt(msg) => {
+                        anyhow::bail!("{}: ListShards on {:?}: {msg}", src.node, src.stream)
+                    }
                 },
             }
         }
@@ -556,7 +558,7 @@ fn back_off(node: &str, shard: &mut Shard, fault: Fault, call: &str) -> anyhow::
             shard.next_poll = Instant::now() + delay;
             Ok(())
         }
-        Fault::Fatal(msg) => anyhow::bail!("{node}: {call} on shard {}: {msg}", shard.id),
+        Fault::Fatal(msg) | Fault::Halt(msg) => anyhow::bail!("{node}: {call} on shard {}: {msg}", shard.id),
     }
 }
 
