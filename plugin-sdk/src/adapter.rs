@@ -2,6 +2,7 @@
 
 use std::cell::RefCell;
 
+use crate::bindings::enrich::ctrflow::plugin::batch;
 use crate::bindings::sink::exports::ctrflow::plugin::encoder;
 use crate::bindings::types;
 use crate::{Error, Init, Record, Sink, Transform};
@@ -23,14 +24,15 @@ pub fn transform_init<T: Transform>(
     Ok(types::Info { outputs: init.outputs })
 }
 
-pub fn transform_process<T: Transform>(state: &RefCell<Option<T>>, batch: &types::Records) -> Vec<types::Outcome> {
-    let n = batch.len();
+/// Runs the plugin over every record of the batch the host lent for this call.
+pub fn transform_process<T: Transform>(state: &RefCell<Option<T>>) -> Vec<types::Outcome> {
+    let n = batch::len();
     let mut guard = state.borrow_mut();
     let Some(plugin) = guard.as_mut() else {
         let e = Error::internal("process called before init");
         return (0..n).map(|_| types::Outcome::Fail(e.clone().into())).collect();
     };
-    (0..n).map(|i| plugin.process(&mut Record::in_batch(batch, i)).into_wit()).collect()
+    (0..n).map(|i| plugin.process(&mut Record::in_batch(i)).into_wit()).collect()
 }
 
 pub fn sink_init<T: Sink>(state: &RefCell<Option<T>>, config: &str) -> Result<(), types::PluginError> {
@@ -39,11 +41,9 @@ pub fn sink_init<T: Sink>(state: &RefCell<Option<T>>, config: &str) -> Result<()
     Ok(())
 }
 
-pub fn sink_encode<T: Sink>(
-    state: &RefCell<Option<T>>,
-    batch: &types::Records,
-) -> Vec<Result<encoder::Encoded, types::PluginError>> {
-    let n = batch.len();
+/// Encodes every record of the batch the host lent for this call.
+pub fn sink_encode<T: Sink>(state: &RefCell<Option<T>>) -> Vec<Result<encoder::Encoded, types::PluginError>> {
+    let n = batch::len();
     let mut guard = state.borrow_mut();
     let Some(plugin) = guard.as_mut() else {
         let e = Error::internal("encode called before init");
@@ -52,7 +52,7 @@ pub fn sink_encode<T: Sink>(
     (0..n)
         .map(|i| {
             plugin
-                .encode(&Record::in_batch(batch, i))
+                .encode(&Record::in_batch(i))
                 .map(|e| encoder::Encoded {
                     partition_key: e.partition_key,
                     sort_key: e.sort_key,

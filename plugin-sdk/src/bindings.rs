@@ -30,6 +30,7 @@ pub mod sink {
         with: {
             "ctrflow:plugin/types@0.1.0": crate::bindings::enrich::ctrflow::plugin::types,
             "ctrflow:plugin/host@0.1.0": crate::bindings::enrich::ctrflow::plugin::host,
+            "ctrflow:plugin/batch@0.1.0": crate::bindings::enrich::ctrflow::plugin::batch,
         },
     });
 }

@@ -300,10 +300,8 @@ macro_rules! export_transform {
                 > {
                     STATE.with(|s| $crate::adapter::transform_init::<$ty>(s, &config))
                 }
-                fn process(
-                    batch: &$crate::bindings::types::Records,
-                ) -> ::std::vec::Vec<$crate::bindings::types::Outcome> {
-                    STATE.with(|s| $crate::adapter::transform_process::<$ty>(s, batch))
+                fn process() -> ::std::vec::Vec<$crate::bindings::types::Outcome> {
+                    STATE.with(|s| $crate::adapter::transform_process::<$ty>(s))
                 }
             }
             $crate::bindings::enrich::__ctrflow_export_enrich!(
@@ -341,15 +339,13 @@ macro_rules! export_sink {
                 ) -> ::core::result::Result<(), $crate::bindings::types::PluginError> {
                     STATE.with(|s| $crate::adapter::sink_init::<$ty>(s, &config))
                 }
-                fn encode(
-                    batch: &$crate::bindings::types::Records,
-                ) -> ::std::vec::Vec<
+                fn encode() -> ::std::vec::Vec<
                     ::core::result::Result<
                         $crate::bindings::sink::exports::ctrflow::plugin::encoder::Encoded,
                         $crate::bindings::types::PluginError,
                     >,
                 > {
-                    STATE.with(|s| $crate::adapter::sink_encode::<$ty>(s, batch))
+                    STATE.with(|s| $crate::adapter::sink_encode::<$ty>(s))
                 }
             }
             $crate::bindings::sink::__ctrflow_export_sink!(

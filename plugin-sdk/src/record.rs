@@ -1,6 +1,7 @@
 //! [`Record`]: one record of a batch, as a plugin sees it.
 //!
-//! In a plugin running in the host, a `Record` is an index into the host-held batch and
+//! In a plugin running in the host, a `Record` is an index into the host-held batch (the
+//! WIT `batch` interface) and
 //! every read or write is one call across the boundary with a typed value, so the record
 //! is never copied whole. In a native `cargo test` it wraps a `serde_json::Value` and walks
 //! it with the same [`crate::path`] code the host uses.
@@ -14,9 +15,12 @@ pub struct Record<'a> {
 
 #[cfg(target_arch = "wasm32")]
 struct Inner<'a> {
-    batch: &'a crate::bindings::types::Records,
     index: u32,
+    _batch: std::marker::PhantomData<&'a ()>,
 }
+
+#[cfg(target_arch = "wasm32")]
+use crate::bindings::enrich::ctrflow::plugin::batch;
 
 #[cfg(not(target_arch = "wasm32"))]
 struct Inner<'a> {
@@ -25,8 +29,8 @@ struct Inner<'a> {
 
 impl<'a> Record<'a> {
     #[cfg(target_arch = "wasm32")]
-    pub(crate) fn in_batch(batch: &'a crate::bindings::types::Records, index: u32) -> Self {
-        Record { inner: Inner { batch, index } }
+    pub(crate) fn in_batch(index: u32) -> Self {
+        Record { inner: Inner { index, _batch: std::marker::PhantomData } }
     }
 
     /// Wraps a JSON record, for native tests (see [`crate::testing`]).
@@ -38,7 +42,7 @@ impl<'a> Record<'a> {
     /// The value at `path`, or `None` when a segment is missing.
     pub fn get(&self, path: &Path) -> Option<Value> {
         #[cfg(target_arch = "wasm32")]
-        return self.inner.batch.get(self.inner.index, path.id);
+        return batch::get(self.inner.index, path.id);
         #[cfg(not(target_arch = "wasm32"))]
         return path.field.get(self.inner.json).map(Value::from_json);
     }
@@ -60,7 +64,7 @@ impl<'a> Record<'a> {
     pub fn set(&mut self, path: &Path, value: impl Into<Value>) -> Result<(), Error> {
         let value = value.into();
         #[cfg(target_arch = "wasm32")]
-        return self.inner.batch.set(self.inner.index, path.id, &value).map_err(Error::bad_record);
+        return batch::set(self.inner.index, path.id, &value).map_err(Error::bad_record);
         #[cfg(not(target_arch = "wasm32"))]
         return path.field.set(self.inner.json, value.to_json()).map_err(|e| Error::bad_record(e.to_string()));
     }
@@ -68,7 +72,7 @@ impl<'a> Record<'a> {
     /// Removes the value at `path`, returning it.
     pub fn remove(&mut self, path: &Path) -> Option<Value> {
         #[cfg(target_arch = "wasm32")]
-        return self.inner.batch.remove(self.inner.index, path.id);
+        return batch::remove(self.inner.index, path.id);
         #[cfg(not(target_arch = "wasm32"))]
         return path.field.remove(self.inner.json).map(|v| Value::from_json(&v));
     }
@@ -77,7 +81,7 @@ impl<'a> Record<'a> {
     /// [`Record::get`] on the per-record path.
     pub fn to_json(&self) -> serde_json::Value {
         #[cfg(target_arch = "wasm32")]
-        return serde_json::from_str(&self.inner.batch.to_json(self.inner.index)).unwrap_or(serde_json::Value::Null);
+        return serde_json::from_str(&batch::to_json(self.inner.index)).unwrap_or(serde_json::Value::Null);
         #[cfg(not(target_arch = "wasm32"))]
         return self.inner.json.clone();
     }
@@ -88,7 +92,7 @@ impl<'a> Record<'a> {
             return Err(Error::bad_record("a record must be a JSON object"));
         }
         #[cfg(target_arch = "wasm32")]
-        return self.inner.batch.set_json(self.inner.index, &json.to_string()).map_err(Error::bad_record);
+        return batch::set_json(self.inner.index, &json.to_string()).map_err(Error::bad_record);
         #[cfg(not(target_arch = "wasm32"))]
         {
             *self.inner.json = json.clone();

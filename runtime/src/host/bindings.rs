@@ -8,9 +8,6 @@ pub mod transform {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "ctrflow:plugin/enrich",
-        with: {
-            "ctrflow:plugin/types.records": crate::host::records::Batch,
-        },
     });
 }
 
@@ -21,6 +18,7 @@ pub mod sink {
         with: {
             "ctrflow:plugin/types": super::transform::ctrflow::plugin::types,
             "ctrflow:plugin/host": super::transform::ctrflow::plugin::host,
+            "ctrflow:plugin/batch": super::transform::ctrflow::plugin::batch,
         },
     });
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value as Json;
-use wasmtime::component::{InstancePre, Resource};
+use wasmtime::component::InstancePre;
 use wasmtime::{Engine, Store, Trap};
 
 use super::bindings::sink::exports::ctrflow::plugin::encoder::Encoded;
@@ -139,11 +139,7 @@ pub(crate) trait World: Sized + Send + 'static {
         store: &mut Store<PluginState>,
         config: &str,
     ) -> wasmtime::Result<Result<Self::Info, PluginError>>;
-    fn call(
-        b: &Self::Bindings,
-        store: &mut Store<PluginState>,
-        batch: Resource<Batch>,
-    ) -> wasmtime::Result<Vec<Self::Out>>;
+    fn call(b: &Self::Bindings, store: &mut Store<PluginState>) -> wasmtime::Result<Vec<Self::Out>>;
 }
 
 /// Transform and enrich plugins.
@@ -168,8 +164,8 @@ impl World for TransformWorld {
     ) -> wasmtime::Result<Result<Vec<String>, PluginError>> {
         Ok(b.ctrflow_plugin_transformer().call_init(store, config)?.map(|info| info.outputs))
     }
-    fn call(b: &Enrich, store: &mut Store<PluginState>, batch: Resource<Batch>) -> wasmtime::Result<Vec<Outcome>> {
-        b.ctrflow_plugin_transformer().call_process(store, batch)
+    fn call(b: &Enrich, store: &mut Store<PluginState>) -> wasmtime::Result<Vec<Outcome>> {
+        b.ctrflow_plugin_transformer().call_process(store)
     }
 }
 
@@ -191,8 +187,8 @@ impl World for SinkWorld {
     fn init(b: &Sink, store: &mut Store<PluginState>, config: &str) -> wasmtime::Result<Result<(), PluginError>> {
         b.ctrflow_plugin_encoder().call_init(store, config)
     }
-    fn call(b: &Sink, store: &mut Store<PluginState>, batch: Resource<Batch>) -> wasmtime::Result<Vec<Self::Out>> {
-        b.ctrflow_plugin_encoder().call_encode(store, batch)
+    fn call(b: &Sink, store: &mut Store<PluginState>) -> wasmtime::Result<Vec<Self::Out>> {
+        b.ctrflow_plugin_encoder().call_encode(store)
     }
 }
 
@@ -301,14 +297,10 @@ impl<W: World> Pool<W> {
         };
         let n = records.len();
         let store = &mut instance.store;
-        let batch = store
-            .data_mut()
-            .table
-            .push(Batch::new(records, self.limits.max_output_bytes))
-            .expect("a fresh batch fits the resource table");
+        store.data_mut().batch = Some(Batch::new(records, self.limits.max_output_bytes));
         store.set_epoch_deadline(ticks(self.limits.time_per_record * n as u32));
-        let result = W::call(&instance.bindings, store, Resource::new_borrow(batch.rep()));
-        let batch = store.data_mut().table.delete(batch).expect("the batch is still in the table");
+        let result = W::call(&instance.bindings, store);
+        let batch = store.data_mut().batch.take().expect("the host lent a batch for this call");
         let memory_refused = store.data().limits.refused;
         match result {
             Ok(outs) if outs.len() == n => {

@@ -1,5 +1,5 @@
-//! The `records` resource: a batch of host-held records that a plugin reads and edits by
-//! index and resolved path.
+//! The `batch` interface: the host-held records of the current call, which a plugin reads
+//! and edits by index and resolved path.
 //!
 //! Edits are made in place (`Arc::make_mut`, so a record shared by fan-out is copied on
 //! its first edit, and only then) and logged for undo: when a call traps half-way, the
@@ -11,14 +11,13 @@ use std::sync::Arc;
 
 use ctrflow_plugin_sdk::path::FieldPath;
 use serde_json::Value as Json;
-use wasmtime::component::Resource;
 
 use super::bindings::Value;
-use super::bindings::transform::ctrflow::plugin::types::{Host, HostRecords};
+use super::bindings::transform::ctrflow::plugin::{batch, types};
 use super::state::PluginState;
 use crate::record::Record;
 
-/// A batch lent to a plugin for one call.
+/// The batch lent to a plugin for one call.
 pub struct Batch {
     pub(crate) records: Vec<Record>,
     undo: Vec<Undo>,
@@ -102,49 +101,42 @@ pub fn from_wit(value: Value) -> Result<Json, String> {
     })
 }
 
-impl Host for PluginState {}
+impl types::Host for PluginState {}
 
 impl PluginState {
-    fn batch(&self, r: &Resource<Batch>) -> Option<&Batch> {
-        self.table.get(r).ok()
-    }
-
-    fn batch_mut(&mut self, r: &Resource<Batch>) -> Option<&mut Batch> {
-        self.table.get_mut(r).ok()
-    }
-
-    fn path(&self, id: u32) -> Option<&FieldPath> {
-        self.paths.get(id as usize)
+    fn doc(&self, index: u32) -> Option<&Json> {
+        self.batch.as_ref()?.doc(index)
     }
 }
 
-impl HostRecords for PluginState {
-    fn len(&mut self, batch: Resource<Batch>) -> u32 {
-        self.batch(&batch).map_or(0, |b| b.records.len() as u32)
+/// Every call names the batch implicitly: it is the one the host lent for the current
+/// `process` / `encode` (none outside it, and then every call finds nothing).
+impl batch::Host for PluginState {
+    fn len(&mut self) -> u32 {
+        self.batch.as_ref().map_or(0, |b| b.records.len() as u32)
     }
 
-    fn get(&mut self, batch: Resource<Batch>, index: u32, path: u32) -> Option<Value> {
-        let path = self.path(path)?;
-        let doc = self.batch(&batch)?.doc(index)?;
-        path.get(doc).map(to_wit)
+    fn get(&mut self, index: u32, path: u32) -> Option<Value> {
+        let path = self.paths.get(path as usize)?;
+        path.get(self.doc(index)?).map(to_wit)
     }
 
-    fn set(&mut self, batch: Resource<Batch>, index: u32, path: u32, value: Value) -> Result<(), String> {
-        // Borrow the paths and the table apart, so the path is not cloned per call.
-        let PluginState { paths, table, .. } = self;
+    fn set(&mut self, index: u32, path: u32, value: Value) -> Result<(), String> {
+        // Borrow the paths and the batch apart, so the path is not cloned per call.
+        let PluginState { paths, batch, .. } = self;
         let field = paths.get(path as usize).ok_or("unknown path id")?;
         let value = from_wit(value)?;
-        let b = table.get_mut(&batch).map_err(|_| "unknown batch")?;
+        let b = batch.as_mut().ok_or("no batch outside process/encode")?;
         let record = b.records.get_mut(index as usize).ok_or("record index out of range")?;
         let replaced = field.set_tracked(Arc::make_mut(&mut record.doc), value).map_err(|e| e.to_string())?;
         b.undo.push(Undo::Field { index, path, depth: replaced.depth, old: replaced.old });
         Ok(())
     }
 
-    fn remove(&mut self, batch: Resource<Batch>, index: u32, path: u32) -> Option<Value> {
-        let PluginState { paths, table, .. } = self;
+    fn remove(&mut self, index: u32, path: u32) -> Option<Value> {
+        let PluginState { paths, batch, .. } = self;
         let field = paths.get(path as usize)?;
-        let b = table.get_mut(&batch).ok()?;
+        let b = batch.as_mut()?;
         let record = b.records.get_mut(index as usize)?;
         if field.in_array(&record.doc) {
             // Removing an array element shifts the rest, which a field-level undo cannot
@@ -161,12 +153,12 @@ impl HostRecords for PluginState {
         Some(wit)
     }
 
-    fn to_json(&mut self, batch: Resource<Batch>, index: u32) -> String {
-        self.batch(&batch).and_then(|b| b.doc(index)).map(Json::to_string).unwrap_or_default()
+    fn to_json(&mut self, index: u32) -> String {
+        self.doc(index).map(Json::to_string).unwrap_or_default()
     }
 
-    fn set_json(&mut self, batch: Resource<Batch>, index: u32, json: String) -> Result<(), String> {
-        let b = self.batch_mut(&batch).ok_or("unknown batch")?;
+    fn set_json(&mut self, index: u32, json: String) -> Result<(), String> {
+        let b = self.batch.as_mut().ok_or("no batch outside process/encode")?;
         if json.len() > b.max_output_bytes {
             b.oversized.push(index);
             return Err(format!(
@@ -182,13 +174,6 @@ impl HostRecords for PluginState {
         let record = b.records.get_mut(index as usize).ok_or("record index out of range")?;
         let old = std::mem::replace(&mut record.doc, Arc::new(doc));
         b.undo.push(Undo::Doc { index, old });
-        Ok(())
-    }
-
-    fn drop(&mut self, batch: Resource<Batch>) -> wasmtime::Result<()> {
-        // The host takes the batch back itself after the call; a guest dropping its borrow
-        // changes nothing.
-        let _ = batch;
         Ok(())
     }
 }

@@ -82,6 +82,8 @@ pub struct PluginState {
     pub(crate) limits: Limiter,
     pub(crate) paths: Vec<FieldPath>,
     pub(crate) ctx: Arc<NodeContext>,
+    /// The batch of the call in progress.
+    pub(crate) batch: Option<super::records::Batch>,
 }
 
 impl PluginState {
@@ -100,6 +102,7 @@ impl PluginState {
             },
             paths: Vec::new(),
             ctx,
+            batch: None,
         }
     }
 }
