@@ -70,11 +70,17 @@ pub struct Output {
 
 /// Runs `ctrflow <args>` in `dir` (with the compile cache in the build directory).
 pub fn ctrflow(dir: &std::path::Path, args: &[&str]) -> Output {
+    ctrflow_with(dir, args, &[])
+}
+
+/// Runs `ctrflow <args>` in `dir` with extra environment variables.
+pub fn ctrflow_with(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let out = std::process::Command::new(ctrflow_bin())
         .current_dir(dir)
         .args(args)
         .env("CTRFLOW_CACHE_DIR", cache_dir())
         .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
         .output()
         .expect("run ctrflow");
     Output {

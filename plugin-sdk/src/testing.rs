@@ -81,3 +81,23 @@ pub(crate) fn lookup(table: &str, key: &str) -> Result<Option<serde_json::Value>
 pub(crate) fn count(name: &str, delta: i64) {
     COUNTERS.with(|c| *c.borrow_mut().entry(name.to_string()).or_default() += delta);
 }
+
+/// The real published CTR samples the project tests with (provenance in
+/// `tests/fixtures/ctr/SOURCES.md`), for plugins' unit tests.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod samples {
+    /// A real VOICE/INBOUND CTR with an agent, a queue, recordings and 9 attributes.
+    pub const KYOPARK_V1: &str = include_str!("../../tests/fixtures/ctr/kyopark-voice-inbound-update-v1.json");
+    /// The same contact re-delivered with a newer `LastUpdateTimestamp` and one more attribute.
+    pub const KYOPARK_V2: &str = include_str!("../../tests/fixtures/ctr/kyopark-voice-inbound-update-v2.json");
+    /// Both deliveries, one per line.
+    pub const KYOPARK_V1_V2: &str = include_str!("../../tests/fixtures/ctr/kyopark-voice-inbound-update-v1-v2.jsonl");
+    /// A real 2018 CTR abandoned in queue: `Agent: null`, no recording.
+    pub const ABANDONED: &str =
+        include_str!("../../tests/fixtures/ctr/aws-samples-workshop-voice-abandoned-in-queue.json");
+
+    /// Parses a sample.
+    pub fn parse(text: &str) -> serde_json::Value {
+        serde_json::from_str(text).expect("the samples are valid JSON")
+    }
+}

@@ -1,6 +1,6 @@
 //! Every example pipeline validates, and the hermetic ones run.
 
-use ctrflow_tests::{copy_dir, ctrflow, repo_root, temp_dir};
+use ctrflow_tests::{copy_dir, ctrflow, ctrflow_with, repo_root, temp_dir};
 
 fn pipelines() -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(repo_root().join("pipelines"))
@@ -44,15 +44,11 @@ fn every_hermetic_example_pipeline_runs() {
         let dir = temp_dir("example");
         copy_dir(&repo_root().join("pipelines"), &dir.join("pipelines"));
         let report = dir.join("report.json");
-        let out = std::process::Command::new(ctrflow_tests::ctrflow_bin())
-            .current_dir(&dir)
-            .args(["run", &format!("pipelines/{name}"), "--report", report.to_str().unwrap()])
-            .env("CTRFLOW_CACHE_DIR", ctrflow_tests::cache_dir())
-            .env("DEMO_COUNT", "500")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "pipelines/{name} failed:\n{stderr}");
+        let pipeline = format!("pipelines/{name}");
+        let out =
+            ctrflow_with(&dir, &["run", &pipeline, "--report", report.to_str().unwrap()], &[("DEMO_COUNT", "500")]);
+        let stderr = out.stderr;
+        assert!(out.success, "pipelines/{name} failed:\n{stderr}");
         assert!(stderr.contains("Where the data went"), "{stderr}");
         let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
         let read: u64 = report["nodes"]
@@ -70,15 +66,9 @@ fn every_hermetic_example_pipeline_runs() {
 fn the_demo_ends_with_a_query_that_works() {
     let dir = temp_dir("demo");
     copy_dir(&repo_root().join("pipelines"), &dir.join("pipelines"));
-    let out = std::process::Command::new(ctrflow_tests::ctrflow_bin())
-        .current_dir(&dir)
-        .args(["run", "pipelines/local-demo.toml"])
-        .env("CTRFLOW_CACHE_DIR", ctrflow_tests::cache_dir())
-        .env("DEMO_COUNT", "300")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let out = ctrflow_with(&dir, &["run", "pipelines/local-demo.toml"], &[("DEMO_COUNT", "300")]);
+    let stderr = out.stderr;
+    assert!(out.success, "{stderr}");
     let query_line = stderr.lines().find(|l| l.trim_start().starts_with("sqlite3 ")).expect("a sqlite3 query to paste");
     let db = query_line.split_whitespace().nth(1).unwrap();
     let conn = rusqlite::Connection::open(dir.join(db)).unwrap();

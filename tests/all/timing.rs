@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use ctrflow_tests::{cache_dir, copy_dir, ctrflow, ctrflow_bin, read_jsonl, repo_root, temp_dir};
+use ctrflow_tests::{cache_dir, copy_dir, ctrflow, ctrflow_bin, ctrflow_with, read_jsonl, repo_root, temp_dir};
 use serde_json::Value;
 
 fn mean(v: &Value) -> f64 {
@@ -15,15 +15,13 @@ fn mean(v: &Value) -> f64 {
 fn the_reports_cover_every_node_of_the_demo() {
     let dir = temp_dir("timing-demo");
     copy_dir(&repo_root().join("pipelines"), &dir.join("pipelines"));
-    let out = std::process::Command::new(ctrflow_bin())
-        .current_dir(&dir)
-        .args(["run", "pipelines/local-demo.toml", "--report", "r.json", "--report", "r.html"])
-        .env("CTRFLOW_CACHE_DIR", cache_dir())
-        .env("DEMO_COUNT", "2000")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let out = ctrflow_with(
+        &dir,
+        &["run", "pipelines/local-demo.toml", "--report", "r.json", "--report", "r.html"],
+        &[("DEMO_COUNT", "2000")],
+    );
+    let stderr = out.stderr;
+    assert!(out.success, "{stderr}");
     assert!(stderr.contains("hop (ms)") && stderr.contains("voice event→ack"), "the table is printed:\n{stderr}");
 
     let report: Value = serde_json::from_slice(&std::fs::read(dir.join("r.json")).unwrap()).unwrap();

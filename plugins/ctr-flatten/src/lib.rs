@@ -157,11 +157,10 @@ mod tests {
     use ctrflow_plugin_sdk::{ErrorKind, testing};
     use serde_json::json;
 
-    const V1: &str = include_str!("../../../tests/fixtures/ctr/kyopark-voice-inbound-update-v1.json");
-    const V2: &str = include_str!("../../../tests/fixtures/ctr/kyopark-voice-inbound-update-v2.json");
-    const V1_V2: &str = include_str!("../../../tests/fixtures/ctr/kyopark-voice-inbound-update-v1-v2.jsonl");
-    const ABANDONED: &str =
-        include_str!("../../../tests/fixtures/ctr/aws-samples-workshop-voice-abandoned-in-queue.json");
+    use ctrflow_plugin_sdk::testing::samples::ABANDONED;
+    use ctrflow_plugin_sdk::testing::samples::KYOPARK_V1 as V1;
+    use ctrflow_plugin_sdk::testing::samples::KYOPARK_V1_V2 as V1_V2;
+    use ctrflow_plugin_sdk::testing::samples::KYOPARK_V2 as V2;
 
     /// Every real CTR sample, with its number of top-level keys.
     fn samples() -> Vec<(&'static str, Json)> {

@@ -229,15 +229,12 @@ mod tests {
     use ctrflow_plugin_sdk::{ErrorKind, testing};
     use serde_json::json;
 
-    const V1: &str = include_str!("../../../tests/fixtures/ctr/kyopark-voice-inbound-update-v1.json");
-    const V2: &str = include_str!("../../../tests/fixtures/ctr/kyopark-voice-inbound-update-v2.json");
-    const V1_V2: &str = include_str!("../../../tests/fixtures/ctr/kyopark-voice-inbound-update-v1-v2.jsonl");
-    const ABANDONED: &str =
-        include_str!("../../../tests/fixtures/ctr/aws-samples-workshop-voice-abandoned-in-queue.json");
+    use ctrflow_plugin_sdk::testing::samples::ABANDONED;
+    use ctrflow_plugin_sdk::testing::samples::KYOPARK_V1 as V1;
+    use ctrflow_plugin_sdk::testing::samples::KYOPARK_V1_V2 as V1_V2;
+    use ctrflow_plugin_sdk::testing::samples::KYOPARK_V2 as V2;
 
-    fn sample(text: &str) -> Json {
-        serde_json::from_str(text).unwrap()
-    }
+    use ctrflow_plugin_sdk::testing::samples::parse as sample;
 
     fn encode(config: Json, record: Json) -> Result<Encoded, Error> {
         let mut p = testing::init_sink::<CtrItem>(config).expect("config is valid");

@@ -111,17 +111,14 @@ mod tests {
     use ctrflow_plugin_sdk::{ErrorKind, testing};
     use serde_json::{Value as Json, json};
 
-    const V1: &str = include_str!("../../../tests/fixtures/ctr/kyopark-voice-inbound-update-v1.json");
-    const ABANDONED: &str =
-        include_str!("../../../tests/fixtures/ctr/aws-samples-workshop-voice-abandoned-in-queue.json");
+    use ctrflow_plugin_sdk::testing::samples::ABANDONED;
+    use ctrflow_plugin_sdk::testing::samples::KYOPARK_V1 as V1;
 
     fn plugin(config: Json) -> RedactPii {
         testing::init::<RedactPii>(config).expect("config is valid").0
     }
 
-    fn sample(text: &str) -> Json {
-        serde_json::from_str(text).unwrap()
-    }
+    use ctrflow_plugin_sdk::testing::samples::parse as sample;
 
     #[test]
     fn masks_all_but_the_last_digits() {
