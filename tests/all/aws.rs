@@ -590,3 +590,41 @@ fn checkpoints_in_a_kcl_lease_table_resume_a_second_run() {
     assert_eq!(read_jsonl(&dir.join("out.jsonl")).len(), 200, "resumed after the lease table's checkpoints");
     assert!(!dir.join(".ctrflow-state/in.checkpoint.json").exists(), "no file checkpoint beside the table");
 }
+
+/// A table deleted under a running pipeline: the run stops naming the sink and the error,
+/// and nothing is dead-lettered (the records stay unacknowledged, to be read again).
+#[test]
+fn a_table_gone_mid_run_stops_the_run_instead_of_dead_lettering() {
+    let moto = Moto::start();
+    let rt = rt();
+    let sdk = rt.block_on(moto.sdk());
+    rt.block_on(async {
+        create_stream(&sdk, STREAM, 1).await;
+        create_table(&sdk, TABLE, "ContactId").await;
+    });
+    let dir = temp_dir("aws-gone");
+    load(&moto, &dir, 50);
+    std::fs::write(
+        dir.join("pipeline.toml"),
+        "[runtime]\nstate_dir = \"state\"\n[sources.in]\ntype = \"kinesis\"\nstream = \"ctrflow-ctr\"\npoll_interval = \"100ms\"\n\
+         [sinks.db]\ntype = \"dynamodb\"\ninputs = [\"in\"]\ntable = \"ctrflow-contacts\"\nlinger = \"10ms\"\n",
+    )
+    .unwrap();
+    let child = command(&moto, &dir, &["run", "pipeline.toml", "--quiet"], &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rt.block_on(scan(&sdk, TABLE)).is_empty() {
+        assert!(Instant::now() < deadline, "the first records never arrived");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    rt.block_on(aws_sdk_dynamodb::Client::new(&sdk).delete_table().table_name(TABLE).send()).unwrap();
+    load(&moto, &dir, 20);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("sinks.db: ResourceNotFoundException"), "{stderr}");
+    assert!(!dir.join("dead-letters.jsonl").exists(), "nothing dead-lettered");
+}
