@@ -2,7 +2,7 @@
 //! batch sizes 1, 64 and 256, three ways in the same run:
 //!
 //! - `wasm_resource/<batch>`: the `bench-edit` plugin through [`TransformPlugin::process`]
-//!   (two `records.get` and one `records.set` across the boundary, paths resolved at init);
+//!   (two `batch.get` and one `batch.set` across the boundary, paths resolved at init);
 //! - `native/<batch>`: the same edit in Rust on the host's record (`FieldPath` get/get/set
 //!   on `Arc::make_mut(&mut record.doc)`), the floor the host could reach;
 //! - `wasm_json_bytes/<batch>`: the `bench-json` plugin, the whole record crossing the
@@ -13,6 +13,9 @@
 //! document into `Record::detached`) outside the timed section, and dropped outside it too.
 //!
 //! Run: `cargo bench -p ctrflow --bench hop` (add `-- --quick` while iterating).
+
+#[global_allocator]
+static GLOBAL: ctrflow::Allocator = mimalloc::MiMalloc;
 
 use std::path::PathBuf;
 use std::sync::Arc;

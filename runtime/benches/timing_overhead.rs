@@ -6,6 +6,9 @@
 //! Prints the median records/s of each and the throughput cost of timing.
 
 use std::path::{Path, PathBuf};
+
+#[global_allocator]
+static GLOBAL: ctrflow::Allocator = mimalloc::MiMalloc;
 use std::time::Instant;
 
 use ctrflow::pipeline::RunOptions;

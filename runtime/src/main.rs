@@ -2,6 +2,9 @@
 
 use clap::Parser;
 
+#[global_allocator]
+static GLOBAL: ctrflow::Allocator = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = ctrflow::cli::Cli::parse();
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
