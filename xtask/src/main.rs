@@ -106,13 +106,66 @@ fn test(root: &Path, extra: &[String]) -> anyhow::Result<()> {
     let moto = moto_server(root)?;
     // The tests drive the real binary: build it first.
     run(cargo(root).args(["build", "--release", "-p", "ctrflow"]))?;
-    run(cargo(root).args(["test", "--release", "--workspace"]).args(extra).env("CTRFLOW_MOTO_SERVER", &moto))?;
+    let mut total = Counts::default();
+    total += run_tests(
+        cargo(root).args(["test", "--release", "--workspace"]).args(extra).env("CTRFLOW_MOTO_SERVER", &moto),
+    )?;
     // The plugins' own unit tests run natively (their workspace builds for wasm by default).
     let plugins_target = target_dir(root).join("plugins-native");
-    run(cargo(&root.join("plugins"))
-        .args(["test", "--release", "--workspace", "--target", host_triple()])
-        .env("CARGO_TARGET_DIR", plugins_target))?;
+    total += run_tests(
+        cargo(&root.join("plugins"))
+            .args(["test", "--release", "--workspace", "--target", host_triple()])
+            .env("CARGO_TARGET_DIR", plugins_target),
+    )?;
+    // One closing line for every test binary above (cargo's own last line may be a crate
+    // with no tests).
+    println!("summary: {} passed, {} failed, {} skipped", total.passed, total.failed, total.ignored);
     Ok(())
+}
+
+#[derive(Default)]
+struct Counts {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, o: Counts) {
+        self.passed += o.passed;
+        self.failed += o.failed;
+        self.ignored += o.ignored;
+    }
+}
+
+/// Runs a `cargo test`, passing its output through, and adds up its `test result:` lines.
+fn run_tests(cmd: &mut Command) -> anyhow::Result<Counts> {
+    use std::io::BufRead;
+    eprintln!("$ {}", render(cmd));
+    let mut child =
+        cmd.stdout(std::process::Stdio::piped()).spawn().with_context(|| format!("could not start {}", render(cmd)))?;
+    let mut counts = Counts::default();
+    let stdout = child.stdout.take().context("piped stdout")?;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let number = |word: &str| -> u64 {
+                rest.split(';')
+                    .find_map(|part| {
+                        part.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ").strip_suffix(word)
+                    })
+                    .and_then(|n| n.trim().parse().ok())
+                    .unwrap_or(0)
+            };
+            counts += Counts { passed: number("passed"), failed: number("failed"), ignored: number("ignored") };
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{} failed ({status})", render(cmd));
+    }
+    Ok(counts)
 }
 
 fn bench(root: &Path, extra: &[String]) -> anyhow::Result<()> {
