@@ -28,7 +28,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeyType, PutRequest, WriteRequest}
 use ctrflow_plugin_sdk::ctr::parse_timestamp;
 use serde_json::Value;
 
-use super::{EntryOutcome, Limits, Settings, block_on, classify, describe, send_all};
+use super::{EntryOutcome, Limits, Settings, block_on, classify, described, send_all};
 use crate::config::{AwsConfig, DynamoSinkConfig, WriteMode};
 use crate::sink::{Item, Written};
 use crate::topology::Shutdown;
@@ -131,26 +131,14 @@ impl DynamoWriter {
         let (client, hash_key, range_key) = block_on(async {
             let sdk = settings.load().await.map_err(|e| anyhow::anyhow!("{node}: {e}"))?;
             let client = Client::new(&sdk);
-            let described = match client.describe_table().table_name(&table).send().await {
-                Ok(d) => d,
-                Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {
-                    anyhow::bail!(
-                        "{node}: table: DynamoDB table {table:?} does not exist ({})",
-                        settings.describe(&sdk)
-                    )
-                }
-                Err(e) => anyhow::bail!(
-                    "{node}: table: cannot describe DynamoDB table {table:?} ({}): {}",
-                    settings.describe(&sdk),
-                    describe(&e)
-                ),
-            };
+            let result = client.describe_table().table_name(&table).send().await;
+            let described = described(result, (&node, "table"), ("DynamoDB table", &table), &settings, &sdk)?;
             let schema = described.table().map(|t| t.key_schema()).unwrap_or_default();
             let key =
                 |kind: KeyType| schema.iter().find(|k| *k.key_type() == kind).map(|k| k.attribute_name().to_string());
             let hash = key(KeyType::Hash)
                 .ok_or_else(|| anyhow::anyhow!("{node}: table: DynamoDB table {table:?} has no partition key"))?;
-            Ok((client, hash, key(KeyType::Range)))
+            anyhow::Ok((client, hash, key(KeyType::Range)))
         })?;
         Ok(DynamoWriter {
             node,

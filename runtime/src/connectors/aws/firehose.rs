@@ -13,7 +13,7 @@ use aws_sdk_firehose::Client;
 use aws_sdk_firehose::primitives::Blob;
 use aws_sdk_firehose::types::Record;
 
-use super::{EntryOutcome, Limits, Settings, block_on, classify, describe, send_all};
+use super::{EntryOutcome, Limits, Settings, block_on, classify, described, send_all};
 use crate::config::{AwsConfig, FirehoseSinkConfig};
 use crate::sink::{Item, Written};
 use crate::topology::Shutdown;
@@ -49,20 +49,9 @@ impl FirehoseWriter {
         let client = block_on(async {
             let sdk = settings.load().await.map_err(|e| anyhow::anyhow!("{node}: {e}"))?;
             let client = Client::new(&sdk);
-            match client.describe_delivery_stream().delivery_stream_name(&stream).send().await {
-                Ok(_) => Ok(client),
-                Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {
-                    anyhow::bail!(
-                        "{node}: delivery_stream: Firehose delivery stream {stream:?} does not exist ({})",
-                        settings.describe(&sdk)
-                    )
-                }
-                Err(e) => anyhow::bail!(
-                    "{node}: delivery_stream: cannot describe Firehose delivery stream {stream:?} ({}): {}",
-                    settings.describe(&sdk),
-                    describe(&e)
-                ),
-            }
+            let result = client.describe_delivery_stream().delivery_stream_name(&stream).send().await;
+            described(result, (&node, "delivery_stream"), ("Firehose delivery stream", &stream), &settings, &sdk)?;
+            anyhow::Ok(client)
         })?;
         Ok(FirehoseWriter {
             node,

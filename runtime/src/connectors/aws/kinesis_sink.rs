@@ -15,7 +15,7 @@ use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use ctrflow_plugin_sdk::path::FieldPath;
 use serde_json::Value;
 
-use super::{EntryOutcome, Limits, Settings, block_on, classify, describe, send_all};
+use super::{EntryOutcome, Limits, Settings, block_on, classify, described, send_all};
 use crate::config::{AwsConfig, KinesisSinkConfig};
 use crate::sink::{Item, Written};
 use crate::topology::Shutdown;
@@ -60,20 +60,9 @@ impl KinesisWriter {
         let client = block_on(async {
             let sdk = settings.load().await.map_err(|e| anyhow::anyhow!("{node}: {e}"))?;
             let client = Client::new(&sdk);
-            match client.describe_stream_summary().stream_name(&stream).send().await {
-                Ok(_) => Ok(client),
-                Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {
-                    anyhow::bail!(
-                        "{node}: stream: Kinesis stream {stream:?} does not exist ({})",
-                        settings.describe(&sdk)
-                    )
-                }
-                Err(e) => anyhow::bail!(
-                    "{node}: stream: cannot describe Kinesis stream {stream:?} ({}): {}",
-                    settings.describe(&sdk),
-                    describe(&e)
-                ),
-            }
+            let result = client.describe_stream_summary().stream_name(&stream).send().await;
+            described(result, (&node, "stream"), ("Kinesis stream", &stream), &settings, &sdk)?;
+            anyhow::Ok(client)
         })?;
         Ok(KinesisWriter {
             node,

@@ -20,7 +20,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::Value;
 
 use super::dynamodb::from_attribute;
-use super::{Settings, block_on, describe};
+use super::{Settings, block_on, describe, described};
 use crate::config::{AwsConfig, DynamoTableConfig};
 use crate::host::{Lookup, parse_duration};
 
@@ -137,13 +137,8 @@ pub fn check(id: &str, cfg: &DynamoTableConfig, aws: &AwsConfig) -> anyhow::Resu
     block_on(async move {
         let sdk = settings.load().await.map_err(|e| anyhow::anyhow!("{node}: {e}"))?;
         let client = Client::new(&sdk);
-        let d = match client.describe_table().table_name(&table).send().await {
-            Ok(d) => d,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {
-                anyhow::bail!("{node}: table: DynamoDB table {table:?} does not exist ({})", settings.describe(&sdk))
-            }
-            Err(e) => anyhow::bail!("{node}: table: cannot describe DynamoDB table {table:?}: {}", describe(&e)),
-        };
+        let result = client.describe_table().table_name(&table).send().await;
+        let d = described(result, (&node, "table"), ("DynamoDB table", &table), &settings, &sdk)?;
         let hash = d
             .table()
             .map(|t| t.key_schema())

@@ -230,6 +230,36 @@ where
     }
 }
 
+/// The outcome of a connector's start-up `Describe*` call: the answer, or an error naming the
+/// pipeline key and the AWS resource — `sinks.db: table: DynamoDB table "x" does not exist
+/// (region …)` — so a missing resource fails the run before any record moves.
+pub fn described<T, E, R>(
+    result: Result<T, SdkError<E, R>>,
+    (node, key): (&str, &str),
+    (kind, name): (&str, &str),
+    settings: &Settings,
+    sdk: &SdkConfig,
+) -> anyhow::Result<T>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match result {
+        Ok(v) => Ok(v),
+        // Every service here spells it the same way.
+        Err(e) if e.code() == Some("ResourceNotFoundException") => {
+            anyhow::bail!("{node}: {key}: {kind} {name:?} does not exist ({})", settings.describe(sdk))
+        }
+        Err(e) => {
+            anyhow::bail!(
+                "{node}: {key}: cannot describe {kind} {name:?} ({}): {}",
+                settings.describe(sdk),
+                describe(&e)
+            )
+        }
+    }
+}
+
 /// What a batch API said about one entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryOutcome {

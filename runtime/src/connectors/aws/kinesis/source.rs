@@ -36,7 +36,7 @@ use super::checkpoint::{LeaseTable, SHARD_END, Store, cmp_sequence};
 use super::deaggregate;
 use crate::ack::{Checkpointer, Completion};
 use crate::config::{AwsConfig, KinesisSourceConfig};
-use crate::connectors::aws::{Fault, Settings, block_on, classify, describe};
+use crate::connectors::aws::{Fault, Settings, block_on, classify, described};
 use crate::host::parse_duration;
 use crate::sink::Backoff;
 use crate::source::SourceContext;
@@ -131,20 +131,8 @@ impl KinesisSource {
         block_on(async move {
             let sdk = settings.load().await.map_err(|e| anyhow::anyhow!("{node}: {e}"))?;
             let client = Client::new(&sdk);
-            match client.describe_stream_summary().stream_name(&stream).send().await {
-                Ok(_) => {}
-                Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {
-                    anyhow::bail!(
-                        "{node}: stream: Kinesis stream {stream:?} does not exist ({})",
-                        settings.describe(&sdk)
-                    )
-                }
-                Err(e) => anyhow::bail!(
-                    "{node}: stream: cannot describe Kinesis stream {stream:?} ({}): {}",
-                    settings.describe(&sdk),
-                    describe(&e)
-                ),
-            }
+            let result = client.describe_stream_summary().stream_name(&stream).send().await;
+            described(result, (&node, "stream"), ("Kinesis stream", &stream), &settings, &sdk)?;
             let lease = match lease_table {
                 None => None,
                 Some(t) => Some(
