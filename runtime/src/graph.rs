@@ -183,11 +183,11 @@ impl Graph {
         }
 
         let dead_letter_sink = config.dead_letter.sink.clone();
-        if let Some(s) = &dead_letter_sink {
-            if !config.sinks.contains_key(s) {
-                let suggestion = suggest(s, config.sinks.keys().map(String::as_str));
-                errors.push(GraphError::DeadLetterSink { sink: s.clone(), suggestion });
-            }
+        if let Some(s) = &dead_letter_sink
+            && !config.sinks.contains_key(s)
+        {
+            let suggestion = suggest(s, config.sinks.keys().map(String::as_str));
+            errors.push(GraphError::DeadLetterSink { sink: s.clone(), suggestion });
         }
 
         let readable: Vec<&str> = config.sources.keys().chain(config.transforms.keys()).map(String::as_str).collect();

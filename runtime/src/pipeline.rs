@@ -150,10 +150,10 @@ impl Pipeline {
                 problems.push(format!("linger: {e}"));
                 None
             });
-            if let Some(b) = &c.max_bytes {
-                if let Err(e) = parse_size(b) {
-                    problems.push(format!("max_bytes: {e}"));
-                }
+            if let Some(b) = &c.max_bytes
+                && let Err(e) = parse_size(b)
+            {
+                problems.push(format!("max_bytes: {e}"));
             }
             if c.max_records == Some(0) {
                 problems.push("max_records: must be at least 1".into());
@@ -620,15 +620,15 @@ impl Monitor {
                         );
                         last_log = Instant::now();
                     }
-                    if let Some(every) = opts.report_interval {
-                        if last_report.elapsed() >= every {
-                            let table = timing.report().table();
-                            match &bar {
-                                Some(b) => b.println(table),
-                                None => eprintln!("{table}"),
-                            }
-                            last_report = Instant::now();
+                    if let Some(every) = opts.report_interval
+                        && last_report.elapsed() >= every
+                    {
+                        let table = timing.report().table();
+                        match &bar {
+                            Some(b) => b.println(table),
+                            None => eprintln!("{table}"),
                         }
+                        last_report = Instant::now();
                     }
                 }
                 if let Some(bar) = bar {

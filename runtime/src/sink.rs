@@ -147,10 +147,8 @@ impl SinkNode {
         loop {
             let deadline = pending.first_at.map(|t| t + self.linger);
             let next = match deadline {
-                Some(d) => match tokio::time::timeout_at(d.into(), self.rx.recv()).await {
-                    Ok(b) => Some(b),
-                    Err(_) => None, // linger expired
-                },
+                // `None` when the linger expired first.
+                Some(d) => tokio::time::timeout_at(d.into(), self.rx.recv()).await.ok(),
                 None => Some(self.rx.recv().await),
             };
             match next {

@@ -221,10 +221,10 @@ impl SourceContext {
     ) {
         let event_ms = self.event_field.get(&doc).and_then(Value::as_str).and_then(ctr::parse_timestamp);
         let arrival_ms = arrival_ms.unwrap_or(read_ms);
-        if self.timing_enabled {
-            if let Some(e) = event_ms {
-                self.timing.event_to_arrival.record_us(((arrival_ms - e).max(0) as u64) * 1000, 1);
-            }
+        if self.timing_enabled
+            && let Some(e) = event_ms
+        {
+            self.timing.event_to_arrival.record_us(((arrival_ms - e).max(0) as u64) * 1000, 1);
         }
         let meta = Meta { source: self.id.clone(), position, raw, event_ms, arrival_ms, read_ms };
         self.pending.push(Record { doc: Arc::new(doc), meta: Arc::new(meta), ack });

@@ -145,13 +145,12 @@ path = "out.jsonl"
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut body = String::new();
     while Instant::now() < deadline {
-        if let Some(b) = scrape(port) {
-            if b.contains("ctrflow_records_out_total{node=\"out\"}")
-                && !b.contains("ctrflow_records_out_total{node=\"out\"} 0\n")
-            {
-                body = b;
-                break;
-            }
+        if let Some(b) = scrape(port)
+            && b.contains("ctrflow_records_out_total{node=\"out\"}")
+            && !b.contains("ctrflow_records_out_total{node=\"out\"} 0\n")
+        {
+            body = b;
+            break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }

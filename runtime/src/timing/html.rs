@@ -91,10 +91,10 @@ svg text{font:12px system-ui,sans-serif}</style></head><body>",
 
 fn hops(n: &super::NodeReport) -> Vec<(&'static str, &Summary)> {
     let mut v = Vec::new();
-    if let Some(s) = &n.event_to_arrival_ms {
-        if s.count > 0 {
-            v.push(("event → arrival", s));
-        }
+    if let Some(s) = &n.event_to_arrival_ms
+        && s.count > 0
+    {
+        v.push(("event → arrival", s));
     }
     if let Some(s) = &n.queue_wait_ms {
         v.push(("queue wait", s));

@@ -345,10 +345,10 @@ impl Report {
             ));
         };
         for n in &self.nodes {
-            if let Some(m) = &n.event_to_arrival_ms {
-                if m.count > 0 {
-                    row(&mut s, format!("{} event→arrival", n.id), m);
-                }
+            if let Some(m) = &n.event_to_arrival_ms
+                && m.count > 0
+            {
+                row(&mut s, format!("{} event→arrival", n.id), m);
             }
             if let Some(m) = &n.queue_wait_ms {
                 row(&mut s, format!("{} queue wait", n.id), m);

@@ -170,13 +170,13 @@ impl DynamoWriter {
                 .ok_or_else(|| format!("the item has no {:?} attribute (the table's partition key)", self.hash_key))?;
             map.insert(self.hash_key.clone(), AttributeValue::S(value));
         }
-        if let Some(range) = &self.range_key {
-            if !map.contains_key(range) {
-                let value = item.encoding.as_ref().and_then(|e| e.sort_key.clone()).ok_or_else(|| {
-                    format!("the item has no {range:?} attribute (the table's sort key); set the plugin's sort_key")
-                })?;
-                map.insert(range.clone(), AttributeValue::S(value));
-            }
+        if let Some(range) = &self.range_key
+            && !map.contains_key(range)
+        {
+            let value = item.encoding.as_ref().and_then(|e| e.sort_key.clone()).ok_or_else(|| {
+                format!("the item has no {range:?} attribute (the table's sort key); set the plugin's sort_key")
+            })?;
+            map.insert(range.clone(), AttributeValue::S(value));
         }
         let version = match map.get(VERSION_ATTRIBUTE) {
             Some(AttributeValue::N(n)) => n.parse::<i64>().ok(),

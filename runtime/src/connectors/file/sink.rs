@@ -109,12 +109,10 @@ impl FileWriter {
                 self.rotate_bytes.is_some_and(|b| f.bytes >= b)
                     || self.rotate_interval.is_some_and(|d| f.opened.elapsed() >= d)
             });
-            if due {
-                if let Some(mut old) = self.open.remove(&target) {
-                    old.writer.flush()?;
-                    let next = self.open_file(&target, old.index + 1)?;
-                    self.open.insert(target.clone(), next);
-                }
+            if due && let Some(mut old) = self.open.remove(&target) {
+                old.writer.flush()?;
+                let next = self.open_file(&target, old.index + 1)?;
+                self.open.insert(target.clone(), next);
             }
             if !self.open.contains_key(&target) {
                 if self.open.len() >= MAX_OPEN {
@@ -141,10 +139,10 @@ impl FileWriter {
     }
 
     fn close_oldest(&mut self) -> std::io::Result<()> {
-        if let Some(key) = self.open.iter().min_by_key(|(_, f)| f.opened).map(|(k, _)| k.clone()) {
-            if let Some(mut f) = self.open.remove(&key) {
-                f.writer.flush()?;
-            }
+        if let Some(key) = self.open.iter().min_by_key(|(_, f)| f.opened).map(|(k, _)| k.clone())
+            && let Some(mut f) = self.open.remove(&key)
+        {
+            f.writer.flush()?;
         }
         Ok(())
     }

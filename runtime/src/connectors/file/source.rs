@@ -195,10 +195,10 @@ fn save(
         while let Ok(c) = ctx.completions.try_recv() {
             checkpoints.complete(c);
         }
-        if let Some(pos) = checkpoints.advance() {
-            if enabled {
-                store.save(&pos)?;
-            }
+        if let Some(pos) = checkpoints.advance()
+            && enabled
+        {
+            store.save(&pos)?;
         }
         if !wait || checkpoints.in_flight() == 0 || checkpoints.is_stalled() {
             break;

@@ -458,12 +458,12 @@ impl Reader<'_> {
         }
         let mut touched: Vec<String> = Vec::new();
         for c in arrived {
-            if let Some((shard, local)) = self.batches.remove(&c.seq) {
-                if let Some(s) = self.shards.get_mut(&shard) {
-                    s.acks.complete(Completion { seq: local, ok: c.ok });
-                    if !touched.contains(&shard) {
-                        touched.push(shard);
-                    }
+            if let Some((shard, local)) = self.batches.remove(&c.seq)
+                && let Some(s) = self.shards.get_mut(&shard)
+            {
+                s.acks.complete(Completion { seq: local, ok: c.ok });
+                if !touched.contains(&shard) {
+                    touched.push(shard);
                 }
             }
         }
