@@ -4,7 +4,12 @@ use std::path::PathBuf;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the repo root").to_path_buf()
+    // `cargo test` sets CARGO_MANIFEST_DIR for the test process: preferred to the value
+    // compiled in, so a build directory shared between clones never points the tests at
+    // another clone's files.
+    let manifest =
+        std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    manifest.parent().expect("tests/ is in the repo root").to_path_buf()
 }
 
 /// A file under `tests/fixtures/`.

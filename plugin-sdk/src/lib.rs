@@ -151,7 +151,13 @@ impl Init {
     pub fn config<T: serde::de::DeserializeOwned>(&self) -> Result<T, Error> {
         let value =
             if self.config.is_null() { serde_json::Value::Object(Default::default()) } else { self.config.clone() };
-        serde_json::from_value(value).map_err(|e| Error::invalid_config(format!("config: {e}")))
+        // Name the key for type errors too (`config.keep_last: invalid type…`), not just for
+        // unknown keys, which serde already names.
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let key = if path == "." { "config".to_string() } else { format!("config.{path}") };
+            Error::invalid_config(format!("{key}: {}", e.into_inner()))
+        })
     }
 
     /// The node's `config` table as JSON.
@@ -353,4 +359,34 @@ macro_rules! export_sink {
             );
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Cfg {
+        keep_last: u32,
+        #[serde(default)]
+        fields: Vec<String>,
+    }
+
+    #[test]
+    fn a_wrong_type_in_config_names_the_key() {
+        let e = Init::new(json!({"keep_last": "four"})).config::<Cfg>().unwrap_err();
+        assert!(matches!(e.kind, ErrorKind::InvalidConfig));
+        assert!(e.message.starts_with("config.keep_last:"), "{}", e.message);
+        let e = Init::new(json!({"keep_last": 4, "fields": ["a", 7]})).config::<Cfg>().unwrap_err();
+        assert!(e.message.starts_with("config.fields[1]:"), "{}", e.message);
+    }
+
+    #[test]
+    fn an_unknown_config_key_is_named() {
+        let e = Init::new(json!({"keep_last": 4, "keep_lst": 3})).config::<Cfg>().unwrap_err();
+        assert!(e.message.contains("keep_lst"), "{}", e.message);
+    }
 }

@@ -18,8 +18,12 @@ use anyhow::{Context, bail};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let root =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().context("xtask/ is in the repository root")?.to_path_buf();
+    // `cargo run` sets CARGO_MANIFEST_DIR for the running process: prefer it to the value
+    // compiled in, so a build directory shared between clones (CI's) never points the xtask
+    // at another clone.
+    let manifest =
+        std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    let root = manifest.parent().context("xtask/ is in the repository root")?.to_path_buf();
     match args.first().map(String::as_str) {
         Some("demo") => demo(&root, &args[1..]),
         Some("test") => test(&root, &args[1..]),
