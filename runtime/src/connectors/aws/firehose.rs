@@ -13,7 +13,7 @@ use aws_sdk_firehose::Client;
 use aws_sdk_firehose::primitives::Blob;
 use aws_sdk_firehose::types::Record;
 
-use super::{EntryOutcome, Limits, Settings, block_on, classify, described, send_all};
+use super::{Limits, Settings, block_on, classify, described, entry_outcomes, send_all};
 use crate::config::{AwsConfig, FirehoseSinkConfig};
 use crate::sink::{Item, Written};
 use crate::topology::Shutdown;
@@ -92,17 +92,7 @@ impl FirehoseWriter {
             let req = self.client.put_record_batch().delivery_stream_name(&self.stream).set_records(Some(records));
             Box::pin(async move {
                 let out = req.send().await.map_err(|e| classify(&e))?;
-                let mut outcomes: Vec<EntryOutcome> = out
-                    .request_responses()
-                    .iter()
-                    .map(|r| match r.error_code() {
-                        None => EntryOutcome::Done,
-                        // ServiceUnavailableException | InternalFailure: both transient.
-                        Some(code) => EntryOutcome::Retry(code.to_string()),
-                    })
-                    .collect();
-                outcomes.resize(n, EntryOutcome::Retry("missing from the response".into()));
-                Ok(outcomes)
+                Ok(entry_outcomes(out.request_responses().iter().map(|r| r.error_code()), n))
             })
         })
         .await

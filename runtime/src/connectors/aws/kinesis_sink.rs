@@ -15,7 +15,7 @@ use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use ctrflow_plugin_sdk::path::FieldPath;
 use serde_json::Value;
 
-use super::{EntryOutcome, Limits, Settings, block_on, classify, described, send_all};
+use super::{Limits, Settings, block_on, classify, described, entry_outcomes, send_all};
 use crate::config::{AwsConfig, KinesisSinkConfig};
 use crate::sink::{Item, Written};
 use crate::topology::Shutdown;
@@ -117,16 +117,7 @@ impl KinesisWriter {
             let req = self.client.put_records().stream_name(&self.stream).set_records(Some(records));
             Box::pin(async move {
                 let out = req.send().await.map_err(|e| classify(&e))?;
-                let mut outcomes: Vec<EntryOutcome> = out
-                    .records()
-                    .iter()
-                    .map(|r| match r.error_code() {
-                        None => EntryOutcome::Done,
-                        Some(code) => EntryOutcome::Retry(code.to_string()),
-                    })
-                    .collect();
-                outcomes.resize(n, EntryOutcome::Retry("missing from the response".into()));
-                Ok(outcomes)
+                Ok(entry_outcomes(out.records().iter().map(|r| r.error_code()), n))
             })
         })
         .await

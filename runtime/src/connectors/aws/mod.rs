@@ -260,6 +260,21 @@ where
     }
 }
 
+/// Per-entry outcomes from a batch API's per-entry error codes (Firehose's
+/// `RequestResponses`, Kinesis's `Records`): no code is done, any code is retried (both
+/// services report only transient per-entry codes). Entries the response left out are
+/// retried too, so the result always has `n` outcomes.
+pub fn entry_outcomes<'a>(codes: impl Iterator<Item = Option<&'a str>>, n: usize) -> Vec<EntryOutcome> {
+    let mut outcomes: Vec<EntryOutcome> = codes
+        .map(|code| match code {
+            None => EntryOutcome::Done,
+            Some(code) => EntryOutcome::Retry(code.to_string()),
+        })
+        .collect();
+    outcomes.resize(n, EntryOutcome::Retry("missing from the response".into()));
+    outcomes
+}
+
 /// What a batch API said about one entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryOutcome {
