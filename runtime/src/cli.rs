@@ -9,7 +9,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{PipelineConfig, SinkKind};
 use crate::graph::{Graph, GraphError};
-use crate::host::{BUNDLED, CompileCache, Host, parse_duration};
+use crate::host::{BUNDLED, CompileCache, Host};
+use crate::units::parse_duration;
 use crate::pipeline::{Pipeline, RunOptions, RunOutcome};
 use crate::topology::Shutdown;
 

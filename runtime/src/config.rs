@@ -17,7 +17,6 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::host::LimitsConfig;
 
 /// A problem reading a pipeline file; each names the key or line to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -327,6 +326,20 @@ pub struct TransformConfig {
     /// What happens to a record the plugin refuses or traps on.
     #[serde(default)]
     pub on_error: OnError,
+}
+
+/// `limits = { … }` as written in TOML (resolved over the defaults by the host).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Memory cap per instance, e.g. `"32MiB"` (default 64MiB).
+    pub memory: Option<String>,
+    /// Time budget per record, e.g. `"5ms"` (default 10ms).
+    pub time_per_record: Option<String>,
+    /// Largest record a plugin may emit, e.g. `"1MiB"` (default 1MiB).
+    pub max_output: Option<String>,
+    /// Most records one record may split into (default 1000).
+    pub max_split: Option<usize>,
 }
 
 // ---------------------------------------------------------------------------------------

@@ -42,3 +42,4 @@ pub mod source;
 pub mod tables;
 pub mod timing;
 pub mod topology;
+pub mod units;

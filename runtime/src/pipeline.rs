@@ -18,7 +18,8 @@ use crate::config::{OnError, SinkKind, SourceKind, TableConfig};
 use crate::connectors::{self, Writer};
 use crate::dead_letter::{self, DeadLetter, DeadLetterTarget, DeadLetters};
 use crate::graph::{Graph, GraphError, Section};
-use crate::host::{Decision, Host, Lookup, NodeContext, SinkPlugin, TransformPlugin, parse_duration, parse_size};
+use crate::host::{Decision, Host, Limits, Lookup, NodeContext, SinkPlugin, TransformPlugin};
+use crate::units::{parse_duration, parse_size};
 use crate::record::Record;
 use crate::sink::SinkNode;
 use crate::source::SourceContext;
@@ -101,7 +102,7 @@ impl Pipeline {
         let mut transforms = HashMap::new();
         for (id, t) in &cfg.transforms {
             let node = format!("transforms.{id}");
-            let limits = match t.limits.resolve() {
+            let limits = match Limits::from_config(&t.limits) {
                 Ok(l) => l,
                 Err(detail) => {
                     errors.push(GraphError::Connector { node, detail });
@@ -171,7 +172,7 @@ impl Pipeline {
             let plugin = match &c.plugin {
                 None => None,
                 Some(p) => {
-                    let limits = c.limits.resolve();
+                    let limits = Limits::from_config(&c.limits);
                     let config = toml_to_json(c.config.as_ref());
                     let built = limits.map_err(|e| e.to_string()).and_then(|limits| {
                         host.load(p, &cfg.base_dir)

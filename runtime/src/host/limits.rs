@@ -1,8 +1,10 @@
-//! [`Limits`]: the sandbox's memory cap and time budget, from a node's TOML `limits`.
+//! [`Limits`]: the sandbox's memory cap and time budget, resolved from a node's TOML
+//! `limits` ([`LimitsConfig`]) over safe defaults.
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use crate::config::LimitsConfig;
+use crate::units::{parse_duration, parse_size};
 
 /// Per-node sandbox limits. Defaults are safe for CTR-sized records.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,77 +30,24 @@ impl Default for Limits {
     }
 }
 
-/// `limits = { … }` as written in TOML.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsConfig {
-    /// Memory cap per instance, e.g. `"32MiB"` (default 64MiB).
-    pub memory: Option<String>,
-    /// Time budget per record, e.g. `"5ms"` (default 10ms).
-    pub time_per_record: Option<String>,
-    /// Largest record a plugin may emit, e.g. `"1MiB"` (default 1MiB).
-    pub max_output: Option<String>,
-    /// Most records one record may split into (default 1000).
-    pub max_split: Option<usize>,
-}
-
-impl LimitsConfig {
+impl Limits {
     /// Resolves the written limits over the defaults; errors name the key.
-    pub fn resolve(&self) -> Result<Limits, String> {
+    pub fn from_config(written: &LimitsConfig) -> Result<Limits, String> {
         let mut limits = Limits::default();
-        if let Some(m) = &self.memory {
+        if let Some(m) = &written.memory {
             limits.memory_bytes = parse_size(m).map_err(|e| format!("limits.memory: {e}"))?;
         }
-        if let Some(t) = &self.time_per_record {
+        if let Some(t) = &written.time_per_record {
             limits.time_per_record = parse_duration(t).map_err(|e| format!("limits.time_per_record: {e}"))?;
         }
-        if let Some(m) = &self.max_output {
+        if let Some(m) = &written.max_output {
             limits.max_output_bytes = parse_size(m).map_err(|e| format!("limits.max_output: {e}"))?;
         }
-        if let Some(n) = self.max_split {
+        if let Some(n) = written.max_split {
             limits.max_split = n;
         }
         Ok(limits)
     }
-}
-
-/// Parses `"64MiB"`, `"512KiB"`, `"1GiB"`, `"1000"` (bytes), `"4MB"`.
-pub fn parse_size(text: &str) -> Result<usize, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: usize = num.parse().map_err(|_| format!("{text:?} is not a size like \"32MiB\""))?;
-    let mult = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" | "K" => 1 << 10,
-        "MiB" | "M" => 1 << 20,
-        "GiB" | "G" => 1 << 30,
-        "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        other => return Err(format!("unknown size unit {other:?} in {text:?} (use B, KiB, MiB, GiB)")),
-    };
-    n.checked_mul(mult).ok_or_else(|| format!("{text:?} is too large"))
-}
-
-/// Parses `"5ms"`, `"2s"`, `"1m"`, `"250us"`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("{text:?} is not a duration like \"5ms\""))?;
-    let secs = match unit.trim() {
-        "us" | "µs" => n / 1e6,
-        "ms" => n / 1e3,
-        "s" | "" => n,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        other => return Err(format!("unknown duration unit {other:?} in {text:?} (use us, ms, s, m, h)")),
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("{text:?} is not a duration"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 #[cfg(test)]
@@ -106,17 +55,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_and_durations_parse() {
-        assert_eq!(parse_size("32MiB").unwrap(), 32 << 20);
-        assert_eq!(parse_size("1000").unwrap(), 1000);
-        assert_eq!(parse_duration("5ms").unwrap(), Duration::from_millis(5));
-        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
-    }
-
-    #[test]
     fn a_bad_unit_names_the_key() {
         let cfg = LimitsConfig { memory: Some("32 parsecs".into()), ..Default::default() };
-        let err = cfg.resolve().unwrap_err();
+        let err = Limits::from_config(&cfg).unwrap_err();
         assert!(err.starts_with("limits.memory:"), "{err}");
         assert!(err.contains("parsecs"), "{err}");
     }

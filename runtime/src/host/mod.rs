@@ -28,7 +28,7 @@ use wasmtime::{Config, Engine};
 
 pub use bundled::{BUNDLED, TEST_PLUGIN_DIR, bundled};
 pub use cache::{CacheOutcome, CompileCache};
-pub use limits::{Limits, LimitsConfig, parse_duration, parse_size};
+pub use limits::Limits;
 pub use plugin::{Decision, Encoding, Failure, FailureKind, SinkPlugin, TransformPlugin};
 pub use state::{Lookup, NodeContext};
 

@@ -22,7 +22,8 @@ use serde_json::Value;
 use super::dynamodb::from_attribute;
 use super::{Settings, block_on, describe, described};
 use crate::config::{AwsConfig, DynamoTableConfig};
-use crate::host::{Lookup, parse_duration};
+use crate::host::Lookup;
+use crate::units::parse_duration;
 
 const DEFAULT_TTL: Duration = Duration::from_secs(60);
 const DEFAULT_CAPACITY: usize = 10_000;

@@ -18,7 +18,7 @@ use ctrflow_plugin_sdk::path::FieldPath;
 use serde_json::Value;
 
 use crate::config::FileSinkConfig;
-use crate::host::{parse_duration, parse_size};
+use crate::units::{parse_duration, parse_size};
 use crate::record::now_ms;
 use crate::sink::{Backoff, Item, Written};
 

@@ -37,7 +37,7 @@ use super::deaggregate;
 use crate::ack::{Checkpointer, Completion};
 use crate::config::{AwsConfig, KinesisSourceConfig};
 use crate::connectors::aws::{Fault, Settings, block_on, classify, described};
-use crate::host::parse_duration;
+use crate::units::parse_duration;
 use crate::sink::Backoff;
 use crate::source::SourceContext;
 
