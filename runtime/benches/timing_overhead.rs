@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 static GLOBAL: ctrflow::Allocator = mimalloc::MiMalloc;
 use std::time::Instant;
 
-use ctrflow::pipeline::RunOptions;
-use ctrflow::topology::Shutdown;
+use ctrflow::flow::Shutdown;
+use ctrflow::monitor::RunOptions;
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -26,7 +26,7 @@ fn run(pipeline: &Path, out: &Path) -> f64 {
     let _ = std::fs::remove_dir_all(out);
     let p = ctrflow::cli::build(pipeline).expect("the demo builds");
     let started = Instant::now();
-    let outcome = p.run(Shutdown::default(), RunOptions::default()).expect("the demo runs");
+    let outcome = ctrflow::topology::run(p, Shutdown::default(), RunOptions::default()).expect("the demo runs");
     let secs = started.elapsed().as_secs_f64();
     let read: u64 = outcome.report.nodes.iter().filter(|n| n.kind == "source").map(|n| n.records_in).sum();
     read as f64 / secs

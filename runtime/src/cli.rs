@@ -7,12 +7,17 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::config::{PipelineConfig, SinkKind};
+use std::collections::BTreeMap;
+
+use crate::config::{PipelineConfig, RuntimeConfig};
+use crate::contract::Destination;
+use crate::flow::Shutdown;
 use crate::graph::{Graph, GraphError};
 use crate::host::{BUNDLED, CompileCache, Host};
+use crate::monitor::RunOptions;
+use crate::pipeline::Pipeline;
+use crate::topology::RunOutcome;
 use crate::units::parse_duration;
-use crate::pipeline::{Pipeline, RunOptions, RunOutcome};
-use crate::topology::Shutdown;
 
 /// Routes Amazon Connect contact trace records through a TOML-defined graph of sandboxed
 /// WebAssembly plugins, timing every hop.
@@ -98,20 +103,22 @@ fn load_graph(path: &Path) -> Result<Graph, Invalid> {
     Graph::from_config(config).map_err(Invalid)
 }
 
-fn host_for(graph: &Graph) -> anyhow::Result<Host> {
-    let cache = match graph.config.runtime.plugin_cache.as_deref() {
+fn host_for(config: &PipelineConfig) -> anyhow::Result<Host> {
+    let runtime: &RuntimeConfig = &config.runtime;
+    let cache = match runtime.plugin_cache.as_deref() {
         Some("") => None,
-        Some(dir) => Some(CompileCache::new(graph.config.resolve(dir))),
+        Some(dir) => Some(CompileCache::new(config.resolve(dir))),
         None => CompileCache::default_dir().map(CompileCache::new),
     };
     Ok(Host::new(cache)?)
 }
 
-/// Loads, validates and builds a pipeline (plugins loaded and initialised).
+/// Reads, validates and builds a pipeline (plugins loaded and initialised), reporting every
+/// problem of the file, the graph, the connectors and the plugins together.
 pub fn build(path: &Path) -> anyhow::Result<Pipeline> {
-    let graph = load_graph(path)?;
-    let host = host_for(&graph)?;
-    Ok(Pipeline::build(graph, &host).map_err(Invalid)?)
+    let read = PipelineConfig::read(path).map_err(|errs| Invalid(errs.into_iter().map(GraphError::from).collect()))?;
+    let host = host_for(&read.config)?;
+    Ok(Pipeline::build(read, &host).map_err(Invalid)?)
 }
 
 /// Runs the command line.
@@ -151,17 +158,19 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             }
             let p = build(&pipeline)?;
             let graph = p.graph().clone();
+            let destinations = p.destinations();
             let shutdown = Shutdown::default();
             watch_signals(shutdown.clone());
             let interactive = std::io::IsTerminal::is_terminal(&std::io::stderr());
             let started = std::time::Instant::now();
-            let outcome = p.run(shutdown, RunOptions { progress: interactive && !quiet, report_interval })?;
+            let outcome =
+                crate::topology::run(p, shutdown, RunOptions { progress: interactive && !quiet, report_interval })?;
             for r in &report {
                 write_report(r, &outcome, &graph)?;
             }
             if !quiet {
                 eprintln!("\n{}", outcome.report.table());
-                eprint!("{}", where_it_went(&graph, &outcome, started.elapsed()));
+                eprint!("{}", where_it_went(&graph, &destinations, &outcome, started.elapsed()));
             }
             Ok(())
         }
@@ -182,7 +191,12 @@ fn write_report(path: &Path, outcome: &RunOutcome, graph: &Graph) -> anyhow::Res
 }
 
 /// The closing summary: counts, and where each sink's data is, with a query to paste.
-fn where_it_went(graph: &Graph, outcome: &RunOutcome, elapsed: Duration) -> String {
+fn where_it_went(
+    graph: &Graph,
+    destinations: &BTreeMap<String, Destination>,
+    outcome: &RunOutcome,
+    elapsed: Duration,
+) -> String {
     let c = &graph.config;
     let read: u64 = outcome.report.nodes.iter().filter(|n| n.kind == "source").map(|n| n.records_in).sum();
     let mut s = format!(
@@ -190,26 +204,12 @@ fn where_it_went(graph: &Graph, outcome: &RunOutcome, elapsed: Duration) -> Stri
         elapsed.as_secs_f64(),
         read as f64 / elapsed.as_secs_f64().max(1e-9)
     );
-    for (id, sink) in &c.sinks {
+    for (id, d) in destinations {
         let written = outcome.report.nodes.iter().find(|n| &n.id == id).map_or(0, |n| n.records_out);
-        let line = match &sink.kind {
-            SinkKind::Sqlite(q) => {
-                let db = c.resolve(&q.path);
-                format!(
-                    "  sinks.{id}: {written} records → SQLite {} table {:?}\n      sqlite3 {} 'SELECT COUNT(*) FROM \"{}\"'\n",
-                    db.display(),
-                    q.table,
-                    db.display(),
-                    q.table
-                )
-            }
-            SinkKind::File(f) => format!("  sinks.{id}: {written} lines → {}\n", c.resolve(&f.path).display()),
-            SinkKind::Stdout(_) => format!("  sinks.{id}: {written} lines → standard output\n"),
-            SinkKind::Dynamodb(d) => format!("  sinks.{id}: {written} items → DynamoDB table {}\n", d.table),
-            SinkKind::Firehose(f) => format!("  sinks.{id}: {written} records → Firehose {}\n", f.delivery_stream),
-            SinkKind::Kinesis(k) => format!("  sinks.{id}: {written} records → Kinesis {}\n", k.stream),
-        };
-        s.push_str(&line);
+        s.push_str(&format!("  sinks.{id}: {written} {} → {}\n", d.unit, d.place));
+        if let Some(look) = &d.look {
+            s.push_str(&format!("      {look}\n"));
+        }
     }
     if let Some(p) = &outcome.dead_letter_path {
         s.push_str(&format!("  dead letters: {} → {}\n", outcome.dead_letters, p.display()));

@@ -15,8 +15,78 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::ack::AckRef;
+use crate::flow::{Batch, Output};
 use crate::record::{Record, now_ms};
-use crate::topology::{Batch, Output};
+
+/// Why a record was refused: the `kind` field of a dead letter. These names are stable
+/// (dashboards and replay scripts match on them); add kinds, never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DeadLetterKind {
+    /// A source read bytes that are not JSON.
+    MalformedJson,
+    /// JSON, but not a contact record (no `ContactId`).
+    NotACtr,
+    /// Larger than a limit (`runtime.max_record_size`, a destination's record limit).
+    Oversized,
+    /// A keyed write found no key (`ContactId`, or the plugin's item key).
+    NoKey,
+    /// A Kinesis sink found no partition key.
+    NoPartitionKey,
+    /// The destination refused the record itself (not a fault of the destination).
+    Rejected,
+    /// The destination cannot hold this record as it is (SQLite: two fields whose names
+    /// differ only by case, more columns than the table may have).
+    Unwritable,
+    /// A plugin said the record is bad.
+    BadRecord,
+    /// A plugin refused its configuration for this record.
+    InvalidConfig,
+    /// A plugin's lookup failed.
+    LookupFailed,
+    /// A plugin returned an error of its own.
+    PluginError,
+    /// A plugin ran past its time limit.
+    Deadline,
+    /// A plugin hit its memory cap.
+    MemoryLimit,
+    /// A plugin panicked.
+    Panic,
+    /// A plugin trapped otherwise.
+    Trap,
+    /// A plugin produced more than its output limit.
+    OutputTooLarge,
+}
+
+impl DeadLetterKind {
+    /// The stable name written in the dead letter's `kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterKind::MalformedJson => "malformed_json",
+            DeadLetterKind::NotACtr => "not_a_ctr",
+            DeadLetterKind::Oversized => "oversized",
+            DeadLetterKind::NoKey => "no_key",
+            DeadLetterKind::NoPartitionKey => "no_partition_key",
+            DeadLetterKind::Rejected => "rejected",
+            DeadLetterKind::Unwritable => "unwritable",
+            DeadLetterKind::BadRecord => "bad_record",
+            DeadLetterKind::InvalidConfig => "invalid_config",
+            DeadLetterKind::LookupFailed => "lookup_failed",
+            DeadLetterKind::PluginError => "plugin_error",
+            DeadLetterKind::Deadline => "deadline",
+            DeadLetterKind::MemoryLimit => "memory_limit",
+            DeadLetterKind::Panic => "panic",
+            DeadLetterKind::Trap => "trap",
+            DeadLetterKind::OutputTooLarge => "output_too_large",
+        }
+    }
+}
+
+impl std::fmt::Display for DeadLetterKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// One refused record.
 #[derive(Debug)]
@@ -25,8 +95,8 @@ pub struct DeadLetter {
     pub record: Record,
     /// The node that refused it, as the pipeline names it (`transforms.redact`).
     pub node: String,
-    /// A stable kind: `malformed_json`, `not_a_ctr`, `oversized`, `panic`, `deadline`, …
-    pub kind: String,
+    /// Why, as a stable kind.
+    pub kind: DeadLetterKind,
     /// What happened.
     pub reason: String,
     /// When, Unix epoch ms.
@@ -35,8 +105,8 @@ pub struct DeadLetter {
 
 impl DeadLetter {
     /// A dead letter for `record`, refused now by `node`.
-    pub fn new(record: Record, node: String, kind: &str, reason: String) -> Self {
-        DeadLetter { record, node, kind: kind.to_string(), reason, at_ms: now_ms() }
+    pub fn new(record: Record, node: String, kind: DeadLetterKind, reason: String) -> Self {
+        DeadLetter { record, node, kind, reason, at_ms: now_ms() }
     }
 
     /// The dead letter as the JSON object that is written.
@@ -51,7 +121,7 @@ impl DeadLetter {
             "time": ctrflow_plugin_sdk::ctr::format_timestamp(self.at_ms),
             "time_ms": self.at_ms,
             "node": self.node,
-            "kind": self.kind,
+            "kind": self.kind.as_str(),
             "reason": self.reason,
             "source": &*meta.source,
             "position": meta.position,

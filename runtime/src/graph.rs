@@ -2,9 +2,10 @@
 //!
 //! [`Graph::from_config`] checks the structure and returns *every* problem at once, each
 //! naming its node the way the file does (`transforms.redact: input "sorce" is not a node
-//! (did you mean "source"?)`). What needs the plugins themselves — that a plugin exists, is
-//! of the right kind, accepts its config, and declares the outputs other nodes read — is
-//! checked when the topology is built ([`crate::topology`]), with the same error type.
+//! (did you mean "source"?)`). What needs the plugins and connectors themselves — that a
+//! plugin exists, is of the right kind, accepts its config, and declares the outputs other
+//! nodes read; that a connector's options are right — is checked when the pipeline is built
+//! ([`crate::pipeline`]), with the same error type, in the same list.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -158,6 +159,14 @@ pub struct Graph {
 impl Graph {
     /// Validates the structure of `config`; returns every problem found.
     pub fn from_config(config: PipelineConfig) -> Result<Graph, Vec<GraphError>> {
+        let (graph, errors) = Graph::check(config);
+        if errors.is_empty() { Ok(graph) } else { Err(errors) }
+    }
+
+    /// Builds the graph as far as it goes and lists every structural problem. With
+    /// problems, the graph still holds every node (a cycle's transforms unordered), so the
+    /// checks after it can run and report theirs too.
+    pub fn check(config: PipelineConfig) -> (Graph, Vec<GraphError>) {
         let mut errors = Vec::new();
         let mut sections: BTreeMap<&str, Section> = BTreeMap::new();
         let ids = config
@@ -228,7 +237,7 @@ impl Graph {
         let mut transforms = Vec::new();
         for (id, t) in &config.transforms {
             let key = format!("transforms.{id}");
-            if t.inputs.is_empty() {
+            if t.inputs.is_empty() && !config.broken.contains(&key) {
                 errors.push(GraphError::NoInputs { node: key.clone() });
             }
             for table in &t.tables {
@@ -244,7 +253,7 @@ impl Graph {
         for (id, s) in &config.sinks {
             let key = format!("sinks.{id}");
             let is_dead_letter = dead_letter_sink.as_deref() == Some(id.as_str());
-            if s.common.inputs.is_empty() && !is_dead_letter {
+            if s.common.inputs.is_empty() && !is_dead_letter && !config.broken.contains(&key) {
                 errors.push(GraphError::NoInputs { node: key.clone() });
             }
             let inputs = resolve(key, &s.common.inputs, &mut errors);
@@ -253,7 +262,10 @@ impl Graph {
 
         match topo_sort(&transforms) {
             Ok(order) => nodes.extend(order),
-            Err(cycle) => errors.push(GraphError::Cycle { path: cycle }),
+            Err(cycle) => {
+                errors.push(GraphError::Cycle { path: cycle });
+                nodes.extend(transforms);
+            }
         }
         nodes.extend(sinks);
 
@@ -264,7 +276,7 @@ impl Graph {
             }
         }
 
-        if errors.is_empty() { Ok(Graph { config, nodes }) } else { Err(errors) }
+        (Graph { config, nodes }, errors)
     }
 
     /// The node with this id.
@@ -327,21 +339,13 @@ impl Graph {
     pub fn label(&self, n: &Node) -> String {
         let c = &self.config;
         match n.section {
-            Section::Source => {
-                let ty = match &c.sources[&n.id].kind {
-                    crate::config::SourceKind::Generator(_) => "generator",
-                    crate::config::SourceKind::File(_) => "file",
-                    crate::config::SourceKind::Stdin(_) => "stdin",
-                    crate::config::SourceKind::Kinesis(_) => "kinesis",
-                };
-                format!("{} ({ty})", n.id)
-            }
+            Section::Source => format!("{} ({})", n.id, c.sources[&n.id].type_name),
             Section::Transform => format!("{} ({})", n.id, c.transforms[&n.id].plugin),
             Section::Sink => {
                 let s = &c.sinks[&n.id];
                 match &s.common.plugin {
-                    Some(p) => format!("{} ({} via {p})", n.id, s.kind.type_name()),
-                    None => format!("{} ({})", n.id, s.kind.type_name()),
+                    Some(p) => format!("{} ({} via {p})", n.id, s.connector.type_name),
+                    None => format!("{} ({})", n.id, s.connector.type_name),
                 }
             }
         }

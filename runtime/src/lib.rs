@@ -6,18 +6,37 @@
 //!
 //! ## A tour, in the order data flows
 //!
-//! - [`config`] reads the pipeline TOML into plain structs (and `${VAR}` interpolation).
-//! - [`graph`] validates it into a DAG, reporting every problem at once with its node.
+//! The model — what the user declared; runs nothing:
+//! - [`units`]: sizes (`"32MiB"`) and durations (`"5ms"`) as written in TOML.
+//! - [`config`] reads the pipeline TOML into plain structs (and `${VAR}` interpolation). A
+//!   connector node stays a `type` plus its raw keys: config knows no connector.
+//! - [`graph`] validates the structure into a DAG, reporting every problem at once.
+//! - [`record`] is what flows: a document parsed once, shared copy-on-write on fan-out.
+//! - [`ack`] turns sink acknowledgements into source checkpoints: at least once.
+//! - [`timing`] keeps the hop histograms and renders the report (table, JSON, HTML,
+//!   Prometheus).
+//!
+//! The contract — what connectors and the runtime agree on:
+//! - [`flow`]: batches, the bounded channels between nodes, the stop signal.
+//! - [`dead_letter`]: refused records, their stable kinds, and the dead-letter writer.
+//! - [`contract`]: the connector traits (source, sink, table), the context a source runs
+//!   with, the items and outcomes a sink writer deals in, and what every node shares.
+//!
+//! The outside world and the sandbox (neither knows the other):
+//! - [`connectors`]: one module per connector, and the [`connectors::registry`] that maps
+//!   `type = "…"` to them: generator, files, stdin, SQLite, stdout, Kinesis, DynamoDB,
+//!   Firehose, lookup tables.
 //! - [`host`] is the WebAssembly host: one engine, plugins compiled once and cached,
 //!   sandboxed instances with a memory cap and a deadline, traps contained.
-//! - [`record`] is what flows: a document parsed once, shared copy-on-write on fan-out.
-//! - [`connectors`] read and write the outside world: generator, files, stdin, SQLite,
-//!   stdout, and (AWS) Kinesis, DynamoDB, Firehose.
-//! - [`topology`] wires nodes into threads joined by bounded channels (backpressure all
-//!   the way to the source), and [`dead_letter`] takes what nodes refuse.
-//! - [`ack`] turns sink acknowledgements into source checkpoints: at least once.
-//! - [`timing`] keeps the hop histograms and renders the report.
+//!
+//! Running it:
+//! - [`pipeline`] builds: the named checks that all add to one list of problems.
+//! - [`topology`] opens the connectors, wires the channels and starts one thread per node;
+//!   [`transform`] and [`sink`] are the nodes' loops; [`monitor`] shows progress.
 //! - [`cli`] is the `ctrflow` command.
+//!
+//! Each group imports only the groups listed before it (the model, then the contract, then
+//! connectors and host, then the runtime), never one after it.
 //!
 //! What ctrflow deliberately does not do: exactly-once delivery (sinks keyed by
 //! `ContactId` offer newer-wins writes instead, which make re-delivery harmless), or
@@ -32,14 +51,16 @@ pub mod ack;
 pub mod cli;
 pub mod config;
 pub mod connectors;
+pub mod contract;
 pub mod dead_letter;
+pub mod flow;
 pub mod graph;
 pub mod host;
+pub mod monitor;
 pub mod pipeline;
 pub mod record;
 pub mod sink;
-pub mod source;
-pub mod tables;
 pub mod timing;
 pub mod topology;
+pub mod transform;
 pub mod units;

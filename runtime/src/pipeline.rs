@@ -1,212 +1,82 @@
-//! Building a validated graph into running nodes, and running it.
+//! Building a pipeline: everything that can fail before a record moves, as a short
+//! sequence of named checks that each add to one list of problems, so `ctrflow validate`
+//! reports every problem at once — a misspelt key, an unknown input and a plugin that
+//! refuses its `config` together, each naming its key.
 //!
-//! [`Pipeline::build`] does everything that can fail before a record moves — loads the
-//! tables, compiles and initialises every plugin, checks every `node.output` against the
-//! outputs its plugin declared, checks connector settings — and reports every problem at
-//! once ([`GraphError`]). `ctrflow validate` stops there. [`Pipeline::run`] then opens the
-//! connectors, starts one thread per node (see [`crate::topology`]) and waits for the drain.
+//! 1. [`Graph::check`]: the structure (inputs resolve, no cycle, nothing dangles);
+//! 2. `read_sources` / `read_sinks` / `open_tables`: each connector node's `type` is found in
+//!    the [`registry`] and its options read and validated by the connector itself;
+//! 3. `load_transforms` / sink plugins: each plugin is compiled, pre-instantiated and
+//!    initialised with its `config`;
+//! 4. `check_outputs`: every `node.output` read is one its plugin declared;
+//! 5. `check_runtime`: the pipeline-wide settings.
+//!
+//! [`crate::topology::run`] then takes the result, opens the connectors, wires the channels
+//! and runs the nodes.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ctrflow_plugin_sdk::path::FieldPath;
-use tokio::sync::mpsc;
 
-use crate::config::{OnError, SinkKind, SourceKind, TableConfig};
-use crate::connectors::{self, Writer};
-use crate::dead_letter::{self, DeadLetter, DeadLetterTarget, DeadLetters};
-use crate::graph::{Graph, GraphError, Section};
-use crate::host::{Decision, Host, Limits, Lookup, NodeContext, SinkPlugin, TransformPlugin};
+use crate::config::{OnError, PipelineConfig, ReadConfig};
+use crate::connectors::registry;
+use crate::contract::{Destination, Env, Lookup, SinkConnector, SourceConnector, TableConnector};
+use crate::graph::{Graph, GraphError};
+use crate::host::{Host, Limits, NodeContext, SinkPlugin, TransformPlugin};
+use crate::timing::{PluginCounters, Timing};
 use crate::units::{parse_duration, parse_size};
-use crate::record::Record;
-use crate::sink::SinkNode;
-use crate::source::SourceContext;
-use crate::tables::MemoryTable;
-use crate::timing::{Counters, NodeTiming, Report, Timing};
-use crate::topology::{Batch, Output, Shutdown};
 
-struct PreparedTransform {
-    plugin: TransformPlugin,
-    on_error: OnError,
+/// A transform node's plugin, loaded and initialised.
+pub(crate) struct PreparedTransform {
+    pub plugin: TransformPlugin,
+    pub on_error: OnError,
 }
 
-struct PreparedSink {
-    plugin: Option<SinkPlugin>,
-    max_records: Option<usize>,
-    linger: Duration,
+/// A sink node: its connector's options, its encoding plugin, its batching.
+pub(crate) struct PreparedSink {
+    pub connector: Box<dyn SinkConnector>,
+    pub plugin: Option<SinkPlugin>,
+    pub max_records: usize,
+    pub max_bytes: Option<usize>,
+    pub linger: Duration,
+    pub on_error: OnError,
+}
+
+/// The pipeline-wide settings, checked.
+pub(crate) struct RuntimeSettings {
+    pub max_record_size: usize,
+    pub event_field: FieldPath,
 }
 
 /// A pipeline whose plugins are loaded and whose settings are checked.
 pub struct Pipeline {
-    graph: Graph,
-    transforms: HashMap<String, PreparedTransform>,
-    sinks: HashMap<String, PreparedSink>,
-    timing: Arc<Timing>,
-}
-
-/// How to run.
-#[derive(Debug, Clone, Default)]
-pub struct RunOptions {
-    /// Show a progress bar (an interactive terminal and a finite source).
-    pub progress: bool,
-    /// Print the timing table this often while running.
-    pub report_interval: Option<Duration>,
-}
-
-/// What a finished run leaves behind.
-pub struct RunOutcome {
-    /// The timing report.
-    pub report: Report,
-    /// Dead letters written.
-    pub dead_letters: u64,
-    /// Where the dead letters went (a file), if any were written.
-    pub dead_letter_path: Option<PathBuf>,
+    pub(crate) graph: Graph,
+    pub(crate) sources: BTreeMap<String, Box<dyn SourceConnector>>,
+    pub(crate) tables: BTreeMap<String, Box<dyn TableConnector>>,
+    pub(crate) transforms: HashMap<String, PreparedTransform>,
+    pub(crate) sinks: BTreeMap<String, PreparedSink>,
+    pub(crate) settings: RuntimeSettings,
+    pub(crate) timing: Arc<Timing>,
 }
 
 impl Pipeline {
-    /// Loads tables and plugins and checks settings; returns every problem found.
-    pub fn build(graph: Graph, host: &Host) -> Result<Pipeline, Vec<GraphError>> {
+    /// Checks everything and loads the plugins; returns every problem found.
+    pub fn build(read: ReadConfig, host: &Host) -> Result<Pipeline, Vec<GraphError>> {
+        let mut problems: Vec<GraphError> = read.problems.into_iter().map(GraphError::from).collect();
+        let (graph, structure) = Graph::check(read.config);
+        problems.extend(structure);
         let cfg = &graph.config;
-        let mut errors = Vec::new();
 
-        let mut tables: HashMap<String, Arc<dyn Lookup>> = HashMap::new();
-        for (id, t) in &cfg.tables {
-            let loaded: Result<Arc<dyn Lookup>, String> = match t {
-                TableConfig::Csv(c) => MemoryTable::csv(c, &cfg.base_dir).map(|t| Arc::new(t) as Arc<dyn Lookup>),
-                TableConfig::Json(c) => MemoryTable::json(c, &cfg.base_dir).map(|t| Arc::new(t) as Arc<dyn Lookup>),
-                TableConfig::Dynamodb(c) => {
-                    connectors::aws::lookup::DynamoLookup::new(id, c, &cfg.aws).map(|t| Arc::new(t) as Arc<dyn Lookup>)
-                }
-            };
-            match loaded {
-                Ok(l) => {
-                    tables.insert(id.clone(), l);
-                }
-                Err(detail) => errors.push(GraphError::Connector { node: format!("tables.{id}"), detail }),
-            }
-        }
+        let sources = read_sources(cfg, &mut problems);
+        let (tables, lookups) = open_tables(cfg, &mut problems);
+        let transforms = load_transforms(cfg, host, &lookups, &mut problems);
+        check_outputs(&graph, &transforms, &mut problems);
+        let sinks = read_sinks(cfg, host, &mut problems);
+        let settings = check_runtime(cfg, &mut problems);
 
-        for (id, s) in &cfg.sources {
-            let check = match &s.kind {
-                SourceKind::Generator(g) => connectors::generator::validate(g),
-                SourceKind::Kinesis(k) => connectors::aws::kinesis::validate(k),
-                _ => Ok(()),
-            };
-            if let Err(detail) = check {
-                errors.push(GraphError::Connector { node: format!("sources.{id}"), detail });
-            }
-        }
-
-        let mut transforms = HashMap::new();
-        for (id, t) in &cfg.transforms {
-            let node = format!("transforms.{id}");
-            let limits = match Limits::from_config(&t.limits) {
-                Ok(l) => l,
-                Err(detail) => {
-                    errors.push(GraphError::Connector { node, detail });
-                    continue;
-                }
-            };
-            let mut ctx = NodeContext::new(id.clone(), t.plugin.clone());
-            for table in &t.tables {
-                if let Some(l) = tables.get(table) {
-                    ctx.tables.insert(table.clone(), l.clone());
-                }
-            }
-            let config = toml_to_json(t.config.as_ref());
-            let prepared = host
-                .load(&t.plugin, &cfg.base_dir)
-                .and_then(|compiled| host.transform(&compiled, ctx, &config, limits));
-            match prepared {
-                Ok(plugin) => {
-                    transforms.insert(id.clone(), PreparedTransform { plugin, on_error: t.on_error });
-                }
-                Err(e) => errors.push(GraphError::Plugin { node, detail: e.to_string() }),
-            }
-        }
-
-        for n in &graph.nodes {
-            for input in &n.inputs {
-                let (Some(output), Some(t)) = (&input.output, transforms.get(&input.node)) else { continue };
-                if !t.plugin.outputs().contains(output) {
-                    errors.push(GraphError::UnknownOutput {
-                        node: n.key(),
-                        input: input.to_string(),
-                        upstream: format!("transforms.{}", input.node),
-                        output: output.clone(),
-                        available: t.plugin.outputs().to_vec(),
-                    });
-                }
-            }
-        }
-
-        let mut sinks = HashMap::new();
-        for (id, s) in &cfg.sinks {
-            let node = format!("sinks.{id}");
-            let c = &s.common;
-            let mut problems = Vec::new();
-            let linger = c.linger.as_deref().map(parse_duration).transpose().unwrap_or_else(|e| {
-                problems.push(format!("linger: {e}"));
-                None
-            });
-            if let Some(b) = &c.max_bytes
-                && let Err(e) = parse_size(b)
-            {
-                problems.push(format!("max_bytes: {e}"));
-            }
-            if c.max_records == Some(0) {
-                problems.push("max_records: must be at least 1".into());
-            }
-            match &s.kind {
-                SinkKind::File(f) => {
-                    if let Err(e) = connectors::file::FileWriter::new(f, &cfg.base_dir) {
-                        problems.push(e);
-                    }
-                }
-                SinkKind::Dynamodb(d) => problems.extend(connectors::aws::dynamodb::validate(d).err()),
-                SinkKind::Kinesis(k) => problems.extend(connectors::aws::kinesis_sink::validate(k).err()),
-                _ => {}
-            }
-            let plugin = match &c.plugin {
-                None => None,
-                Some(p) => {
-                    let limits = Limits::from_config(&c.limits);
-                    let config = toml_to_json(c.config.as_ref());
-                    let built = limits.map_err(|e| e.to_string()).and_then(|limits| {
-                        host.load(p, &cfg.base_dir)
-                            .and_then(|compiled| {
-                                host.sink(&compiled, NodeContext::new(id.clone(), p.clone()), &config, limits)
-                            })
-                            .map_err(|e| e.to_string())
-                    });
-                    match built {
-                        Ok(plugin) => Some(plugin),
-                        Err(detail) => {
-                            errors.push(GraphError::Plugin { node: node.clone(), detail });
-                            None
-                        }
-                    }
-                }
-            };
-            if c.plugin.is_none() && c.config.is_some() {
-                problems.push("config: a sink's `config` is handed to its `plugin`, and this sink has none".into());
-            }
-            errors.extend(problems.into_iter().map(|detail| GraphError::Connector { node: node.clone(), detail }));
-            sinks.insert(
-                id.clone(),
-                PreparedSink {
-                    plugin,
-                    max_records: c.max_records,
-                    linger: linger.unwrap_or(Duration::from_millis(100)),
-                },
-            );
-        }
-
-        if !errors.is_empty() {
-            return Err(errors);
-        }
+        let Some(settings) = settings.filter(|_| problems.is_empty()) else { return Err(problems) };
         let timing = Timing::new(
             cfg.timing.enabled,
             graph.nodes.iter().map(|n| (n.id.clone(), n.section, n.inputs.iter().map(|i| i.node.clone()).collect())),
@@ -219,7 +89,8 @@ impl Pipeline {
                 let _ = timing.node(id).plugin.set(p.context().clone());
             }
         }
-        Ok(Pipeline { graph, transforms, sinks, timing: Arc::new(timing) })
+        // (`NodeContext` reaches the timing as `dyn PluginCounters`: timing does not know the host.)
+        Ok(Pipeline { graph, sources, tables, transforms, sinks, settings, timing: Arc::new(timing) })
     }
 
     /// The validated graph.
@@ -232,230 +103,203 @@ impl Pipeline {
         self.timing.clone()
     }
 
-    /// Runs until every source ends (or a stop), then drains. `shutdown` may be requested
-    /// from outside (signals).
-    pub fn run(self, shutdown: Shutdown, opts: RunOptions) -> anyhow::Result<RunOutcome> {
-        let Pipeline { graph, mut transforms, mut sinks, timing } = self;
-        let cfg = &graph.config;
-        let capacity = cfg.runtime.channel_capacity.max(1);
-        let max_record_size =
-            parse_size(&cfg.runtime.max_record_size).map_err(|e| anyhow::anyhow!("runtime.max_record_size: {e}"))?;
-        let event_field = FieldPath::parse(&cfg.timing.event_time_field)
-            .map_err(|e| anyhow::anyhow!("timing.event_time_field: {e}"))?;
-        let state_dir = cfg.resolve(&cfg.runtime.state_dir);
-
-        // Channels: one input per transform and sink.
-        let mut senders: HashMap<String, mpsc::Sender<Batch>> = HashMap::new();
-        let mut receivers: HashMap<String, mpsc::Receiver<Batch>> = HashMap::new();
-        for n in graph.nodes.iter().filter(|n| n.section != Section::Source) {
-            let (tx, rx) = mpsc::channel(capacity);
-            senders.insert(n.id.clone(), tx);
-            receivers.insert(n.id.clone(), rx);
-        }
-        let output_of = |id: &str, output: Option<&str>| {
-            Output::new(
-                graph
-                    .readers(id)
-                    .filter(|(_, input)| input.output.as_deref() == output)
-                    .filter_map(|(reader, _)| senders.get(&reader.id).cloned())
-                    .collect(),
-            )
-        };
-
-        // Dead letters: to a file, or to a sink (whose own refusals go to the file).
-        let dl_path = cfg.resolve(&cfg.dead_letter.path);
-        let (dead, dead_rx) = DeadLetters::channel(capacity * 64);
-        let (fallback, fallback_rx) = DeadLetters::channel(capacity * 64);
-        let dl_sink = cfg.dead_letter.sink.clone();
-        let dl_target = match &dl_sink {
-            Some(sink) => DeadLetterTarget::Sink(Output::new(senders.get(sink).cloned().into_iter().collect())),
-            None => DeadLetterTarget::File(dl_path.clone()),
-        };
-
-        // Open the sink connectors before any record moves, so a bad destination fails fast.
-        let mut writers: HashMap<String, Writer> = HashMap::new();
-        for (id, s) in &cfg.sinks {
-            let max_bytes = s.common.max_bytes.as_deref().and_then(|b| parse_size(b).ok());
-            let stop = shutdown.clone();
-            let writer = match &s.kind {
-                // The AWS writers check their destination (Describe*) and name it on failure.
-                SinkKind::Dynamodb(c) => {
-                    let w = connectors::aws::dynamodb::DynamoWriter::open(id, c, &cfg.aws, max_bytes, stop)?;
-                    writers.insert(id.clone(), Writer::Dynamodb(w));
-                    continue;
-                }
-                SinkKind::Firehose(c) => {
-                    let w = connectors::aws::firehose::FirehoseWriter::open(id, c, &cfg.aws, max_bytes, stop)?;
-                    writers.insert(id.clone(), Writer::Firehose(w));
-                    continue;
-                }
-                SinkKind::Kinesis(c) => {
-                    let w = connectors::aws::kinesis_sink::KinesisWriter::open(id, c, &cfg.aws, max_bytes, stop)?;
-                    writers.insert(id.clone(), Writer::Kinesis(w));
-                    continue;
-                }
-                SinkKind::Sqlite(c) => connectors::sqlite::SqliteWriter::open(c, &cfg.base_dir).map(Writer::Sqlite),
-                SinkKind::File(c) => connectors::file::FileWriter::new(c, &cfg.base_dir).map(Writer::File),
-                SinkKind::Stdout(_) => Ok(Writer::Stdout(connectors::stdout::StdoutWriter)),
-            }
-            .map_err(|e| anyhow::anyhow!("sinks.{id}: {e}"))?;
-            writers.insert(id.clone(), writer);
-        }
-        // AWS sources and lookup tables: the stream (or table) must exist before anything runs.
-        let mut kinesis_sources = HashMap::new();
-        for (id, s) in &cfg.sources {
-            if let SourceKind::Kinesis(k) = &s.kind {
-                kinesis_sources.insert(id.clone(), connectors::aws::kinesis::KinesisSource::open(id, k, &cfg.aws)?);
-            }
-        }
-        for (id, t) in &cfg.tables {
-            if let TableConfig::Dynamodb(c) = t {
-                connectors::aws::lookup::check(id, c, &cfg.aws)?;
-            }
-        }
-
-        let mut threads: Vec<(String, std::thread::JoinHandle<anyhow::Result<()>>)> = Vec::new();
-        let spawn = |name: String, f: Box<dyn FnOnce() -> anyhow::Result<()> + Send>| {
-            let handle =
-                std::thread::Builder::new().name(format!("ctrflow-{name}")).spawn(f).expect("spawn a node thread");
-            (name, handle)
-        };
-
-        // Sinks.
-        for n in graph.nodes.iter().filter(|n| n.section == Section::Sink) {
-            let prepared = sinks.remove(&n.id).expect("every sink was prepared");
-            let writer = writers.remove(&n.id).expect("every sink was opened");
-            let s = &cfg.sinks[&n.id];
-            let max_records = prepared.max_records.unwrap_or_else(|| writer.max_records());
-            let is_dl_sink = dl_sink.as_deref() == Some(n.id.as_str());
-            let node = SinkNode {
-                id: n.id.clone(),
-                rx: receivers.remove(&n.id).expect("every sink has an input"),
-                writer,
-                plugin: prepared.plugin,
-                on_error: s.common.on_error,
-                max_records,
-                linger: prepared.linger,
-                dead: if is_dl_sink { fallback.clone() } else { dead.clone() },
-                timing: timing.node(&n.id),
-                timing_enabled: cfg.timing.enabled,
-                annotate: cfg.timing.annotate && !is_dl_sink,
-                shutdown: shutdown.clone(),
-            };
-            threads.push(spawn(
-                format!("sinks.{}", n.id),
-                Box::new(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-                    rt.block_on(node.run())
-                }),
-            ));
-        }
-
-        // Transforms.
-        for n in graph.nodes.iter().filter(|n| n.section == Section::Transform) {
-            let t = transforms.remove(&n.id).expect("every transform was prepared");
-            let default = output_of(&n.id, None);
-            let named: Vec<Output> = t.plugin.outputs().iter().map(|o| output_of(&n.id, Some(o))).collect();
-            let rx = receivers.remove(&n.id).expect("every transform has an input");
-            let node = TransformNode {
-                key: format!("transforms.{}", n.id),
-                plugin: t.plugin,
-                on_error: t.on_error,
-                default,
-                named,
-                dead: dead.clone(),
-                timing: timing.node(&n.id),
-                timing_enabled: cfg.timing.enabled,
-                shutdown: shutdown.clone(),
-            };
-            threads.push(spawn(format!("transforms.{}", n.id), Box::new(move || node.run(rx))));
-        }
-
-        // Sources.
-        for (id, s) in &cfg.sources {
-            let ctx = SourceContext::new(
-                id,
-                output_of(id, None),
-                dead.clone(),
-                shutdown.clone(),
-                timing.node(id),
-                cfg.timing.enabled,
-                cfg.runtime.batch_size,
-                max_record_size,
-                event_field.clone(),
-                state_dir.clone(),
-            );
-            let kind = s.kind.clone();
-            let base = cfg.base_dir.clone();
-            let kinesis = kinesis_sources.remove(id);
-            threads.push(spawn(
-                format!("sources.{id}"),
-                Box::new(move || match kind {
-                    SourceKind::Generator(g) => connectors::generator::run(&g, ctx),
-                    SourceKind::File(f) => connectors::file::run(&f, &base, ctx),
-                    SourceKind::Stdin(_) => connectors::stdin::run(ctx),
-                    SourceKind::Kinesis(_) => match kinesis {
-                        Some(k) => k.run(ctx),
-                        None => anyhow::bail!("the kinesis source was not opened"),
-                    },
-                }),
-            ));
-        }
-        // Only the nodes hold senders now: channels close as their writers finish.
-        drop(senders);
-        drop(dead);
-
-        let dl_handle = std::thread::Builder::new()
-            .name("ctrflow-dead-letters".into())
-            .spawn(move || dead_letter::run_writer(dead_rx, dl_target))?;
-        let fb_path = dl_path.clone();
-        let fb_handle = std::thread::Builder::new()
-            .name("ctrflow-dead-letters-fallback".into())
-            .spawn(move || dead_letter::run_writer(fallback_rx, DeadLetterTarget::File(fb_path)))?;
-        drop(fallback);
-
-        if let Some(addr) = &cfg.runtime.metrics_addr {
-            let bound = crate::timing::prometheus::serve(addr, timing.clone())
-                .map_err(|e| anyhow::anyhow!("runtime.metrics_addr: cannot listen on {addr}: {e}"))?;
-            tracing::info!(addr = %bound, "Serving Prometheus metrics.");
-        }
-        let monitor = Monitor::start(timing.clone(), &graph, opts);
-
-        let mut errors: Vec<String> = Vec::new();
-        for (name, handle) in threads {
-            match handle.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    shutdown.halt(format!("{name}: {e:#}"));
-                    errors.push(format!("{e:#}"));
-                }
-                Err(_) => {
-                    shutdown.halt(format!("{name} panicked"));
-                    errors.push(format!("{name} panicked"));
-                }
-            }
-        }
-        let mut dead_letters = 0;
-        for h in [dl_handle, fb_handle] {
-            match h.join() {
-                Ok(Ok(n)) => dead_letters += n,
-                Ok(Err(e)) => errors.push(format!("dead letters: {e:#}")),
-                Err(_) => errors.push("dead-letter writer panicked".into()),
-            }
-        }
-        monitor.stop();
-
-        if let Some(reason) = shutdown.halted() {
-            // Prefer the root cause over its echoes ("the pipeline stopped reading").
-            let root = errors.iter().find(|e| !e.contains("stopped reading")).cloned().unwrap_or(reason);
-            anyhow::bail!("{root}");
-        }
-        if let Some(e) = errors.into_iter().next() {
-            anyhow::bail!("{e}");
-        }
-        let dead_letter_path = (dead_letters > 0 && dl_sink.is_none()).then_some(dl_path);
-        Ok(RunOutcome { report: timing.report(), dead_letters, dead_letter_path })
+    /// Where each sink writes, for the summary after a run.
+    pub fn destinations(&self) -> BTreeMap<String, Destination> {
+        self.sinks.iter().map(|(id, s)| (id.clone(), s.connector.destination(&env(&self.graph.config, id)))).collect()
     }
+
+    /// How many records the sources will read, when every one of them knows.
+    pub fn expected_records(&self) -> Option<u64> {
+        self.sources.values().map(|s| s.expected_records()).sum()
+    }
+}
+
+impl PluginCounters for NodeContext {
+    fn counters(&self) -> std::collections::HashMap<String, i64> {
+        NodeContext::counters(self)
+    }
+}
+
+/// What a connector of node `id` sees of the pipeline.
+pub(crate) fn env<'a>(cfg: &'a PipelineConfig, id: &'a str) -> Env<'a> {
+    Env { id, base_dir: &cfg.base_dir, aws: &cfg.aws }
+}
+
+fn connector_problems(node: &str, details: Vec<String>, problems: &mut Vec<GraphError>) {
+    problems.extend(details.into_iter().map(|detail| GraphError::Connector { node: node.to_string(), detail }));
+}
+
+/// Step 2: each source's `type` found and its options read and validated.
+fn read_sources(cfg: &PipelineConfig, problems: &mut Vec<GraphError>) -> BTreeMap<String, Box<dyn SourceConnector>> {
+    let mut out = BTreeMap::new();
+    for (id, table) in &cfg.sources {
+        let node = format!("sources.{id}");
+        match registry::read(registry::SOURCES, "source", table) {
+            Ok(c) => {
+                connector_problems(&node, c.validate(&env(cfg, id)), problems);
+                out.insert(id.clone(), c);
+            }
+            Err(details) => connector_problems(&node, details, problems),
+        }
+    }
+    out
+}
+
+/// Tables by id: their connectors, and what answers their lookups.
+type Tables = (BTreeMap<String, Box<dyn TableConnector>>, HashMap<String, Arc<dyn Lookup>>);
+
+/// Step 2: each table's options read, and the table loaded (or connected to).
+fn open_tables(cfg: &PipelineConfig, problems: &mut Vec<GraphError>) -> Tables {
+    let mut connectors = BTreeMap::new();
+    let mut lookups = HashMap::new();
+    for (id, table) in &cfg.tables {
+        let node = format!("tables.{id}");
+        let c = match registry::read(registry::TABLES, "table", table) {
+            Ok(c) => c,
+            Err(details) => {
+                connector_problems(&node, details, problems);
+                continue;
+            }
+        };
+        let found = c.validate(&env(cfg, id));
+        if found.is_empty() {
+            match c.open(&env(cfg, id)) {
+                Ok(l) => {
+                    lookups.insert(id.clone(), l);
+                }
+                Err(detail) => problems.push(GraphError::Connector { node: node.clone(), detail }),
+            }
+        }
+        connector_problems(&node, found, problems);
+        connectors.insert(id.clone(), c);
+    }
+    (connectors, lookups)
+}
+
+/// Step 3: each transform's plugin loaded and initialised with its `config`.
+fn load_transforms(
+    cfg: &PipelineConfig,
+    host: &Host,
+    lookups: &HashMap<String, Arc<dyn Lookup>>,
+    problems: &mut Vec<GraphError>,
+) -> HashMap<String, PreparedTransform> {
+    let mut out = HashMap::new();
+    for (id, t) in &cfg.transforms {
+        let node = format!("transforms.{id}");
+        if cfg.broken.contains(&node) {
+            continue;
+        }
+        let limits = match Limits::from_config(&t.limits) {
+            Ok(l) => l,
+            Err(detail) => {
+                problems.push(GraphError::Connector { node, detail });
+                continue;
+            }
+        };
+        let mut ctx = NodeContext::new(id.clone(), t.plugin.clone());
+        for table in &t.tables {
+            if let Some(l) = lookups.get(table) {
+                ctx.tables.insert(table.clone(), l.clone());
+            }
+        }
+        let config = toml_to_json(t.config.as_ref());
+        let prepared =
+            host.load(&t.plugin, &cfg.base_dir).and_then(|compiled| host.transform(&compiled, ctx, &config, limits));
+        match prepared {
+            Ok(plugin) => {
+                out.insert(id.clone(), PreparedTransform { plugin, on_error: t.on_error });
+            }
+            Err(e) => problems.push(GraphError::Plugin { node, detail: e.to_string() }),
+        }
+    }
+    out
+}
+
+/// Step 4: every `node.output` read is one the plugin declared at `init`.
+fn check_outputs(graph: &Graph, transforms: &HashMap<String, PreparedTransform>, problems: &mut Vec<GraphError>) {
+    for n in &graph.nodes {
+        for input in &n.inputs {
+            let (Some(output), Some(t)) = (&input.output, transforms.get(&input.node)) else { continue };
+            if !t.plugin.outputs().contains(output) {
+                problems.push(GraphError::UnknownOutput {
+                    node: n.key(),
+                    input: input.to_string(),
+                    upstream: format!("transforms.{}", input.node),
+                    output: output.clone(),
+                    available: t.plugin.outputs().to_vec(),
+                });
+            }
+        }
+    }
+}
+
+/// Step 2 and 3 for sinks: the connector's options, the keys every sink has, the plugin.
+fn read_sinks(cfg: &PipelineConfig, host: &Host, problems: &mut Vec<GraphError>) -> BTreeMap<String, PreparedSink> {
+    let mut out = BTreeMap::new();
+    for (id, s) in &cfg.sinks {
+        let node = format!("sinks.{id}");
+        let connector = match registry::read(registry::SINKS, "sink", &s.connector) {
+            Ok(c) => {
+                connector_problems(&node, c.validate(&env(cfg, id)), problems);
+                Some(c)
+            }
+            Err(details) => {
+                connector_problems(&node, details, problems);
+                None
+            }
+        };
+        if cfg.broken.contains(&node) {
+            continue;
+        }
+        let c = &s.common;
+        let mut found = Vec::new();
+        let linger = match c.linger.as_deref().map(parse_duration).transpose() {
+            Ok(l) => l.unwrap_or(Duration::from_millis(100)),
+            Err(e) => {
+                found.push(format!("linger: {e}"));
+                Duration::ZERO
+            }
+        };
+        let max_bytes = c.max_bytes.as_deref().map(parse_size).transpose().unwrap_or_else(|e| {
+            found.push(format!("max_bytes: {e}"));
+            None
+        });
+        if c.max_records == Some(0) {
+            found.push("max_records: must be at least 1".into());
+        }
+        if c.plugin.is_none() && c.config.is_some() {
+            found.push("config: a sink's `config` is handed to its `plugin`, and this sink has none".into());
+        }
+        connector_problems(&node, found, problems);
+        let plugin = c.plugin.as_ref().and_then(|p| {
+            let built = Limits::from_config(&c.limits).and_then(|limits| {
+                let config = toml_to_json(c.config.as_ref());
+                host.load(p, &cfg.base_dir)
+                    .and_then(|compiled| host.sink(&compiled, NodeContext::new(id.clone(), p.clone()), &config, limits))
+                    .map_err(|e| e.to_string())
+            });
+            built.map_err(|detail| problems.push(GraphError::Plugin { node: node.clone(), detail })).ok()
+        });
+        if let Some(connector) = connector {
+            let max_records = c.max_records.unwrap_or_else(|| connector.max_records());
+            out.insert(
+                id.clone(),
+                PreparedSink { connector, plugin, max_records, max_bytes, linger, on_error: c.on_error },
+            );
+        }
+    }
+    out
+}
+
+/// Step 5: the pipeline-wide settings.
+fn check_runtime(cfg: &PipelineConfig, problems: &mut Vec<GraphError>) -> Option<RuntimeSettings> {
+    let mut setting = |node: &str, detail: String| problems.push(GraphError::Connector { node: node.into(), detail });
+    let max_record_size =
+        parse_size(&cfg.runtime.max_record_size).map_err(|e| setting("runtime", format!("max_record_size: {e}"))).ok();
+    let event_field = FieldPath::parse(&cfg.timing.event_time_field)
+        .map_err(|e| setting("timing", format!("event_time_field: {e}")))
+        .ok();
+    Some(RuntimeSettings { max_record_size: max_record_size?, event_field: event_field? })
 }
 
 /// A TOML `config` table as the JSON text plugins receive.
@@ -463,188 +307,5 @@ pub fn toml_to_json(table: Option<&toml::Table>) -> serde_json::Value {
     match table {
         None => serde_json::Value::Null,
         Some(t) => serde_json::to_value(t).unwrap_or(serde_json::Value::Null),
-    }
-}
-
-/// A transform node's loop.
-struct TransformNode {
-    key: String,
-    plugin: TransformPlugin,
-    on_error: OnError,
-    default: Output,
-    named: Vec<Output>,
-    dead: DeadLetters,
-    timing: Arc<NodeTiming>,
-    timing_enabled: bool,
-    shutdown: Shutdown,
-}
-
-impl TransformNode {
-    fn run(self, mut rx: mpsc::Receiver<Batch>) -> anyhow::Result<()> {
-        let counters = &self.timing.counters;
-        while let Some(mut batch) = rx.blocking_recv() {
-            let start = Instant::now();
-            let n = batch.records.len() as u64;
-            if self.timing_enabled {
-                self.timing.wait.record(start.saturating_duration_since(batch.sent_at), n);
-            }
-            Counters::add(&counters.records_in, n);
-            let records = std::mem::take(&mut batch.records);
-            let mut default = Vec::with_capacity(records.len());
-            let mut named: Vec<Vec<Record>> = vec![Vec::new(); self.named.len()];
-            for (record, decision) in self.plugin.process(records) {
-                match decision {
-                    Decision::Keep => default.push(record),
-                    Decision::Route(i) => named[i as usize].push(record),
-                    Decision::Drop => self.drop_record(record),
-                    Decision::Split(docs) => {
-                        for doc in docs {
-                            default.push(Record {
-                                doc: Arc::new(doc),
-                                meta: record.meta.clone(),
-                                ack: record.ack.clone(),
-                            });
-                        }
-                        record.ack.complete();
-                    }
-                    Decision::Fail(f) => self.refuse(record, f.kind.as_str(), f.message),
-                }
-            }
-            if self.timing_enabled {
-                self.timing.process.record(start.elapsed(), n);
-            }
-            self.send(&self.default, batch.with_records(default))?;
-            for (output, records) in self.named.iter().zip(named) {
-                self.send(output, batch.with_records(records))?;
-            }
-        }
-        Ok(())
-    }
-
-    fn send(&self, output: &Output, batch: Batch) -> anyhow::Result<()> {
-        if batch.records.is_empty() {
-            return Ok(());
-        }
-        Counters::add(&self.timing.counters.records_out, batch.records.len() as u64);
-        if !output.is_connected() {
-            // An output nobody reads: the records end here, deliberately.
-            for r in batch.records {
-                self.drop_record(r);
-            }
-            return Ok(());
-        }
-        output.send_blocking(batch).map_err(|_| anyhow::anyhow!("{}: the pipeline stopped reading", self.key))
-    }
-
-    fn drop_record(&self, record: Record) {
-        Counters::add(&self.timing.counters.dropped, 1);
-        record.ack.complete();
-    }
-
-    fn refuse(&self, record: Record, kind: &str, reason: String) {
-        match self.on_error {
-            OnError::DeadLetter => {
-                Counters::add(&self.timing.counters.dead_lettered, 1);
-                self.dead.send_blocking(DeadLetter::new(record, self.key.clone(), kind, reason));
-            }
-            OnError::Drop => self.drop_record(record),
-            OnError::Halt => {
-                self.shutdown.halt(format!("{}: {kind}: {reason} (on_error = \"halt\")", self.key));
-                drop(record);
-            }
-        }
-    }
-}
-
-/// Progress and periodic reports while a pipeline runs.
-struct Monitor {
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    handle: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Monitor {
-    fn start(timing: Arc<Timing>, graph: &Graph, opts: RunOptions) -> Monitor {
-        let total: Option<u64> = graph
-            .config
-            .sources
-            .values()
-            .map(|s| match &s.kind {
-                SourceKind::Generator(g) if g.count > 0 => Some(g.count),
-                _ => None,
-            })
-            .sum();
-        let sources: Vec<String> = graph.config.sources.keys().cloned().collect();
-        let sinks: BTreeMap<String, ()> = graph.config.sinks.keys().map(|k| (k.clone(), ())).collect();
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let handle = std::thread::Builder::new()
-            .name("ctrflow-monitor".into())
-            .spawn(move || {
-                let read = || {
-                    sources
-                        .iter()
-                        .map(|s| timing.node(s).counters.records_in.load(std::sync::atomic::Ordering::Relaxed))
-                        .sum::<u64>()
-                };
-                let written = || {
-                    sinks
-                        .keys()
-                        .map(|s| timing.node(s).counters.records_out.load(std::sync::atomic::Ordering::Relaxed))
-                        .sum::<u64>()
-                };
-                let bar = (opts.progress && total.is_some()).then(|| {
-                    let bar = indicatif::ProgressBar::new(total.unwrap_or(0));
-                    bar.set_style(
-                        indicatif::ProgressStyle::with_template(
-                            "{bar:40} {pos}/{len} records read ({per_sec}, {eta} left) {msg}",
-                        )
-                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                    );
-                    bar
-                });
-                let started = Instant::now();
-                let mut last_log = Instant::now();
-                let mut last_report = Instant::now();
-                loop {
-                    match rx.recv_timeout(Duration::from_millis(200)) {
-                        Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                    }
-                    if let Some(bar) = &bar {
-                        bar.set_position(read());
-                        bar.set_message(format!("{} written", written()));
-                    } else if last_log.elapsed() >= Duration::from_secs(10) {
-                        tracing::info!(
-                            read = read(),
-                            written = written(),
-                            elapsed_s = started.elapsed().as_secs(),
-                            "Progress."
-                        );
-                        last_log = Instant::now();
-                    }
-                    if let Some(every) = opts.report_interval
-                        && last_report.elapsed() >= every
-                    {
-                        let table = timing.report().table();
-                        match &bar {
-                            Some(b) => b.println(table),
-                            None => eprintln!("{table}"),
-                        }
-                        last_report = Instant::now();
-                    }
-                }
-                if let Some(bar) = bar {
-                    bar.set_position(read());
-                    bar.finish_and_clear();
-                }
-            })
-            .ok();
-        Monitor { stop: Some(tx), handle }
-    }
-
-    fn stop(mut self) {
-        drop(self.stop.take());
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
     }
 }

@@ -1,145 +1,203 @@
-//! Nodes as threads joined by bounded channels.
+//! Running a built pipeline: open every connector (so a bad destination fails before any
+//! record moves), wire one bounded channel into each transform and sink, start one thread
+//! per node, and wait for the drain.
 //!
-//! Every transform and sink has one input channel of `channel_capacity` batches; every
-//! upstream output holds a sender to each node that reads it. A full channel blocks the
-//! sender, so a slow sink slows the nodes before it and, in the end, the source's reads:
-//! memory stays bounded whatever the input rate. Fan-out sends each reader its own `Vec`
-//! of the same `Arc`'d records (copy-on-write: only a node that edits a shared record
-//! copies it).
-//!
-//! Shutdown is a drain: sources stop reading, close their outputs, and every node ends
-//! when its input is closed and empty, so everything read is written (or dead-lettered)
-//! and acknowledged before the process exits. A node with `on_error = "halt"` asks for the
-//! same drain and makes the run fail.
+//! Threads, not async tasks: plugin calls are synchronous CPU work, so each transform runs
+//! on its own OS thread with blocking channel operations, and each sink on its own thread
+//! with a single-threaded tokio runtime for the AWS SDK's async I/O. A full channel blocks
+//! its sender, so backpressure reaches the sources (see [`crate::flow`]).
 
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 
-use tokio::sync::{mpsc, watch};
+use anyhow::Context;
+use tokio::sync::mpsc;
 
-use crate::record::Record;
+use crate::contract::{Health, NodeHandle, SinkOptions, SourceContext, SourceSettings};
+use crate::dead_letter::{self, DeadLetterTarget, DeadLetters};
+use crate::flow::{Batch, Output, Shutdown};
+use crate::graph::Section;
+use crate::monitor::{Monitor, RunOptions};
+use crate::pipeline::{Pipeline, env};
+use crate::sink::SinkNode;
+use crate::transform::TransformNode;
 
-/// Records moving together, with the clocks of their path.
-#[derive(Debug)]
-pub struct Batch {
-    /// The records.
-    pub records: Vec<Record>,
-    /// When the source read the batch's first record.
-    pub read_at: Instant,
-    /// When the batch was handed to the channel it is in.
-    pub sent_at: Instant,
+/// What a finished run leaves behind.
+pub struct RunOutcome {
+    /// The timing report.
+    pub report: crate::timing::Report,
+    /// Dead letters written.
+    pub dead_letters: u64,
+    /// Where the dead letters went (a file), if any were written.
+    pub dead_letter_path: Option<PathBuf>,
 }
 
-impl Batch {
-    /// A batch read at `read_at`.
-    pub fn new(records: Vec<Record>, read_at: Instant) -> Self {
-        Batch { records, read_at, sent_at: read_at }
-    }
+type NodeThread = (String, std::thread::JoinHandle<anyhow::Result<()>>);
 
-    /// The same clocks, other records (routing splits a batch by output).
-    pub fn with_records(&self, records: Vec<Record>) -> Self {
-        Batch { records, read_at: self.read_at, sent_at: self.sent_at }
-    }
+fn spawn(key: String, f: impl FnOnce() -> anyhow::Result<()> + Send + 'static) -> anyhow::Result<NodeThread> {
+    let handle = std::thread::Builder::new().name(format!("ctrflow-{key}")).spawn(f)?;
+    Ok((key, handle))
 }
 
-/// The downstream channels was closed: the reader is gone (the pipeline is halting).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Closed;
+/// Runs until every source ends (or a stop), then drains. `shutdown` may be requested from
+/// outside (signals).
+pub fn run(pipeline: Pipeline, shutdown: Shutdown, opts: RunOptions) -> anyhow::Result<RunOutcome> {
+    let expected = pipeline.expected_records();
+    let Pipeline { graph, sources, tables, mut transforms, mut sinks, settings, timing } = pipeline;
+    let cfg = &graph.config;
+    let capacity = cfg.runtime.channel_capacity.max(1);
 
-/// One output of a node: a sender to every node reading it.
-#[derive(Clone, Default)]
-pub struct Output {
-    senders: Vec<mpsc::Sender<Batch>>,
-}
-
-impl Output {
-    /// An output feeding these channels.
-    pub fn new(senders: Vec<mpsc::Sender<Batch>>) -> Self {
-        Output { senders }
+    // Open the connectors before any record moves, so a bad destination fails fast.
+    let mut writers = HashMap::new();
+    for (id, s) in &sinks {
+        let health = Health::new(Arc::from(format!("sinks.{id}")), timing.node(id));
+        let options = SinkOptions { max_bytes: s.max_bytes, shutdown: shutdown.clone(), health };
+        let writer = s.connector.open(&env(cfg, id), options).with_context(|| format!("sinks.{id}"))?;
+        writers.insert(id.clone(), writer);
+    }
+    let mut opened = HashMap::new();
+    for (id, s) in &sources {
+        opened.insert(id.clone(), s.open(&env(cfg, id)).with_context(|| format!("sources.{id}"))?);
+    }
+    for (id, t) in &tables {
+        t.check(&env(cfg, id)).with_context(|| format!("tables.{id}"))?;
     }
 
-    /// Whether anything reads this output.
-    pub fn is_connected(&self) -> bool {
-        !self.senders.is_empty()
+    // Channels: one input per transform and sink.
+    let mut senders: HashMap<String, mpsc::Sender<Batch>> = HashMap::new();
+    let mut receivers: HashMap<String, mpsc::Receiver<Batch>> = HashMap::new();
+    for n in graph.nodes.iter().filter(|n| n.section != Section::Source) {
+        let (tx, rx) = mpsc::channel(capacity);
+        senders.insert(n.id.clone(), tx);
+        receivers.insert(n.id.clone(), rx);
+    }
+    let output_of = |id: &str, output: Option<&str>| {
+        Output::new(
+            graph
+                .readers(id)
+                .filter(|(_, input)| input.output.as_deref() == output)
+                .filter_map(|(reader, _)| senders.get(&reader.id).cloned())
+                .collect(),
+        )
+    };
+
+    // Dead letters: to a file, or to a sink (whose own refusals go to the file).
+    let dl_path = cfg.resolve(&cfg.dead_letter.path);
+    let (dead, dead_rx) = DeadLetters::channel(capacity * 64);
+    let (fallback, fallback_rx) = DeadLetters::channel(capacity * 64);
+    let dl_sink = cfg.dead_letter.sink.clone();
+    let dl_target = match &dl_sink {
+        Some(sink) => DeadLetterTarget::Sink(Output::new(senders.get(sink).cloned().into_iter().collect())),
+        None => DeadLetterTarget::File(dl_path.clone()),
+    };
+    let handle = |section: &str, id: &str, dead: &DeadLetters, on_error| NodeHandle {
+        key: Arc::from(format!("{section}.{id}")),
+        dead: dead.clone(),
+        timing: timing.node(id),
+        timing_enabled: cfg.timing.enabled,
+        shutdown: shutdown.clone(),
+        on_error,
+    };
+
+    let mut threads: Vec<NodeThread> = Vec::new();
+    for n in graph.nodes.iter().filter(|n| n.section == Section::Sink) {
+        let prepared = sinks.remove(&n.id).expect("every sink was prepared");
+        let is_dl_sink = dl_sink.as_deref() == Some(n.id.as_str());
+        let node = SinkNode {
+            node: handle("sinks", &n.id, if is_dl_sink { &fallback } else { &dead }, prepared.on_error),
+            id: n.id.clone(),
+            rx: receivers.remove(&n.id).expect("every sink has an input"),
+            writer: writers.remove(&n.id).expect("every sink was opened"),
+            plugin: prepared.plugin,
+            max_records: prepared.max_records,
+            linger: prepared.linger,
+            annotate: cfg.timing.annotate && !is_dl_sink,
+        };
+        threads.push(spawn(n.key(), move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(node.run())
+        })?);
     }
 
-    /// One batch per reader: clones (of `Arc`s) for all but the last.
-    fn fan(&self, mut batch: Batch) -> Vec<(mpsc::Sender<Batch>, Batch)> {
-        batch.sent_at = Instant::now();
-        let mut out = Vec::with_capacity(self.senders.len());
-        if let Some((last, rest)) = self.senders.split_last() {
-            for s in rest {
-                out.push((s.clone(), Batch { records: batch.records.clone(), ..batch }));
-            }
-            out.push((last.clone(), batch));
+    for n in graph.nodes.iter().filter(|n| n.section == Section::Transform) {
+        let t = transforms.remove(&n.id).expect("every transform was prepared");
+        let node = TransformNode {
+            node: handle("transforms", &n.id, &dead, t.on_error),
+            default: output_of(&n.id, None),
+            named: t.plugin.outputs().iter().map(|o| output_of(&n.id, Some(o))).collect(),
+            plugin: t.plugin,
+        };
+        let rx = receivers.remove(&n.id).expect("every transform has an input");
+        threads.push(spawn(n.key(), move || node.run(rx))?);
+    }
+
+    let source_settings = SourceSettings {
+        batch_size: cfg.runtime.batch_size,
+        max_record_size: settings.max_record_size,
+        event_field: settings.event_field.clone(),
+        state_dir: cfg.resolve(&cfg.runtime.state_dir),
+    };
+    for (id, source) in opened {
+        let key = format!("sources.{id}");
+        // A source's unreadable input always goes to the dead letters: there is no
+        // `on_error` on a source.
+        let node = handle("sources", &id, &dead, crate::config::OnError::DeadLetter);
+        let ctx = SourceContext::new(&id, node, output_of(&id, None), source_settings.clone());
+        threads.push(spawn(key, move || source.run(ctx))?);
+    }
+    // Only the nodes hold senders now: channels close as their writers finish.
+    drop(senders);
+    drop(dead);
+
+    let dl_handle = std::thread::Builder::new()
+        .name("ctrflow-dead-letters".into())
+        .spawn(move || dead_letter::run_writer(dead_rx, dl_target))?;
+    let fb_path = dl_path.clone();
+    let fb_handle = std::thread::Builder::new()
+        .name("ctrflow-dead-letters-fallback".into())
+        .spawn(move || dead_letter::run_writer(fallback_rx, DeadLetterTarget::File(fb_path)))?;
+    drop(fallback);
+
+    if let Some(addr) = &cfg.runtime.metrics_addr {
+        let bound = crate::timing::prometheus::serve(addr, timing.clone())
+            .map_err(|e| anyhow::anyhow!("runtime.metrics_addr: cannot listen on {addr}: {e}"))?;
+        tracing::info!(addr = %bound, "Serving Prometheus metrics.");
+    }
+    let monitor = Monitor::start(timing.clone(), &graph, expected, opts);
+
+    let mut errors: Vec<String> = Vec::new();
+    for (key, handle) in threads {
+        let failure = match handle.join() {
+            Ok(Ok(())) => continue,
+            // The runtime names the node, once; nodes' and connectors' messages do not.
+            Ok(Err(e)) => format!("{key}: {e:#}"),
+            Err(_) => format!("{key} panicked"),
+        };
+        shutdown.halt(failure.clone());
+        errors.push(failure);
+    }
+    let mut dead_letters = 0;
+    for h in [dl_handle, fb_handle] {
+        match h.join() {
+            Ok(Ok(n)) => dead_letters += n,
+            Ok(Err(e)) => errors.push(format!("dead letters: {e:#}")),
+            Err(_) => errors.push("dead-letter writer panicked".into()),
         }
-        out
     }
+    monitor.stop();
 
-    /// Sends from a thread, blocking while a reader's channel is full.
-    pub fn send_blocking(&self, batch: Batch) -> Result<(), Closed> {
-        let mut result = Ok(());
-        for (s, b) in self.fan(batch) {
-            if s.blocking_send(b).is_err() {
-                result = Err(Closed);
-            }
-        }
-        result
+    // Every root cause, not their echoes ("the pipeline stopped reading").
+    let mut causes: Vec<String> = errors.into_iter().filter(|e| !e.contains("stopped reading")).collect();
+    causes.dedup();
+    if causes.is_empty()
+        && let Some(reason) = shutdown.halted()
+    {
+        causes.push(reason);
     }
-
-    /// Sends from async code, waiting while a reader's channel is full.
-    pub async fn send(&self, batch: Batch) -> Result<(), Closed> {
-        let mut result = Ok(());
-        for (s, b) in self.fan(batch) {
-            if s.send(b).await.is_err() {
-                result = Err(Closed);
-            }
-        }
-        result
+    if !causes.is_empty() {
+        anyhow::bail!("{}", causes.join("\n"));
     }
-}
-
-/// The run's stop signal, and the reason when a node halted it.
-#[derive(Clone)]
-pub struct Shutdown {
-    tx: Arc<watch::Sender<bool>>,
-    rx: watch::Receiver<bool>,
-    halted: Arc<Mutex<Option<String>>>,
-}
-
-impl Default for Shutdown {
-    fn default() -> Self {
-        let (tx, rx) = watch::channel(false);
-        Shutdown { tx: Arc::new(tx), rx, halted: Arc::new(Mutex::new(None)) }
-    }
-}
-
-impl Shutdown {
-    /// Whether sources should stop reading.
-    pub fn is_requested(&self) -> bool {
-        *self.rx.borrow()
-    }
-
-    /// Asks sources to stop reading; everything read is still drained.
-    pub fn request(&self) {
-        let _ = self.tx.send(true);
-    }
-
-    /// Stops the run because of `reason`; the run will fail with it.
-    pub fn halt(&self, reason: String) {
-        if let Ok(mut h) = self.halted.lock() {
-            h.get_or_insert(reason);
-        }
-        self.request();
-    }
-
-    /// Why the run was halted, if it was.
-    pub fn halted(&self) -> Option<String> {
-        self.halted.lock().ok().and_then(|h| h.clone())
-    }
-
-    /// Resolves when a stop is requested.
-    pub async fn requested(&mut self) {
-        let _ = self.rx.wait_for(|stop| *stop).await;
-    }
+    let dead_letter_path = (dead_letters > 0 && dl_sink.is_none()).then_some(dl_path);
+    Ok(RunOutcome { report: timing.report(), dead_letters, dead_letter_path })
 }

@@ -120,6 +120,43 @@ fn every_problem_is_reported_at_once() {
     assert!(err.contains("problems:"), "{err}");
 }
 
+// Issue: a misspelt key once stopped validation before the graph and the plugins were
+// checked, so fixing one problem revealed the next.
+#[test]
+fn key_graph_and_plugin_config_problems_are_reported_in_one_validate() {
+    let text = BASE
+        .replace(r#"inputs = ["source"]"#, r#"inputs = ["sorce"]"#)
+        .replace("[sinks.voice]\ntype = \"stdout\"", "[sinks.voice]\ntype = \"stdout\"\ncolour = true")
+        .replace(
+            r#"config = { routes = ["VOICE", "CHAT"] }"#,
+            r#"config = { routes = ["VOICE", "CHAT"], defualt = "x" }"#,
+        );
+    let dir = temp_dir("validate-all");
+    std::fs::write(dir.join("p.toml"), text).unwrap();
+    let out = ctrflow(&dir, &["validate", "p.toml"]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let err = out.stderr;
+    assert!(err.contains(r#"transforms.redact: input "sorce" is not a node"#), "{err}");
+    assert!(err.contains("sinks.voice: ") && err.contains("colour"), "{err}");
+    assert!(err.contains("transforms.route") && err.contains("defualt"), "{err}");
+}
+
+// Issue: `validate` accepted `mode = "put"` on a SQLite sink (exit 0) and `run` then failed.
+#[test]
+fn sqlite_put_mode_is_refused_by_validate_naming_the_key() {
+    let err = invalid(
+        "[sinks.voice]\ntype = \"stdout\"",
+        "[sinks.voice]\ntype = \"sqlite\"\npath = \"x.db\"\ntable = \"t\"\nmode = \"put\"",
+    );
+    assert!(err.contains(r#"sinks.voice: mode: unknown variant "put""#), "{err}");
+}
+
+#[test]
+fn unknown_connector_type_is_named_with_a_suggestion() {
+    let err = invalid("[sinks.voice]\ntype = \"stdout\"", "[sinks.voice]\ntype = \"stdot\"");
+    assert!(err.contains(r#"sinks.voice: type: unknown sink type "stdot" (did you mean "stdout"?)"#), "{err}");
+}
+
 #[test]
 fn graph_prints_dot_and_mermaid() {
     let dir = temp_dir("graph");

@@ -3,88 +3,205 @@
 //! Columns: a sink plugin's `columns` when the sink has a plugin; otherwise every
 //! top-level field of the record, with objects and arrays stored as JSON text (so a record
 //! flattened by `ctr-flatten` becomes a plain row). The table is created on first use and
-//! grows a column when a record brings a new field.
+//! grows a column when a record brings a new field. SQLite compares column names without
+//! regard to case, so a field `channel` lands in an existing column `Channel`; a record
+//! holding both `channel` and `Channel` cannot be one row and is dead-lettered
+//! (`unwritable`), as is a record that would take the table past SQLite's 2,000 columns —
+//! its batch-mates are written.
 //!
 //! `mode = "newer-wins"` keeps one row per key — the plugin's partition key, else
 //! `ContactId` — holding the version with the greatest `LastUpdateTimestamp`; on a tie the
-//! first written stays. It is one upsert per record (`ON CONFLICT … DO UPDATE … WHERE
-//! excluded.version > version`), so several versions inside one batch resolve correctly
-//! too. Two bookkeeping columns carry it: `_ctrflow_key` and `_ctrflow_version` (epoch ms).
-//! A batch is one transaction: acknowledged after it commits.
+//! first written stays. A newer version replaces the whole row — one upsert that sets every
+//! column of the table, those the record lacks to NULL — so no column of an older version
+//! survives. Two bookkeeping columns carry it: `_ctrflow_key` and `_ctrflow_version`
+//! (epoch ms).
+//!
+//! A batch is one transaction, acknowledged after it commits. With `fsync = true` (the
+//! default) the database runs `synchronous = FULL`, so an acknowledged batch survives a power
+//! loss, not only a crash; `fsync = false` trades that for speed (`synchronous = NORMAL`:
+//! a crash loses nothing, a power loss may lose the last commits — which the source then
+//! reads again). A failure that is not a record's (the database busy or locked, the disk
+//! full, an I/O error) is retried without limit, the node reported degraded meanwhile.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 
 use ctrflow_plugin_sdk::ctr::parse_timestamp;
-use rusqlite::types::Value as Sql;
+use rusqlite::ErrorCode;
+use rusqlite::types::{ToSqlOutput, Value as Sql, ValueRef};
+use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::{SqliteSinkConfig, WriteMode};
-use crate::sink::{Backoff, Item, Written};
+use crate::contract::{Destination, Env, Health, Item, SinkConnector, SinkOptions, WriteFuture, Writer, Written};
+use crate::dead_letter::DeadLetterKind;
+use crate::flow::Shutdown;
+
+/// `type = "sqlite"`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SqliteSink {
+    /// The database file, relative to the pipeline file (created if missing).
+    pub path: String,
+    /// The table (created if missing).
+    pub table: String,
+    /// `append` (default) or `newer-wins`.
+    #[serde(default)]
+    pub mode: SqliteMode,
+    /// Make every acknowledged batch durable on disk (`synchronous = FULL`). Default true;
+    /// `false` is faster and still loses nothing to a crash of ctrflow, only to a power loss.
+    #[serde(default = "yes")]
+    pub fsync: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// How the table treats a record whose key it already holds.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SqliteMode {
+    /// Every record is a new row.
+    #[default]
+    Append,
+    /// One row per `ContactId`, the one with the greatest `LastUpdateTimestamp`; on a tie
+    /// the first written stays.
+    NewerWins,
+}
+
+impl SinkConnector for SqliteSink {
+    fn open(&self, env: &Env, options: SinkOptions) -> anyhow::Result<Box<dyn Writer>> {
+        Ok(Box::new(SqliteWriter::open(self, env, options).map_err(anyhow::Error::msg)?))
+    }
+
+    fn destination(&self, env: &Env) -> Destination {
+        let db = env.resolve(&self.path);
+        Destination {
+            unit: "records",
+            place: format!("SQLite {} table {:?}", db.display(), self.table),
+            look: Some(format!("sqlite3 {} 'SELECT COUNT(*) FROM \"{}\"'", db.display(), self.table)),
+        }
+    }
+
+    fn max_records(&self) -> usize {
+        1000
+    }
+}
 
 /// Writes rows to a SQLite table.
 pub struct SqliteWriter {
     conn: rusqlite::Connection,
     table: String,
-    mode: WriteMode,
-    columns: Vec<String>,
+    quoted: String,
+    mode: SqliteMode,
+    /// The table's columns by lower-cased name (SQLite's own comparison) → the name as
+    /// created, and a cache from a field name as spelled to its column's slot.
+    columns: HashMap<String, usize>,
+    names: Vec<String>,
+    spelled: HashMap<String, usize>,
+    /// The SQL for a row with a given set of columns, by a hash of the slots.
+    sql: HashMap<u64, (Vec<usize>, String)>,
+    health: Health,
+    shutdown: Shutdown,
 }
 
 fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-fn to_sql(v: &Value) -> Sql {
+/// A JSON value bound as a SQL value, borrowed where it can be.
+fn bind(v: &Value) -> ToSqlOutput<'_> {
     match v {
-        Value::Null => Sql::Null,
-        Value::Bool(b) => Sql::Integer(i64::from(*b)),
-        Value::Number(n) => match n.as_i64() {
+        Value::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+        Value::Bool(b) => ToSqlOutput::Owned(Sql::Integer(i64::from(*b))),
+        Value::Number(n) => ToSqlOutput::Owned(match n.as_i64() {
             Some(i) => Sql::Integer(i),
             None => Sql::Real(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        Value::String(s) => Sql::Text(s.clone()),
-        other => Sql::Text(other.to_string()),
+        }),
+        Value::String(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+        other => ToSqlOutput::Owned(Sql::Text(other.to_string())),
     }
+}
+
+/// Whether an error is the record's (writing it again will fail again) rather than the
+/// database's or the disk's (retry).
+fn is_record_fault(e: &rusqlite::Error) -> bool {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) => matches!(
+            f.code,
+            // SQLITE_ERROR: "too many columns", "duplicate column name", bad SQL from a name.
+            ErrorCode::Unknown | ErrorCode::ConstraintViolation | ErrorCode::TypeMismatch | ErrorCode::TooBig
+        ),
+        rusqlite::Error::ToSqlConversionFailure(_) | rusqlite::Error::InvalidParameterCount(..) => true,
+        _ => false,
+    }
+}
+
+/// What became of one row: written, or the record's fault.
+enum RowOutcome {
+    Written,
+    Refused(DeadLetterKind, String),
 }
 
 impl SqliteWriter {
     /// Opens (creating) the database and table.
-    pub fn open(cfg: &SqliteSinkConfig, base_dir: &Path) -> Result<Self, String> {
-        if !matches!(cfg.mode, WriteMode::Append | WriteMode::NewerWins) {
-            return Err("mode: use \"append\" or \"newer-wins\"".into());
-        }
-        let path = crate::config::clean(&base_dir.join(&cfg.path));
-        if let Some(dir) = path.parent() {
+    pub fn open(cfg: &SqliteSink, env: &Env, options: SinkOptions) -> Result<Self, String> {
+        let path = env.resolve(&cfg.path);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| format!("path: cannot create {}: {e}", dir.display()))?;
         }
         let conn =
             rusqlite::Connection::open(&path).map_err(|e| format!("path: cannot open {}: {e}", path.display()))?;
         // WAL lets a user query the database while the pipeline writes it.
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| e.to_string())?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| e.to_string())?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| format!("path: {}: {e}", path.display()))?;
+        conn.pragma_update(None, "synchronous", if cfg.fsync { "FULL" } else { "NORMAL" })
+            .map_err(|e| e.to_string())?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| e.to_string())?;
-        let t = quote(&cfg.table);
+        conn.set_prepared_statement_cache_capacity(64);
+        let quoted = quote(&cfg.table);
         let ddl = match cfg.mode {
-            WriteMode::NewerWins => {
-                format!("CREATE TABLE IF NOT EXISTS {t} (_ctrflow_key TEXT PRIMARY KEY, _ctrflow_version INTEGER)")
+            SqliteMode::NewerWins => {
+                format!("CREATE TABLE IF NOT EXISTS {quoted} (_ctrflow_key TEXT PRIMARY KEY, _ctrflow_version INTEGER)")
             }
-            _ => format!("CREATE TABLE IF NOT EXISTS {t} (_ctrflow_written_at INTEGER)"),
+            SqliteMode::Append => format!("CREATE TABLE IF NOT EXISTS {quoted} (_ctrflow_written_at INTEGER)"),
         };
         conn.execute(&ddl, []).map_err(|e| format!("table: cannot create {}: {e}", cfg.table))?;
-        let columns = {
-            let mut stmt = conn.prepare(&format!("PRAGMA table_info({t})")).map_err(|e| e.to_string())?;
-            let names = stmt.query_map([], |row| row.get::<_, String>(1)).map_err(|e| e.to_string())?;
-            names.filter_map(Result::ok).collect::<Vec<_>>()
+        let mut writer = SqliteWriter {
+            conn,
+            table: cfg.table.clone(),
+            quoted,
+            mode: cfg.mode,
+            columns: HashMap::new(),
+            names: Vec::new(),
+            spelled: HashMap::new(),
+            sql: HashMap::new(),
+            health: options.health,
+            shutdown: options.shutdown,
         };
-        if cfg.mode == WriteMode::NewerWins && !columns.iter().any(|c| c == "_ctrflow_key") {
+        writer.load_columns().map_err(|e| format!("table: cannot read {}: {e}", cfg.table))?;
+        if cfg.mode == SqliteMode::NewerWins && !writer.columns.contains_key("_ctrflow_key") {
             return Err(format!(
                 "table: {} exists without the newer-wins key column; use another table or mode = \"append\"",
                 cfg.table
             ));
         }
-        Ok(SqliteWriter { conn, table: cfg.table.clone(), mode: cfg.mode, columns })
+        Ok(writer)
     }
 
-    /// The row's columns, borrowed from the encoding or the record (never copied).
+    /// Reads the table's columns (again, after a rolled-back batch took its new ones away).
+    fn load_columns(&mut self) -> rusqlite::Result<()> {
+        let names: Vec<String> = {
+            let mut stmt = self.conn.prepare(&format!("PRAGMA table_info({})", self.quoted))?;
+            stmt.query_map([], |row| row.get::<_, String>(1))?.collect::<Result<_, _>>()?
+        };
+        self.columns = names.iter().enumerate().map(|(i, n)| (n.to_lowercase(), i)).collect();
+        self.names = names;
+        self.spelled.clear();
+        self.sql.clear();
+        Ok(())
+    }
+
+    /// The row's fields, borrowed from the encoding or the record (never copied).
     fn row(item: &Item) -> Vec<(&str, &Value)> {
         match &item.encoding {
             Some(e) if !e.columns.is_empty() => e.columns.iter().map(|(k, v)| (k.as_str(), v)).collect(),
@@ -107,80 +224,181 @@ impl SqliteWriter {
         Some((key, version))
     }
 
-    fn ensure_columns(&mut self, rows: &[Vec<(&str, &Value)>]) -> rusqlite::Result<()> {
-        for row in rows {
-            for (name, _) in row {
-                if !self.columns.iter().any(|c| c == name) {
-                    self.conn.execute(&format!("ALTER TABLE {} ADD COLUMN {}", quote(&self.table), quote(name)), [])?;
-                    self.columns.push(name.to_string());
-                }
-            }
+    /// The column slot of a field, adding the column when the table has none of that name.
+    fn slot(&mut self, name: &str) -> rusqlite::Result<usize> {
+        if let Some(&s) = self.spelled.get(name) {
+            return Ok(s);
         }
-        Ok(())
+        let lower = name.to_lowercase();
+        let slot = match self.columns.get(&lower) {
+            Some(&s) => s,
+            None => {
+                self.conn.execute(&format!("ALTER TABLE {} ADD COLUMN {}", self.quoted, quote(name)), [])?;
+                self.names.push(name.to_string());
+                self.columns.insert(lower, self.names.len() - 1);
+                self.names.len() - 1
+            }
+        };
+        self.spelled.insert(name.to_string(), slot);
+        Ok(slot)
     }
 
+    /// The INSERT for these column slots (built once per column set and table width).
+    fn insert_sql(&mut self, slots: &[usize]) -> String {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        slots.hash(&mut h);
+        self.names.len().hash(&mut h);
+        let key = h.finish();
+        if let Some((s, sql)) = self.sql.get(&key)
+            && s == slots
+        {
+            return sql.clone();
+        }
+        let mut names: Vec<String> = slots.iter().map(|&s| quote(&self.names[s])).collect();
+        names.push(match self.mode {
+            SqliteMode::NewerWins => "_ctrflow_key, _ctrflow_version".into(),
+            SqliteMode::Append => "_ctrflow_written_at".into(),
+        });
+        let params = slots.len() + if self.mode == SqliteMode::NewerWins { 2 } else { 1 };
+        let tail = match self.mode {
+            // Every column, so the newer version replaces the whole row: a column the record
+            // lacks is NULL in `excluded`.
+            SqliteMode::NewerWins => format!(
+                " ON CONFLICT(_ctrflow_key) DO UPDATE SET {} WHERE excluded._ctrflow_version > {}._ctrflow_version",
+                self.names
+                    .iter()
+                    .filter(|n| *n != "_ctrflow_key")
+                    .map(|n| format!("{0} = excluded.{0}", quote(n)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                self.quoted
+            ),
+            SqliteMode::Append => String::new(),
+        };
+        let sql = format!(
+            "INSERT INTO {} ({}) VALUES ({}){tail}",
+            self.quoted,
+            names.join(", "),
+            vec!["?"; params].join(", ")
+        );
+        self.sql.insert(key, (slots.to_vec(), sql.clone()));
+        sql
+    }
+
+    /// Writes one row. `Err` is an infrastructure fault (the caller rolls the batch back and
+    /// retries); a record fault comes back as [`RowOutcome::Refused`].
+    fn write_row(&mut self, item: &Item, now: i64) -> rusqlite::Result<RowOutcome> {
+        let row = Self::row(item);
+        let mut slots = Vec::with_capacity(row.len());
+        for (name, _) in &row {
+            match self.slot(name) {
+                Ok(s) => slots.push(s),
+                Err(e) if is_record_fault(&e) => {
+                    return Ok(RowOutcome::Refused(
+                        DeadLetterKind::Unwritable,
+                        format!("SQLite cannot add column {name:?} to table {:?}: {e}", self.table),
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some((a, b)) = same_column(&row, &slots) {
+            return Ok(RowOutcome::Refused(
+                DeadLetterKind::Unwritable,
+                format!(
+                    "fields {a:?} and {b:?} differ only by case; SQLite column names ignore case, so one row cannot hold both"
+                ),
+            ));
+        }
+        let key_version = match self.mode {
+            SqliteMode::NewerWins => match Self::key_and_version(item) {
+                Some(kv) => Some(kv),
+                None => {
+                    return Ok(RowOutcome::Refused(
+                        DeadLetterKind::NoKey,
+                        "newer-wins needs a ContactId (or a plugin partition key)".into(),
+                    ));
+                }
+            },
+            SqliteMode::Append => None,
+        };
+        let sql = self.insert_sql(&slots);
+        let attempt = (|| {
+            let mut stmt = self.conn.prepare_cached(&sql)?;
+            for (i, (_, v)) in row.iter().enumerate() {
+                stmt.raw_bind_parameter(i + 1, bind(v))?;
+            }
+            match &key_version {
+                Some((key, version)) => {
+                    stmt.raw_bind_parameter(row.len() + 1, key.as_str())?;
+                    stmt.raw_bind_parameter(row.len() + 2, *version)?;
+                }
+                None => stmt.raw_bind_parameter(row.len() + 1, now)?,
+            }
+            stmt.raw_execute().map(|_| ())
+        })();
+        match attempt {
+            Ok(()) => Ok(RowOutcome::Written),
+            Err(e) if is_record_fault(&e) => {
+                Ok(RowOutcome::Refused(DeadLetterKind::Unwritable, format!("SQLite refused the row: {e}")))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One attempt at the whole batch, in one transaction.
     fn write_once(&mut self, items: &[Item]) -> rusqlite::Result<Vec<Written>> {
-        let rows: Vec<_> = items.iter().map(Self::row).collect();
-        self.ensure_columns(&rows)?;
-        let t = quote(&self.table);
-        let tx = self.conn.transaction()?;
-        let mut results = Vec::with_capacity(items.len());
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
         let now = crate::record::now_ms();
-        for (item, row) in items.iter().zip(rows) {
-            let mut names: Vec<String> = row.iter().map(|(k, _)| quote(k)).collect();
-            let mut values: Vec<Sql> = row.iter().map(|(_, v)| to_sql(v)).collect();
-            let sql = match self.mode {
-                WriteMode::NewerWins => {
-                    let Some((key, version)) = Self::key_and_version(item) else {
-                        results.push(Written::Refused {
-                            kind: "no_key",
-                            reason: "newer-wins needs a ContactId (or a plugin partition key)".into(),
-                        });
-                        continue;
-                    };
-                    let updates: Vec<String> = names
-                        .iter()
-                        .map(|n| format!("{n} = excluded.{n}"))
-                        .chain(["_ctrflow_version = excluded._ctrflow_version".to_string()])
-                        .collect();
-                    names.splice(0..0, ["_ctrflow_key".to_string(), "_ctrflow_version".to_string()]);
-                    values.splice(0..0, [Sql::Text(key), Sql::Integer(version)]);
-                    format!(
-                        "INSERT INTO {t} ({}) VALUES ({}) ON CONFLICT(_ctrflow_key) DO UPDATE SET {} WHERE excluded._ctrflow_version > {t}._ctrflow_version",
-                        names.join(", "),
-                        vec!["?"; names.len()].join(", "),
-                        updates.join(", ")
-                    )
-                }
-                _ => {
-                    names.push("_ctrflow_written_at".into());
-                    values.push(Sql::Integer(now));
-                    format!("INSERT INTO {t} ({}) VALUES ({})", names.join(", "), vec!["?"; names.len()].join(", "))
-                }
-            };
-            tx.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(values))?;
-            results.push(Written::Ok);
-        }
-        tx.commit()?;
-        Ok(results)
-    }
-
-    /// Writes the batch in one transaction, retrying a busy or failing database.
-    pub async fn write(&mut self, items: &[Item]) -> Vec<Written> {
-        let mut backoff = Backoff::default();
-        loop {
-            match self.write_once(items) {
-                Ok(results) => return results,
-                Err(e) => {
-                    if backoff.attempts() >= 8 {
-                        tracing::error!(table = %self.table, error = %e, "SQLite write keeps failing; leaving the batch unwritten.");
-                        return vec![Written::Unwritten; items.len()];
-                    }
-                    let delay = backoff.next_delay();
-                    tracing::warn!(table = %self.table, error = %e, retry = backoff.attempts(), "SQLite write failed; retrying.");
-                    tokio::time::sleep(delay).await;
-                }
+        let mut results = Vec::with_capacity(items.len());
+        for item in items {
+            match self.write_row(item, now) {
+                Ok(RowOutcome::Written) => results.push(Written::Ok),
+                Ok(RowOutcome::Refused(kind, reason)) => results.push(Written::Refused { kind, reason }),
+                Err(e) => return Err(self.abandon(e)),
             }
         }
+        match self.conn.execute_batch("COMMIT") {
+            Ok(()) => Ok(results),
+            Err(e) => Err(self.abandon(e)),
+        }
+    }
+
+    /// Rolls a failed batch back; the columns it added are gone with it.
+    fn abandon(&mut self, e: rusqlite::Error) -> rusqlite::Error {
+        let _ = self.conn.execute_batch("ROLLBACK");
+        let _ = self.load_columns();
+        e
+    }
+
+    /// Writes the batch, retrying a busy, locked or failing database without limit.
+    async fn write_batch(&mut self, items: &[Item]) -> Vec<Written> {
+        let (health, shutdown) = (self.health.clone(), self.shutdown.clone());
+        health
+            .retry(&shutdown, || self.write_once(items))
+            .await
+            .unwrap_or_else(|| vec![Written::Unwritten; items.len()])
+    }
+}
+
+/// Two fields of one row that land in the same column (names differing only by case).
+fn same_column<'a>(row: &[(&'a str, &Value)], slots: &[usize]) -> Option<(&'a str, &'a str)> {
+    let mut sorted = slots.to_vec();
+    sorted.sort_unstable();
+    if sorted.windows(2).all(|w| w[0] != w[1]) {
+        return None;
+    }
+    let mut seen: HashMap<usize, &str> = HashMap::with_capacity(slots.len());
+    for ((name, _), slot) in row.iter().zip(slots) {
+        if let Some(first) = seen.insert(*slot, name) {
+            return Some((first, name));
+        }
+    }
+    None
+}
+
+impl Writer for SqliteWriter {
+    fn write<'a>(&'a mut self, items: &'a [Item]) -> WriteFuture<'a> {
+        Box::pin(self.write_batch(items))
     }
 }

@@ -8,11 +8,29 @@ use std::io::BufRead;
 use std::time::Duration;
 
 use bytes::Bytes;
+use serde::Deserialize;
 
-use crate::source::SourceContext;
+use crate::contract::{Env, Source, SourceConnector, SourceContext};
+
+/// `type = "stdin"`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Stdin {}
+
+impl SourceConnector for Stdin {
+    fn open(&self, _env: &Env) -> anyhow::Result<Box<dyn Source>> {
+        Ok(Box::new(Stdin {}))
+    }
+}
+
+impl Source for Stdin {
+    fn run(self: Box<Self>, ctx: SourceContext) -> anyhow::Result<()> {
+        read_stdin(ctx)
+    }
+}
 
 /// Reads standard input to its end (or a stop).
-pub fn run(mut ctx: SourceContext) -> anyhow::Result<()> {
+fn read_stdin(mut ctx: SourceContext) -> anyhow::Result<()> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<String>>(1024);
     std::thread::Builder::new().name("ctrflow-stdin".into()).spawn(move || {
         for line in std::io::stdin().lock().lines() {
@@ -23,7 +41,7 @@ pub fn run(mut ctx: SourceContext) -> anyhow::Result<()> {
     })?;
     let mut n: u64 = 0;
     loop {
-        if ctx.shutdown.is_requested() {
+        if ctx.shutdown().is_requested() {
             break;
         }
         match rx.recv_timeout(Duration::from_millis(100)) {
@@ -34,18 +52,16 @@ pub fn run(mut ctx: SourceContext) -> anyhow::Result<()> {
                 }
                 ctx.ingest(Bytes::from(line), format!("line {n}"), None);
                 if ctx.batch_full() {
-                    flush(&mut ctx)?;
+                    ctx.flush_or_stop()?;
                 }
             }
-            Ok(Err(e)) => anyhow::bail!("sources.{}: reading stdin: {e}", ctx.id),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => flush(&mut ctx)?,
+            Ok(Err(e)) => anyhow::bail!("reading stdin: {e}"),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                ctx.flush_or_stop()?;
+            }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
-    flush(&mut ctx)
-}
-
-fn flush(ctx: &mut SourceContext) -> anyhow::Result<()> {
-    ctx.flush_blocking().map_err(|_| anyhow::anyhow!("sources.{}: the pipeline stopped reading", ctx.id))?;
+    ctx.flush_or_stop()?;
     Ok(())
 }

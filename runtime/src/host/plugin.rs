@@ -445,18 +445,7 @@ pub struct SinkPlugin {
     pub(crate) pool: Pool<SinkWorld>,
 }
 
-/// One record's encoding, as the connectors use it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Encoding {
-    /// Partition (hash) key.
-    pub partition_key: Option<String>,
-    /// Sort (range) key.
-    pub sort_key: Option<String>,
-    /// Named columns / item attributes, as JSON values.
-    pub columns: Vec<(String, Json)>,
-    /// Bytes for byte-oriented destinations.
-    pub payload: Option<Vec<u8>>,
-}
+pub use crate::contract::sink::Encoding;
 
 impl SinkPlugin {
     /// The node's context.

@@ -17,11 +17,7 @@ use super::bindings::transform::ctrflow::plugin::{host, lookup};
 use super::bindings::{ErrorKind, LogLevel, PluginError, Value};
 use super::records::to_wit;
 
-/// Answers an enrich plugin's `lookup(table, key)`.
-pub trait Lookup: Send + Sync {
-    /// The row for `key` in `table`, as a JSON object.
-    fn get(&self, table: &str, key: &str) -> Result<Option<serde_json::Value>, String>;
-}
+pub use crate::contract::Lookup;
 
 /// What every instance of a node's plugin shares: who it is, what it was granted, and
 /// the counters it keeps.

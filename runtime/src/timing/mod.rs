@@ -119,6 +119,13 @@ pub struct Counters {
     pub dropped: AtomicU64,
     /// Records sent to the dead letters.
     pub dead_lettered: AtomicU64,
+    /// Writes retried after an infrastructure fault (throttling, a 5xx, a busy or full
+    /// disk): never a record's fault, so retried without limit.
+    pub retries: AtomicU64,
+    /// 1 while the node's destination is failing and being retried, 0 once it recovers.
+    pub degraded: AtomicU64,
+    /// Records a sink gave back unwritten because the run stopped while it was failing.
+    pub unwritten: AtomicU64,
 }
 
 impl Counters {
@@ -126,6 +133,12 @@ impl Counters {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
+}
+
+/// Where a node's plugin keeps its own counters (`count(name, delta)`); the host answers.
+pub trait PluginCounters: Send + Sync {
+    /// A snapshot, by counter name.
+    fn counters(&self) -> std::collections::HashMap<String, i64>;
 }
 
 /// Everything timed about one node.
@@ -152,7 +165,7 @@ pub struct NodeTiming {
     /// Record counters.
     pub counters: Counters,
     /// The node's plugin, whose own counters (`host.count`) the report includes.
-    pub plugin: std::sync::OnceLock<Arc<crate::host::NodeContext>>,
+    pub plugin: std::sync::OnceLock<Arc<dyn PluginCounters>>,
 }
 
 impl NodeTiming {

@@ -28,14 +28,65 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeyType, PutRequest, WriteRequest}
 use ctrflow_plugin_sdk::ctr::parse_timestamp;
 use serde_json::Value;
 
+use serde::Deserialize;
+
 use super::{EntryOutcome, Limits, Settings, block_on, classify, described, send_all};
-use crate::config::{AwsConfig, DynamoSinkConfig, WriteMode};
-use crate::sink::{Item, Written};
-use crate::topology::Shutdown;
+use crate::contract::{Destination, Env, Item, SinkConnector, SinkOptions, WriteFuture, Writer, Written};
+use crate::dead_letter::DeadLetterKind;
+use crate::flow::Shutdown;
+
+/// `type = "dynamodb"`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DynamoSink {
+    /// The table name.
+    pub table: String,
+    /// `put` (default) or `newer-wins`.
+    #[serde(default)]
+    pub mode: DynamoMode,
+    /// Overrides `[aws] endpoint_url`.
+    pub endpoint_url: Option<String>,
+}
+
+/// How the table treats an item whose key it already holds.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DynamoMode {
+    /// An unconditional put (BatchWriteItem): the last write wins.
+    #[default]
+    Put,
+    /// A conditional put: the item with the greatest `LastUpdateTimestamp` wins; on a tie
+    /// the first written stays.
+    NewerWins,
+}
+
+impl SinkConnector for DynamoSink {
+    fn validate(&self, _env: &Env) -> Vec<String> {
+        if self.table.trim().is_empty() {
+            return vec!["table: name the DynamoDB table".into()];
+        }
+        Vec::new()
+    }
+
+    fn open(&self, env: &Env, options: SinkOptions) -> anyhow::Result<Box<dyn Writer>> {
+        Ok(Box::new(DynamoWriter::open(env, self, options)?))
+    }
+
+    fn destination(&self, _env: &Env) -> Destination {
+        Destination { unit: "items", place: format!("DynamoDB table {}", self.table), look: None }
+    }
+
+    fn max_records(&self) -> usize {
+        // Chunked to 25 per BatchWriteItem inside; several chunks go concurrently.
+        500
+    }
+}
 
 /// BatchWriteItem: at most 25 put/delete requests and 16 MB per call (aws-limits.md §6).
 const MAX_BATCH_ITEMS: usize = 25;
 const MAX_BATCH_BYTES: usize = 16 * 1000 * 1000;
+/// An item: at most 400 KB, attribute names included.
+const MAX_ITEM_BYTES: usize = 400 * 1024;
 /// The attribute newer-wins compares.
 pub const VERSION_ATTRIBUTE: &str = "LastUpdateTimestampMs";
 
@@ -44,23 +95,12 @@ pub struct DynamoWriter {
     node: String,
     client: Client,
     table: String,
-    mode: WriteMode,
+    mode: DynamoMode,
     hash_key: String,
     range_key: Option<String>,
     max_bytes: usize,
     shutdown: Shutdown,
     skipped: Arc<AtomicU64>,
-}
-
-/// Checks the settings without contacting AWS.
-pub fn validate(cfg: &DynamoSinkConfig) -> Result<(), String> {
-    if cfg.table.trim().is_empty() {
-        return Err("table: name the DynamoDB table".into());
-    }
-    match cfg.mode {
-        WriteMode::Put | WriteMode::NewerWins => Ok(()),
-        WriteMode::Append => Err("mode: use \"put\" or \"newer-wins\" (DynamoDB items are keyed)".into()),
-    }
 }
 
 /// JSON → a DynamoDB attribute value.
@@ -117,27 +157,20 @@ struct Prepared {
 
 impl DynamoWriter {
     /// Loads the settings and reads the table's key schema (DescribeTable).
-    pub fn open(
-        id: &str,
-        cfg: &DynamoSinkConfig,
-        aws: &AwsConfig,
-        max_bytes: Option<usize>,
-        shutdown: Shutdown,
-    ) -> anyhow::Result<DynamoWriter> {
-        let node = format!("sinks.{id}");
-        validate(cfg).map_err(|e| anyhow::anyhow!("{node}: {e}"))?;
-        let settings = Settings::new(aws, cfg.endpoint_url.as_deref());
+    pub fn open(env: &Env, cfg: &DynamoSink, options: SinkOptions) -> anyhow::Result<DynamoWriter> {
+        let node = format!("sinks.{}", env.id);
+        let settings = Settings::new(env.aws, cfg.endpoint_url.as_deref());
         let table = cfg.table.clone();
         let (client, hash_key, range_key) = block_on(async {
-            let sdk = settings.load().await.map_err(|e| anyhow::anyhow!("{node}: {e}"))?;
+            let sdk = settings.load().await.map_err(anyhow::Error::msg)?;
             let client = Client::new(&sdk);
             let result = client.describe_table().table_name(&table).send().await;
-            let described = described(result, (&node, "table"), ("DynamoDB table", &table), &settings, &sdk)?;
+            let described = described(result, "table", ("DynamoDB table", &table), &settings, &sdk)?;
             let schema = described.table().map(|t| t.key_schema()).unwrap_or_default();
             let key =
                 |kind: KeyType| schema.iter().find(|k| *k.key_type() == kind).map(|k| k.attribute_name().to_string());
             let hash = key(KeyType::Hash)
-                .ok_or_else(|| anyhow::anyhow!("{node}: table: DynamoDB table {table:?} has no partition key"))?;
+                .ok_or_else(|| anyhow::anyhow!("table: DynamoDB table {table:?} has no partition key"))?;
             anyhow::Ok((client, hash, key(KeyType::Range)))
         })?;
         Ok(DynamoWriter {
@@ -147,8 +180,8 @@ impl DynamoWriter {
             mode: cfg.mode,
             hash_key,
             range_key,
-            max_bytes: max_bytes.unwrap_or(MAX_BATCH_BYTES).min(MAX_BATCH_BYTES),
-            shutdown,
+            max_bytes: options.max_bytes.unwrap_or(MAX_BATCH_BYTES).min(MAX_BATCH_BYTES),
+            shutdown: options.shutdown,
             skipped: Arc::new(AtomicU64::new(0)),
         })
     }
@@ -183,7 +216,7 @@ impl DynamoWriter {
             _ => None,
         }
         .or_else(|| item.record.doc.get("LastUpdateTimestamp").and_then(Value::as_str).and_then(parse_timestamp));
-        if self.mode == WriteMode::NewerWins {
+        if self.mode == DynamoMode::NewerWins {
             let v = version.ok_or("newer-wins needs a LastUpdateTimestamp (or a LastUpdateTimestampMs column)")?;
             map.entry(VERSION_ATTRIBUTE.to_string()).or_insert_with(|| AttributeValue::N(v.to_string()));
         }
@@ -193,45 +226,86 @@ impl DynamoWriter {
     }
 
     /// Writes the items; one result per item.
-    pub async fn write(&mut self, items: &[Item]) -> Vec<Written> {
+    ///
+    /// One write per key per request: the last version (put) or the newest, first on a tie
+    /// (newer-wins). A version superseded by a newer one of the same batch takes the newer
+    /// one's outcome — acknowledged only once the newer is written. If the newer is refused
+    /// (too large, say), the next one down is written instead, so a bad newer version never
+    /// loses a good older one.
+    async fn write_batch(&mut self, items: &[Item]) -> Vec<Written> {
         let mut results: Vec<Option<Written>> = vec![None; items.len()];
         let mut prepared: Vec<Option<Prepared>> = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             match self.prepare(item) {
+                Ok(p) if p.size > MAX_ITEM_BYTES => {
+                    results[i] = Some(Written::Refused {
+                        kind: DeadLetterKind::Oversized,
+                        reason: format!(
+                            "item of about {} bytes exceeds DynamoDB's 400 KB ({MAX_ITEM_BYTES} bytes) per item",
+                            p.size
+                        ),
+                    });
+                    prepared.push(None);
+                }
                 Ok(p) => prepared.push(Some(p)),
                 Err(reason) => {
-                    results[i] = Some(Written::Refused { kind: "no_key", reason });
+                    results[i] = Some(Written::Refused { kind: DeadLetterKind::NoKey, reason });
                     prepared.push(None);
                 }
             }
         }
-        // One write per key per batch: the last (put) or the newest, first on a tie
-        // (newer-wins). The others are superseded within the batch, hence written.
-        let mut chosen: HashMap<&str, usize> = HashMap::new();
-        for (i, p) in prepared.iter().enumerate() {
-            let Some(p) = p else { continue };
-            match chosen.get(p.key.as_str()).copied() {
-                None => {
-                    chosen.insert(&p.key, i);
-                }
-                Some(j) => {
-                    let keep_new = match self.mode {
-                        WriteMode::NewerWins => p.version > prepared[j].as_ref().and_then(|q| q.version),
-                        _ => true,
-                    };
-                    let loser = if keep_new { j } else { i };
-                    results[loser] = Some(Written::Ok);
-                    if keep_new {
-                        chosen.insert(&p.key, i);
+        let prepared = Arc::new(prepared);
+        loop {
+            // This round's winner per key among the undecided; the rest wait for its outcome.
+            let mut winners: HashMap<&str, usize> = HashMap::new();
+            for (i, p) in prepared.iter().enumerate() {
+                let Some(p) = p.as_ref().filter(|_| results[i].is_none()) else { continue };
+                match winners.get(p.key.as_str()).copied() {
+                    None => {
+                        winners.insert(&p.key, i);
+                    }
+                    Some(j) => {
+                        let newer = match self.mode {
+                            DynamoMode::NewerWins => p.version > prepared[j].as_ref().and_then(|q| q.version),
+                            DynamoMode::Put => true,
+                        };
+                        if newer {
+                            winners.insert(&p.key, i);
+                        }
                     }
                 }
             }
+            if winners.is_empty() {
+                break;
+            }
+            let mut round: Vec<Option<Written>> = vec![Some(Written::Ok); items.len()];
+            for &i in winners.values() {
+                round[i] = None;
+            }
+            let sent = self.send(round, &prepared).await;
+            let outcome: HashMap<&str, Written> = winners.iter().map(|(k, &i)| (*k, sent[i].clone())).collect();
+            for (i, p) in prepared.iter().enumerate() {
+                let Some(p) = p.as_ref().filter(|_| results[i].is_none()) else { continue };
+                match (&outcome[p.key.as_str()], winners[p.key.as_str()] == i) {
+                    (w, true) => results[i] = Some(w.clone()),
+                    // Superseded by a newer version that was written (or left for the next
+                    // run): the same outcome. A refused winner leaves the rest undecided.
+                    (Written::Ok, false) => results[i] = Some(Written::Ok),
+                    (Written::Unwritten, false) => results[i] = Some(Written::Unwritten),
+                    (Written::Refused { .. }, false) => {}
+                }
+            }
         }
+        results.into_iter().map(|r| r.unwrap_or(Written::Unwritten)).collect()
+    }
+
+    /// Sends the items whose result is `None`.
+    async fn send(&self, results: Vec<Option<Written>>, items: &Arc<Vec<Option<Prepared>>>) -> Vec<Written> {
+        let prepared = items;
         let sizes: Vec<usize> = prepared.iter().map(|p| p.as_ref().map_or(0, |p| p.size)).collect();
-        let items: Arc<Vec<Option<Prepared>>> = Arc::new(prepared);
         let what = self.node.as_str();
         match self.mode {
-            WriteMode::NewerWins => {
+            DynamoMode::NewerWins => {
                 let limits = Limits { max_entries: 1, max_bytes: usize::MAX, concurrency: 16 };
                 let skipped = self.skipped.clone();
                 send_all(what, results, &sizes, limits, &self.shutdown, |chunk| {
@@ -304,13 +378,20 @@ impl DynamoWriter {
             }
         }
     }
+}
+
+impl Writer for DynamoWriter {
+    fn write<'a>(&'a mut self, items: &'a [Item]) -> WriteFuture<'a> {
+        Box::pin(self.write_batch(items))
+    }
 
     /// Logs what newer-wins skipped.
-    pub fn close(&mut self) {
+    fn close(&mut self) -> anyhow::Result<()> {
         let skipped = self.skipped.load(Ordering::Relaxed);
         if skipped > 0 {
             tracing::info!(sink = %self.node, table = %self.table, skipped, "Newer-wins kept a newer or equal version already stored (not an error).");
         }
+        Ok(())
     }
 }
 
@@ -328,11 +409,5 @@ mod tests {
         assert_eq!(m["z"], AttributeValue::Null(true));
         assert!(matches!(m["l"], AttributeValue::L(_)));
         assert_eq!(from_attribute(&av), doc);
-    }
-
-    #[test]
-    fn append_mode_is_refused_naming_the_key() {
-        let cfg = DynamoSinkConfig { table: "t".into(), mode: WriteMode::Append, endpoint_url: None };
-        assert!(validate(&cfg).unwrap_err().starts_with("mode:"));
     }
 }

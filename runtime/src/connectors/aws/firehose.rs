@@ -13,10 +13,43 @@ use aws_sdk_firehose::Client;
 use aws_sdk_firehose::primitives::Blob;
 use aws_sdk_firehose::types::Record;
 
+use serde::Deserialize;
+
 use super::{Limits, Settings, block_on, classify, described, entry_outcomes, send_all};
-use crate::config::{AwsConfig, FirehoseSinkConfig};
-use crate::sink::{Item, Written};
-use crate::topology::Shutdown;
+use crate::contract::{Destination, Env, Item, SinkConnector, SinkOptions, WriteFuture, Writer, Written};
+use crate::dead_letter::DeadLetterKind;
+use crate::flow::Shutdown;
+
+/// `type = "firehose"`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FirehoseSink {
+    /// The delivery stream name.
+    pub delivery_stream: String,
+    /// Overrides `[aws] endpoint_url`.
+    pub endpoint_url: Option<String>,
+}
+
+impl SinkConnector for FirehoseSink {
+    fn validate(&self, _env: &Env) -> Vec<String> {
+        if self.delivery_stream.trim().is_empty() {
+            return vec!["delivery_stream: name the Firehose delivery stream".into()];
+        }
+        Vec::new()
+    }
+
+    fn open(&self, env: &Env, options: SinkOptions) -> anyhow::Result<Box<dyn Writer>> {
+        Ok(Box::new(FirehoseWriter::open(env, self, options)?))
+    }
+
+    fn destination(&self, _env: &Env) -> Destination {
+        Destination { unit: "records", place: format!("Firehose {}", self.delivery_stream), look: None }
+    }
+
+    fn max_records(&self) -> usize {
+        MAX_RECORDS
+    }
+}
 
 /// PutRecordBatch: 500 records per call.
 const MAX_RECORDS: usize = 500;
@@ -36,34 +69,28 @@ pub struct FirehoseWriter {
 
 impl FirehoseWriter {
     /// Loads the settings and checks the delivery stream exists (DescribeDeliveryStream).
-    pub fn open(
-        id: &str,
-        cfg: &FirehoseSinkConfig,
-        aws: &AwsConfig,
-        max_bytes: Option<usize>,
-        shutdown: Shutdown,
-    ) -> anyhow::Result<FirehoseWriter> {
-        let node = format!("sinks.{id}");
-        let settings = Settings::new(aws, cfg.endpoint_url.as_deref());
+    pub fn open(env: &Env, cfg: &FirehoseSink, options: SinkOptions) -> anyhow::Result<FirehoseWriter> {
+        let node = format!("sinks.{}", env.id);
+        let settings = Settings::new(env.aws, cfg.endpoint_url.as_deref());
         let stream = cfg.delivery_stream.clone();
         let client = block_on(async {
-            let sdk = settings.load().await.map_err(|e| anyhow::anyhow!("{node}: {e}"))?;
+            let sdk = settings.load().await.map_err(anyhow::Error::msg)?;
             let client = Client::new(&sdk);
             let result = client.describe_delivery_stream().delivery_stream_name(&stream).send().await;
-            described(result, (&node, "delivery_stream"), ("Firehose delivery stream", &stream), &settings, &sdk)?;
+            described(result, "delivery_stream", ("Firehose delivery stream", &stream), &settings, &sdk)?;
             anyhow::Ok(client)
         })?;
         Ok(FirehoseWriter {
             node,
             client,
             stream,
-            max_bytes: max_bytes.unwrap_or(MAX_REQUEST_BYTES).min(MAX_REQUEST_BYTES),
-            shutdown,
+            max_bytes: options.max_bytes.unwrap_or(MAX_REQUEST_BYTES).min(MAX_REQUEST_BYTES),
+            shutdown: options.shutdown,
         })
     }
 
     /// Writes the items; one result per item.
-    pub async fn write(&mut self, items: &[Item]) -> Vec<Written> {
+    async fn write_batch(&mut self, items: &[Item]) -> Vec<Written> {
         let mut results: Vec<Option<Written>> = vec![None; items.len()];
         let mut blobs: Vec<Blob> = Vec::with_capacity(items.len());
         let mut sizes = Vec::with_capacity(items.len());
@@ -74,7 +101,7 @@ impl FirehoseWriter {
             }
             if data.len() > MAX_RECORD_BYTES {
                 results[i] = Some(Written::Refused {
-                    kind: "oversized",
+                    kind: DeadLetterKind::Oversized,
                     reason: format!(
                         "record of {} bytes (with its newline) exceeds Firehose's 1,000 KiB ({MAX_RECORD_BYTES} bytes) per record",
                         data.len()
@@ -96,5 +123,11 @@ impl FirehoseWriter {
             })
         })
         .await
+    }
+}
+
+impl Writer for FirehoseWriter {
+    fn write<'a>(&'a mut self, items: &'a [Item]) -> WriteFuture<'a> {
+        Box::pin(self.write_batch(items))
     }
 }

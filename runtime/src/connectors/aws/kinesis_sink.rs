@@ -15,10 +15,54 @@ use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use ctrflow_plugin_sdk::path::FieldPath;
 use serde_json::Value;
 
+use serde::Deserialize;
+
 use super::{Limits, Settings, block_on, classify, described, entry_outcomes, send_all};
-use crate::config::{AwsConfig, KinesisSinkConfig};
-use crate::sink::{Item, Written};
-use crate::topology::Shutdown;
+use crate::contract::{Destination, Env, Item, SinkConnector, SinkOptions, WriteFuture, Writer, Written};
+use crate::dead_letter::DeadLetterKind;
+use crate::flow::Shutdown;
+
+/// `type = "kinesis"` (as a sink).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KinesisSink {
+    /// The stream name.
+    pub stream: String,
+    /// The field whose value is the partition key. Default `ContactId`.
+    #[serde(default = "default_partition_key")]
+    pub partition_key: String,
+    /// Overrides `[aws] endpoint_url`.
+    pub endpoint_url: Option<String>,
+}
+
+fn default_partition_key() -> String {
+    "ContactId".into()
+}
+
+impl SinkConnector for KinesisSink {
+    fn validate(&self, _env: &Env) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.stream.trim().is_empty() {
+            problems.push("stream: name the Kinesis stream".into());
+        }
+        if let Err(e) = FieldPath::parse(&self.partition_key) {
+            problems.push(format!("partition_key: {e}"));
+        }
+        problems
+    }
+
+    fn open(&self, env: &Env, options: SinkOptions) -> anyhow::Result<Box<dyn Writer>> {
+        Ok(Box::new(KinesisWriter::open(env, self, options)?))
+    }
+
+    fn destination(&self, _env: &Env) -> Destination {
+        Destination { unit: "records", place: format!("Kinesis {}", self.stream), look: None }
+    }
+
+    fn max_records(&self) -> usize {
+        MAX_RECORDS
+    }
+}
 
 const MAX_RECORDS: usize = 500;
 const MAX_REQUEST_BYTES: usize = 5 * 1024 * 1024;
@@ -35,33 +79,18 @@ pub struct KinesisWriter {
     shutdown: Shutdown,
 }
 
-/// Checks the settings without contacting AWS.
-pub fn validate(cfg: &KinesisSinkConfig) -> Result<(), String> {
-    if cfg.stream.trim().is_empty() {
-        return Err("stream: name the Kinesis stream".into());
-    }
-    FieldPath::parse(&cfg.partition_key).map(|_| ()).map_err(|e| format!("partition_key: {e}"))
-}
-
 impl KinesisWriter {
     /// Loads the settings and checks the stream exists (DescribeStreamSummary).
-    pub fn open(
-        id: &str,
-        cfg: &KinesisSinkConfig,
-        aws: &AwsConfig,
-        max_bytes: Option<usize>,
-        shutdown: Shutdown,
-    ) -> anyhow::Result<KinesisWriter> {
-        let node = format!("sinks.{id}");
-        validate(cfg).map_err(|e| anyhow::anyhow!("{node}: {e}"))?;
-        let key = FieldPath::parse(&cfg.partition_key).map_err(|e| anyhow::anyhow!("{node}: partition_key: {e}"))?;
-        let settings = Settings::new(aws, cfg.endpoint_url.as_deref());
+    pub fn open(env: &Env, cfg: &KinesisSink, options: SinkOptions) -> anyhow::Result<KinesisWriter> {
+        let node = format!("sinks.{}", env.id);
+        let key = FieldPath::parse(&cfg.partition_key).map_err(|e| anyhow::anyhow!("partition_key: {e}"))?;
+        let settings = Settings::new(env.aws, cfg.endpoint_url.as_deref());
         let stream = cfg.stream.clone();
         let client = block_on(async {
-            let sdk = settings.load().await.map_err(|e| anyhow::anyhow!("{node}: {e}"))?;
+            let sdk = settings.load().await.map_err(anyhow::Error::msg)?;
             let client = Client::new(&sdk);
             let result = client.describe_stream_summary().stream_name(&stream).send().await;
-            described(result, (&node, "stream"), ("Kinesis stream", &stream), &settings, &sdk)?;
+            described(result, "stream", ("Kinesis stream", &stream), &settings, &sdk)?;
             anyhow::Ok(client)
         })?;
         Ok(KinesisWriter {
@@ -69,13 +98,13 @@ impl KinesisWriter {
             client,
             stream,
             key,
-            max_bytes: max_bytes.unwrap_or(MAX_REQUEST_BYTES).min(MAX_REQUEST_BYTES),
-            shutdown,
+            max_bytes: options.max_bytes.unwrap_or(MAX_REQUEST_BYTES).min(MAX_REQUEST_BYTES),
+            shutdown: options.shutdown,
         })
     }
 
     /// Writes the items; one result per item.
-    pub async fn write(&mut self, items: &[Item]) -> Vec<Written> {
+    async fn write_batch(&mut self, items: &[Item]) -> Vec<Written> {
         let mut results: Vec<Option<Written>> = vec![None; items.len()];
         let mut entries: Vec<Option<PutRecordsRequestEntry>> = Vec::with_capacity(items.len());
         let mut sizes = Vec::with_capacity(items.len());
@@ -85,7 +114,7 @@ impl KinesisWriter {
                 Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
                 _ => {
                     results[i] = Some(Written::Refused {
-                        kind: "no_partition_key",
+                        kind: DeadLetterKind::NoPartitionKey,
                         reason: format!("the record has no text or number at partition_key {:?}", self.key.to_string()),
                     });
                     entries.push(None);
@@ -98,7 +127,7 @@ impl KinesisWriter {
             let size = data.len() + key.len();
             if size > MAX_RECORD_BYTES {
                 results[i] = Some(Written::Refused {
-                    kind: "oversized",
+                    kind: DeadLetterKind::Oversized,
                     reason: format!(
                         "record of {size} bytes (with its partition key) exceeds Kinesis's 1 MiB per record"
                     ),
@@ -121,5 +150,11 @@ impl KinesisWriter {
             })
         })
         .await
+    }
+}
+
+impl Writer for KinesisWriter {
+    fn write<'a>(&'a mut self, items: &'a [Item]) -> WriteFuture<'a> {
+        Box::pin(self.write_batch(items))
     }
 }

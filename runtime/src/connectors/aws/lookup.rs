@@ -9,21 +9,48 @@
 //! eventually consistent (half the cost; a row changed a moment ago may be seen old for
 //! up to the TTL anyway).
 //!
-//! Nothing contacts AWS until the run starts: [`check`] then confirms the table exists.
+//! Nothing contacts AWS until the run starts: [`TableConnector::check`] then confirms the
+//! table exists.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::dynamodb::from_attribute;
 use super::{Settings, block_on, describe, described};
-use crate::config::{AwsConfig, DynamoTableConfig};
-use crate::host::Lookup;
+use crate::contract::{Env, Lookup, TableConnector};
 use crate::units::parse_duration;
+
+/// `type = "dynamodb"`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DynamoTable {
+    /// The DynamoDB table name.
+    pub table: String,
+    /// The partition key attribute name.
+    pub key: String,
+    /// How long a looked-up row is cached, e.g. `"5m"`. Default `"60s"`.
+    pub ttl: Option<String>,
+    /// How many rows the cache holds. Default 10000.
+    pub capacity: Option<usize>,
+    /// Overrides `[aws] endpoint_url`.
+    pub endpoint_url: Option<String>,
+}
+
+impl TableConnector for DynamoTable {
+    fn open(&self, env: &Env) -> Result<Arc<dyn Lookup>, String> {
+        Ok(Arc::new(DynamoLookup::new(env, self)?))
+    }
+
+    fn check(&self, env: &Env) -> anyhow::Result<()> {
+        check(env, self)
+    }
+}
 
 const DEFAULT_TTL: Duration = Duration::from_secs(60);
 const DEFAULT_CAPACITY: usize = 10_000;
@@ -73,7 +100,7 @@ impl Cache {
 
 impl DynamoLookup {
     /// Checks the settings; does not contact AWS.
-    pub fn new(id: &str, cfg: &DynamoTableConfig, aws: &AwsConfig) -> Result<DynamoLookup, String> {
+    pub fn new(env: &Env, cfg: &DynamoTable) -> Result<DynamoLookup, String> {
         let ttl = match &cfg.ttl {
             None => DEFAULT_TTL,
             Some(t) => parse_duration(t).map_err(|e| format!("ttl: {e}"))?,
@@ -86,10 +113,10 @@ impl DynamoLookup {
             return Err("table: name the DynamoDB table".into());
         }
         Ok(DynamoLookup {
-            node: format!("tables.{id}"),
+            node: format!("tables.{}", env.id),
             table: cfg.table.clone(),
             key: cfg.key.clone(),
-            settings: Settings::new(aws, cfg.endpoint_url.as_deref()),
+            settings: Settings::new(env.aws, cfg.endpoint_url.as_deref()),
             client: OnceLock::new(),
             ttl,
             capacity,
@@ -130,16 +157,15 @@ impl Lookup for DynamoLookup {
 }
 
 /// At the start of a run: the table exists (DescribeTable) and has `key` as its
-/// partition key. The message names the node, the key and the table.
-pub fn check(id: &str, cfg: &DynamoTableConfig, aws: &AwsConfig) -> anyhow::Result<()> {
-    let node = format!("tables.{id}");
-    let settings = Settings::new(aws, cfg.endpoint_url.as_deref());
+/// partition key. The message names the key and the table.
+fn check(env: &Env, cfg: &DynamoTable) -> anyhow::Result<()> {
+    let settings = Settings::new(env.aws, cfg.endpoint_url.as_deref());
     let (table, key) = (cfg.table.clone(), cfg.key.clone());
     block_on(async move {
-        let sdk = settings.load().await.map_err(|e| anyhow::anyhow!("{node}: {e}"))?;
+        let sdk = settings.load().await.map_err(anyhow::Error::msg)?;
         let client = Client::new(&sdk);
         let result = client.describe_table().table_name(&table).send().await;
-        let d = described(result, (&node, "table"), ("DynamoDB table", &table), &settings, &sdk)?;
+        let d = described(result, "table", ("DynamoDB table", &table), &settings, &sdk)?;
         let hash = d
             .table()
             .map(|t| t.key_schema())
@@ -149,7 +175,7 @@ pub fn check(id: &str, cfg: &DynamoTableConfig, aws: &AwsConfig) -> anyhow::Resu
             .map(|k| k.attribute_name().to_string());
         if hash.as_deref() != Some(key.as_str()) {
             anyhow::bail!(
-                "{node}: key: {key:?} is not the partition key of DynamoDB table {table:?} (it is {:?})",
+                "key: {key:?} is not the partition key of DynamoDB table {table:?} (it is {:?})",
                 hash.unwrap_or_default()
             );
         }
@@ -175,14 +201,16 @@ mod tests {
 
     #[test]
     fn a_bad_ttl_names_the_key() {
-        let cfg = DynamoTableConfig {
+        let cfg = DynamoTable {
             table: "t".into(),
             key: "k".into(),
             ttl: Some("later".into()),
             capacity: None,
             endpoint_url: None,
         };
-        let err = DynamoLookup::new("agents", &cfg, &AwsConfig::default()).err().unwrap();
+        let aws = crate::config::AwsConfig::default();
+        let env = Env { id: "agents", base_dir: std::path::Path::new("."), aws: &aws };
+        let err = DynamoLookup::new(&env, &cfg).err().unwrap();
         assert!(err.starts_with("ttl:"), "{err}");
     }
 }

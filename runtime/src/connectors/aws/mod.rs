@@ -32,8 +32,9 @@ use aws_sdk_kinesis::config::http::HttpResponse;
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 
 use crate::config::AwsConfig;
-use crate::sink::{Backoff, Written};
-use crate::topology::Shutdown;
+use crate::contract::{Backoff, Written};
+use crate::dead_letter::DeadLetterKind;
+use crate::flow::Shutdown;
 
 /// The runtime every AWS call runs on (two worker threads: the calls are I/O).
 pub fn runtime() -> &'static tokio::runtime::Runtime {
@@ -132,10 +133,10 @@ impl Settings {
     }
 }
 
-/// Loads settings from synchronous code, for a connector named `node` (`sinks.db`).
-pub fn load_blocking(settings: &Settings, node: &str) -> anyhow::Result<SdkConfig> {
+/// Loads settings from synchronous code.
+pub fn load_blocking(settings: &Settings) -> anyhow::Result<SdkConfig> {
     let s = settings.clone();
-    block_on(async move { s.load().await }).map_err(|e| anyhow::anyhow!("{node}: {e}"))
+    block_on(async move { s.load().await }).map_err(anyhow::Error::msg)
 }
 
 /// What to do about a failed AWS call.
@@ -231,11 +232,12 @@ where
 }
 
 /// The outcome of a connector's start-up `Describe*` call: the answer, or an error naming the
-/// pipeline key and the AWS resource — `sinks.db: table: DynamoDB table "x" does not exist
-/// (region …)` — so a missing resource fails the run before any record moves.
+/// key and the AWS resource — `table: DynamoDB table "x" does not exist (region …)`, to
+/// which the runtime adds the node — so a missing resource fails the run before any record
+/// moves.
 pub fn described<T, E, R>(
     result: Result<T, SdkError<E, R>>,
-    (node, key): (&str, &str),
+    key: &str,
     (kind, name): (&str, &str),
     settings: &Settings,
     sdk: &SdkConfig,
@@ -248,14 +250,10 @@ where
         Ok(v) => Ok(v),
         // Every service here spells it the same way.
         Err(e) if e.code() == Some("ResourceNotFoundException") => {
-            anyhow::bail!("{node}: {key}: {kind} {name:?} does not exist ({})", settings.describe(sdk))
+            anyhow::bail!("{key}: {kind} {name:?} does not exist ({})", settings.describe(sdk))
         }
         Err(e) => {
-            anyhow::bail!(
-                "{node}: {key}: cannot describe {kind} {name:?} ({}): {}",
-                settings.describe(sdk),
-                describe(&e)
-            )
+            anyhow::bail!("{key}: cannot describe {kind} {name:?} ({}): {}", settings.describe(sdk), describe(&e))
         }
     }
 }
@@ -361,7 +359,7 @@ pub async fn send_all(
                                     pending.push(i);
                                 }
                                 EntryOutcome::Refused(reason) => {
-                                    results[i] = Some(Written::Refused { kind: "rejected", reason })
+                                    results[i] = Some(Written::Refused { kind: DeadLetterKind::Rejected, reason })
                                 }
                             }
                         }
@@ -375,7 +373,7 @@ pub async fn send_all(
                         alone.extend(req);
                     }
                     Err(Fault::Fatal(e)) => {
-                        results[req[0]] = Some(Written::Refused { kind: "rejected", reason: e });
+                        results[req[0]] = Some(Written::Refused { kind: DeadLetterKind::Rejected, reason: e });
                     }
                     Err(Fault::Halt(e)) => {
                         shutdown.halt(format!("{what}: {e}"));

@@ -5,8 +5,13 @@
 //! The date comes from each record's `date_field` (default `LastUpdateTimestamp`), so a
 //! record lands in the partition of its event, not of its processing; a record without
 //! it uses the time it is written. Files are opened for append, so a restart adds to them
-//! (and at-least-once re-deliveries may appear twice, as with Firehose). A write is
-//! acknowledged after it is flushed to the operating system.
+//! (and at-least-once re-deliveries may appear twice, as with Firehose).
+//!
+//! A batch is acknowledged once it is written and — with `fsync = true`, the default —
+//! synced to disk (a new file's directory too). A failed write is cut back to where the batch
+//! started and retried whole, without limit (a full disk may be freed; the node shows as
+//! degraded meanwhile), so a retry never leaves a half line or a line twice; a half line a
+//! killed process left at the end of a file is cut off when the file is next opened.
 
 use std::collections::HashMap;
 use std::io::{BufWriter, Write};
@@ -15,15 +20,66 @@ use std::time::{Duration, Instant};
 
 use ctrflow_plugin_sdk::ctr::{format_timestamp, parse_timestamp};
 use ctrflow_plugin_sdk::path::FieldPath;
+use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::FileSinkConfig;
-use crate::units::{parse_duration, parse_size};
+use crate::contract::{Destination, Env, Health, Item, SinkConnector, SinkOptions, WriteFuture, Writer, Written};
+use crate::flow::Shutdown;
 use crate::record::now_ms;
-use crate::sink::{Backoff, Item, Written};
+use crate::units::{parse_duration, parse_size};
+
+/// `type = "file"`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileSink {
+    /// The file, relative to the pipeline file. May hold date placeholders taken from the
+    /// record's `date_field`: `%Y %m %d %H %M` (e.g. `lake/%Y/%m/%d/%H/ctr.jsonl`, the
+    /// layout of Firehose's `yyyy/MM/dd/HH` prefixes).
+    pub path: String,
+    /// The record field the placeholders are taken from. Default `LastUpdateTimestamp`
+    /// (a record without it uses the time it is written).
+    pub date_field: Option<String>,
+    /// Start a new file once this many bytes were written, e.g. `"128MiB"`.
+    pub rotate_bytes: Option<String>,
+    /// Start a new file after this long, e.g. `"1h"`.
+    pub rotate_interval: Option<String>,
+    /// Sync every batch to disk before acknowledging it. Default true; `false` is faster
+    /// and still loses nothing to a crash of ctrflow, only to a power loss.
+    #[serde(default = "yes")]
+    pub fsync: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl SinkConnector for FileSink {
+    fn validate(&self, env: &Env) -> Vec<String> {
+        FileWriter::new(self, env).err().into_iter().collect()
+    }
+
+    fn open(&self, env: &Env, options: SinkOptions) -> anyhow::Result<Box<dyn Writer>> {
+        let mut w = FileWriter::new(self, env).map_err(anyhow::Error::msg)?;
+        w.health = Some(options.health);
+        w.shutdown = options.shutdown;
+        Ok(Box::new(w))
+    }
+
+    fn destination(&self, env: &Env) -> Destination {
+        Destination { unit: "lines", place: env.resolve(&self.path).display().to_string(), look: None }
+    }
+
+    fn max_records(&self) -> usize {
+        1000
+    }
+}
 
 struct OpenFile {
+    path: PathBuf,
     writer: BufWriter<std::fs::File>,
+    /// The file's length: where the next line starts (everything before it is whole lines).
+    len: u64,
+    /// Bytes this run wrote to it (for rotation by size).
     bytes: u64,
     opened: Instant,
     index: u32,
@@ -35,18 +91,21 @@ pub struct FileWriter {
     date_field: FieldPath,
     rotate_bytes: Option<u64>,
     rotate_interval: Option<Duration>,
+    fsync: bool,
     open: HashMap<String, OpenFile>,
+    health: Option<Health>,
+    shutdown: Shutdown,
 }
 
 /// The most files held open at once; the least recently opened is closed past this.
 const MAX_OPEN: usize = 64;
 
 impl FileWriter {
-    /// A writer for `cfg`, with `path` resolved against `base_dir`.
-    pub fn new(cfg: &FileSinkConfig, base_dir: &std::path::Path) -> Result<Self, String> {
+    /// A writer for `cfg`, with `path` resolved against the pipeline's directory.
+    pub fn new(cfg: &FileSink, env: &Env) -> Result<Self, String> {
         let date_field = cfg.date_field.as_deref().unwrap_or("LastUpdateTimestamp");
         Ok(FileWriter {
-            template: crate::config::clean(&base_dir.join(&cfg.path)).to_string_lossy().into_owned(),
+            template: env.resolve(&cfg.path).to_string_lossy().into_owned(),
             date_field: FieldPath::parse(date_field).map_err(|e| format!("date_field: {e}"))?,
             rotate_bytes: cfg
                 .rotate_bytes
@@ -61,7 +120,10 @@ impl FileWriter {
                 .map(parse_duration)
                 .transpose()
                 .map_err(|e| format!("rotate_interval: {e}"))?,
+            fsync: cfg.fsync,
             open: HashMap::new(),
+            health: None,
+            shutdown: Shutdown::default(),
         })
     }
 
@@ -88,89 +150,177 @@ impl FileWriter {
         p.with_file_name(name)
     }
 
+    /// Opens a file for append. A last line without its newline — what a killed process
+    /// leaves half-written, never acknowledged — is cut off, so the file holds whole lines.
+    /// A new file's directory entry is synced too, so the file itself survives a power loss.
     fn open_file(&self, target: &str, mut index: u32) -> std::io::Result<OpenFile> {
         // A rotating sink never appends to a file an earlier run rotated away from.
         while self.rotates() && self.path_for(target, index).exists() {
             index += 1;
         }
         let path = self.path_for(target, index);
-        if let Some(dir) = path.parent() {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).map(PathBuf::from);
+        if let Some(dir) = &dir {
             std::fs::create_dir_all(dir)?;
         }
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
-        Ok(OpenFile { writer: BufWriter::new(file), bytes: 0, opened: Instant::now(), index })
+        let existed = path.exists();
+        let file = std::fs::OpenOptions::new().create(true).read(true).append(true).open(&path)?;
+        let len = whole_lines(&file)?;
+        if self.fsync && !existed {
+            sync_dir(dir.as_deref())?;
+        }
+        Ok(OpenFile { path, writer: BufWriter::new(file), len, bytes: 0, opened: Instant::now(), index })
     }
 
     fn write_once(&mut self, items: &[Item]) -> std::io::Result<()> {
-        let mut touched = Vec::new();
+        let mut touched: Vec<String> = Vec::new();
+        let result = self.append(items, &mut touched);
+        let result = result.and_then(|()| self.commit(&touched));
+        if result.is_err() {
+            // Cut every file this batch touched back to where the batch started, so the retry
+            // neither glues a half line to the next nor writes a line twice.
+            for t in &touched {
+                if let Some(f) = self.open.remove(t) {
+                    let (file, _unwritten) = f.writer.into_parts();
+                    let _ = file.set_len(f.len);
+                }
+            }
+        }
+        result
+    }
+
+    fn append(&mut self, items: &[Item], touched: &mut Vec<String>) -> std::io::Result<()> {
         for item in items {
             let target = self.target(&item.record.doc);
             let due = self.open.get(&target).is_some_and(|f| {
                 self.rotate_bytes.is_some_and(|b| f.bytes >= b)
                     || self.rotate_interval.is_some_and(|d| f.opened.elapsed() >= d)
             });
-            if due && let Some(mut old) = self.open.remove(&target) {
-                old.writer.flush()?;
-                let next = self.open_file(&target, old.index + 1)?;
+            if due
+                && !touched.contains(&target)
+                && let Some(old) = self.open.remove(&target)
+            {
+                let index = old.index + 1;
+                self.close_file(old)?;
+                let next = self.open_file(&target, index)?;
                 self.open.insert(target.clone(), next);
             }
             if !self.open.contains_key(&target) {
                 if self.open.len() >= MAX_OPEN {
-                    self.close_oldest()?;
+                    self.close_oldest(touched)?;
                 }
                 let f = self.open_file(&target, 0)?;
                 self.open.insert(target.clone(), f);
+            }
+            if !touched.contains(&target) {
+                touched.push(target.clone());
             }
             let f = self.open.get_mut(&target).expect("opened above");
             let payload = item.payload();
             f.writer.write_all(&payload)?;
             f.writer.write_all(b"\n")?;
             f.bytes += payload.len() as u64 + 1;
-            if !touched.contains(&target) {
-                touched.push(target);
-            }
         }
+        Ok(())
+    }
+
+    /// Flushes (and with `fsync`, syncs) what the batch wrote; its lines are whole from here.
+    fn commit(&mut self, touched: &[String]) -> std::io::Result<()> {
         for t in touched {
-            if let Some(f) = self.open.get_mut(&t) {
+            if let Some(f) = self.open.get_mut(t) {
                 f.writer.flush()?;
-            }
-        }
-        Ok(())
-    }
-
-    fn close_oldest(&mut self) -> std::io::Result<()> {
-        if let Some(key) = self.open.iter().min_by_key(|(_, f)| f.opened).map(|(k, _)| k.clone())
-            && let Some(mut f) = self.open.remove(&key)
-        {
-            f.writer.flush()?;
-        }
-        Ok(())
-    }
-
-    /// Writes the batch, retrying I/O errors (a full disk may be freed) with backoff.
-    pub async fn write(&mut self, items: &[Item]) -> Vec<Written> {
-        let mut backoff = Backoff::default();
-        loop {
-            match self.write_once(items) {
-                Ok(()) => return vec![Written::Ok; items.len()],
-                Err(e) => {
-                    let delay = backoff.next_delay();
-                    tracing::warn!(error = %e, retry = backoff.attempts(), "File sink write failed; retrying.");
-                    if backoff.attempts() > 8 {
-                        // Give the batch back unacknowledged rather than loop forever.
-                        tracing::error!(error = %e, "File sink keeps failing; leaving the batch unwritten.");
-                        return vec![Written::Unwritten; items.len()];
-                    }
-                    tokio::time::sleep(delay).await;
+                if self.fsync {
+                    f.writer.get_ref().sync_data()?;
                 }
             }
         }
+        for t in touched {
+            if let Some(f) = self.open.get_mut(t) {
+                f.len = f.writer.get_ref().metadata()?.len();
+            }
+        }
+        Ok(())
     }
 
-    /// Flushes every open file.
-    pub fn close(&mut self) -> anyhow::Result<()> {
-        for (_, mut f) in self.open.drain() {
-            f.writer.flush()?;
+    fn close_file(&self, mut f: OpenFile) -> std::io::Result<()> {
+        f.writer.flush()?;
+        if self.fsync {
+            f.writer.get_ref().sync_data()?;
+        }
+        tracing::debug!(file = %f.path.display(), "Closed.");
+        Ok(())
+    }
+
+    /// Closes the least recently opened file this batch has not touched.
+    fn close_oldest(&mut self, touched: &[String]) -> std::io::Result<()> {
+        let oldest = self.open.iter().filter(|(k, _)| !touched.contains(k)).min_by_key(|(_, f)| f.opened);
+        if let Some(key) = oldest.map(|(k, _)| k.clone())
+            && let Some(f) = self.open.remove(&key)
+        {
+            self.close_file(f)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the batch, retrying I/O errors (a full disk may be freed) without limit.
+    async fn write_batch(&mut self, items: &[Item]) -> Vec<Written> {
+        let (health, shutdown) = (self.health.clone(), self.shutdown.clone());
+        let Some(health) = health else {
+            return match self.write_once(items) {
+                Ok(()) => vec![Written::Ok; items.len()],
+                Err(_) => vec![Written::Unwritten; items.len()],
+            };
+        };
+        match health.retry(&shutdown, || self.write_once(items)).await {
+            Some(()) => vec![Written::Ok; items.len()],
+            None => vec![Written::Unwritten; items.len()],
+        }
+    }
+}
+
+/// The length of a file's whole lines, cutting off a last line without its newline.
+fn whole_lines(file: &std::fs::File) -> std::io::Result<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(0);
+    }
+    let mut f = file;
+    let mut pos = len;
+    let mut buf = vec![0u8; 64 * 1024];
+    while pos > 0 {
+        let n = (buf.len() as u64).min(pos);
+        f.seek(SeekFrom::Start(pos - n))?;
+        f.read_exact(&mut buf[..n as usize])?;
+        if let Some(i) = buf[..n as usize].iter().rposition(|b| *b == b'\n') {
+            let keep = pos - n + i as u64 + 1;
+            if keep < len {
+                tracing::warn!(bytes = len - keep, "Cutting off a half-written last line (never acknowledged).");
+                file.set_len(keep)?;
+            }
+            return Ok(keep);
+        }
+        pos -= n;
+    }
+    tracing::warn!(bytes = len, "Cutting off a half-written file (never acknowledged).");
+    file.set_len(0)?;
+    Ok(0)
+}
+
+/// Syncs a directory, so an entry created in it survives a power loss.
+fn sync_dir(dir: Option<&std::path::Path>) -> std::io::Result<()> {
+    std::fs::File::open(dir.unwrap_or(std::path::Path::new(".")))?.sync_all()
+}
+
+impl Writer for FileWriter {
+    fn write<'a>(&'a mut self, items: &'a [Item]) -> WriteFuture<'a> {
+        Box::pin(self.write_batch(items))
+    }
+
+    /// Flushes and syncs every open file.
+    fn close(&mut self) -> anyhow::Result<()> {
+        for (_, f) in std::mem::take(&mut self.open) {
+            self.close_file(f)?;
         }
         Ok(())
     }

@@ -1,94 +1,51 @@
 //! The `file` source.
 //!
 //! Files matching `path` (a file or a glob) are read in name order — the order of
-//! Firehose's time-partitioned names — each whole into memory (decompressed when it ends
-//! in `.gz`), and split into documents: a JSON array's elements, or JSON documents one
-//! after another separated by any whitespace (JSON lines, pretty-printed documents, a
-//! missing final newline all work). A stretch that does not parse is dead-lettered up to
-//! the next line break, and reading goes on after it.
+//! Firehose's time-partitioned names — each as a stream: a bounded chunk at a time,
+//! decompressed as it is read when the name ends in `.gz`, split into documents by
+//! [`super::framing`]. Memory does not grow with the size of a file.
 //!
-//! The checkpoint is the file and the byte offset (the element index, for an array) just
-//! past the last document whose batch was fully acknowledged; a restart resumes there, so
-//! nothing acknowledged is read twice and nothing unacknowledged is skipped.
+//! The checkpoint remembers every file read, by identity rather than by name: the device
+//! and inode, and a fingerprint of its first bytes (as Vector's file source does), with the
+//! offset just past the last document whose batch was fully acknowledged. So a pipeline run
+//! once by a relative path and once by an absolute one resumes where it was, a late file
+//! whose name sorts earlier is read (not skipped), a renamed file is not read twice, and a
+//! new file that reuses an inode is read from its start.
 
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use sha2::{Digest, Sha256};
 
+use super::framing::{Framer, Piece};
 use crate::ack::Checkpointer;
-use crate::config::FileSourceConfig;
-use crate::source::{CheckpointFile, SourceContext};
+use crate::contract::{CheckpointFile, Env, Source, SourceConnector, SourceContext};
+use crate::dead_letter::DeadLetterKind;
 
-/// Where a file source is: the file, and the offset past the last handled document.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FilePosition {
-    /// The file.
-    pub file: String,
-    /// Byte offset (JSON lines / documents) or element index (a JSON array).
-    pub offset: u64,
+/// `type = "file"`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileSource {
+    /// A file or a glob (`data/*.jsonl.gz`), relative to the pipeline file. Files ending
+    /// in `.gz` are decompressed. Each holds JSON lines, a JSON array, or JSON documents
+    /// one after another.
+    pub path: String,
+    /// Resume from the last checkpoint after a restart. Default true.
+    #[serde(default = "yes")]
+    pub checkpoint: bool,
 }
 
-/// One document found in a file.
-#[derive(Debug)]
-pub enum Piece {
-    /// A document, with its text.
-    Doc { doc: Value, raw: Bytes, end: u64 },
-    /// A stretch that does not parse, up to the next line break.
-    Bad { raw: Bytes, error: String, end: u64 },
+fn yes() -> bool {
+    true
 }
 
-/// Splits file content into documents, starting at `offset`.
-pub fn split_documents(buf: &Bytes, offset: u64) -> Vec<Piece> {
-    let first = buf.iter().position(|b| !b.is_ascii_whitespace());
-    if first.is_some_and(|i| buf[i] == b'[') {
-        return split_array(buf, offset);
-    }
-    let mut pieces = Vec::new();
-    let mut pos = (offset as usize).min(buf.len());
-    loop {
-        while pos < buf.len() && buf[pos].is_ascii_whitespace() {
-            pos += 1;
-        }
-        if pos >= buf.len() {
-            break;
-        }
-        let mut stream = serde_json::Deserializer::from_slice(&buf[pos..]).into_iter::<Value>();
-        match stream.next() {
-            Some(Ok(doc)) => {
-                let end = pos + stream.byte_offset();
-                pieces.push(Piece::Doc { doc, raw: buf.slice(pos..end), end: end as u64 });
-                pos = end;
-            }
-            Some(Err(e)) => {
-                let end = buf[pos..].iter().position(|b| *b == b'\n').map_or(buf.len(), |i| pos + i + 1);
-                let raw = buf.slice(pos..end);
-                pieces.push(Piece::Bad { raw, error: e.to_string(), end: end as u64 });
-                pos = end;
-            }
-            None => break,
-        }
-    }
-    pieces
-}
-
-fn split_array(buf: &Bytes, offset: u64) -> Vec<Piece> {
-    match serde_json::from_slice::<Vec<Value>>(buf) {
-        Ok(docs) => docs
-            .into_iter()
-            .enumerate()
-            .skip(offset as usize)
-            .map(|(i, doc)| {
-                let raw = Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
-                Piece::Doc { doc, raw, end: i as u64 + 1 }
-            })
-            .collect(),
-        Err(e) if offset == 0 => {
-            vec![Piece::Bad { raw: buf.clone(), error: format!("not a JSON array of documents: {e}"), end: 1 }]
-        }
-        Err(_) => Vec::new(),
+impl SourceConnector for FileSource {
+    fn open(&self, env: &Env) -> anyhow::Result<Box<dyn Source>> {
+        let pattern = env.resolve(&self.path);
+        let paths = files(&pattern).map_err(|e| e.context("path"))?;
+        Ok(Box::new(OpenFiles { paths, checkpoint: self.checkpoint }))
     }
 }
 
@@ -102,7 +59,7 @@ pub fn files(pattern: &Path) -> anyhow::Result<Vec<PathBuf>> {
         return Ok(vec![pattern.to_path_buf()]);
     }
     let mut found: Vec<PathBuf> = glob::glob(&text)
-        .map_err(|e| anyhow::anyhow!("path {text:?} is not a valid glob: {e}"))?
+        .map_err(|e| anyhow::anyhow!("{text:?} is not a valid glob: {e}"))?
         .filter_map(Result::ok)
         .filter(|p| p.is_file())
         .collect();
@@ -110,75 +67,231 @@ pub fn files(pattern: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(found)
 }
 
-fn read(path: &Path) -> anyhow::Result<Bytes> {
-    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    if path.extension().is_some_and(|e| e == "gz") {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(&bytes[..])
-            .read_to_end(&mut out)
-            .map_err(|e| anyhow::anyhow!("cannot decompress {}: {e}", path.display()))?;
-        return Ok(Bytes::from(out));
-    }
-    Ok(Bytes::from(bytes))
+/// How many leading bytes of a file its fingerprint covers.
+const HEAD: u64 = 1024;
+
+/// A file as the checkpoint knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileState {
+    /// Its canonical path when last read (for people; identity is below).
+    pub path: String,
+    /// Device and inode.
+    pub dev: u64,
+    /// Inode.
+    pub ino: u64,
+    /// How many leading bytes the fingerprint covers (fewer for a short file).
+    pub head_len: u64,
+    /// SHA-256 of those bytes, hex.
+    pub head: String,
+    /// The (decompressed) offset just past the last document handled.
+    pub offset: u64,
+    /// Whether the file is a JSON array (its framing, needed to resume mid-file).
+    pub array: Option<bool>,
 }
 
-/// Reads every file, then waits for the last batches to be acknowledged and checkpoints.
-pub fn run(cfg: &FileSourceConfig, base_dir: &Path, mut ctx: SourceContext) -> anyhow::Result<()> {
-    let id = ctx.id.clone();
-    let pattern = crate::config::clean(&base_dir.join(&cfg.path));
-    let paths = files(&pattern).map_err(|e| anyhow::anyhow!("sources.{id}: {e}"))?;
-    let store = CheckpointFile::new(&ctx.state_dir, &id);
-    let resume: Option<FilePosition> = if cfg.checkpoint { store.load()? } else { None };
-    if let Some(p) = &resume {
-        tracing::info!(source = %id, file = %p.file, offset = p.offset, "Resuming from checkpoint.");
-    }
-    let mut checkpoints: Checkpointer<FilePosition> = Checkpointer::default();
+/// The file source's checkpoint: every file it has read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilesCheckpoint {
+    /// Format version (2: files by identity).
+    pub version: u32,
+    /// The files.
+    pub files: Vec<FileState>,
+}
 
-    'files: for path in paths {
-        let name = path.display().to_string();
-        let start = match &resume {
-            Some(p) if name < p.file => continue,
-            Some(p) if name == p.file => p.offset,
-            _ => 0,
-        };
-        let buf = read(&path)?;
-        let mut last_end = start;
-        for piece in split_documents(&buf, start) {
-            if ctx.shutdown.is_requested() {
-                break 'files;
-            }
-            match piece {
-                Piece::Doc { doc, raw, end } => {
-                    ctx.ingest_parsed(doc, raw, format!("{name}:{last_end}"), None);
-                    last_end = end;
-                }
-                Piece::Bad { raw, error, end } => {
-                    ctx.refuse_bytes(raw, format!("{name}:{last_end}"), error);
-                    last_end = end;
-                }
-            }
-            if ctx.batch_full() {
-                flush(&mut ctx, &mut checkpoints, FilePosition { file: name.clone(), offset: last_end })?;
-                save(&mut ctx, &mut checkpoints, &store, cfg.checkpoint, false)?;
+/// The first format: one file by name, and an offset; files sorting before it were done.
+#[derive(Debug, Clone, Deserialize)]
+struct LegacyPosition {
+    file: String,
+    offset: u64,
+}
+
+/// What identifies a file on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Identity {
+    canonical: PathBuf,
+    dev: u64,
+    ino: u64,
+    len: u64,
+}
+
+impl Identity {
+    fn of(path: &Path) -> anyhow::Result<Identity> {
+        let meta = std::fs::metadata(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        Ok(Identity { canonical, dev: meta.dev(), ino: meta.ino(), len: meta.len() })
+    }
+
+    /// SHA-256 (hex) of the first `n` bytes.
+    fn head(&self, n: u64) -> anyhow::Result<String> {
+        let mut f = std::fs::File::open(&self.canonical)?;
+        let mut buf = Vec::with_capacity(n as usize);
+        (&mut f).take(n).read_to_end(&mut buf)?;
+        Ok(hex(&Sha256::digest(&buf)))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl FilesCheckpoint {
+    /// The entry for a file: same device and inode, and the same first bytes.
+    fn find(&self, id: &Identity) -> anyhow::Result<Option<usize>> {
+        for (i, f) in self.files.iter().enumerate() {
+            if f.dev == id.dev && f.ino == id.ino && f.head_len <= id.len && id.head(f.head_len)? == f.head {
+                return Ok(Some(i));
             }
         }
-        flush(&mut ctx, &mut checkpoints, FilePosition { file: name.clone(), offset: last_end })?;
+        Ok(None)
     }
-    // Let go of the output so the pipeline can drain, then wait for the acknowledgements.
-    drop(std::mem::take(&mut ctx.output));
-    save(&mut ctx, &mut checkpoints, &store, cfg.checkpoint, true)
+
+    /// The entry for a file, added (at offset 0) if it is new.
+    fn entry(&mut self, id: &Identity) -> anyhow::Result<usize> {
+        if let Some(i) = self.find(id)? {
+            self.files[i].path = id.canonical.display().to_string();
+            return Ok(i);
+        }
+        // A reused inode is a new file: forget the old entry.
+        self.files.retain(|f| !(f.dev == id.dev && f.ino == id.ino));
+        let head_len = id.len.min(HEAD);
+        self.files.push(FileState {
+            path: id.canonical.display().to_string(),
+            dev: id.dev,
+            ino: id.ino,
+            head_len,
+            head: id.head(head_len)?,
+            offset: 0,
+            array: None,
+        });
+        Ok(self.files.len() - 1)
+    }
 }
 
-fn flush(
+/// A file source whose files were found.
+struct OpenFiles {
+    paths: Vec<PathBuf>,
+    checkpoint: bool,
+}
+
+/// Where a batch ends: a file of the checkpoint, and the offset past the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Position {
+    file: usize,
+    offset: u64,
+    array: Option<bool>,
+}
+
+impl Source for OpenFiles {
+    fn run(self: Box<Self>, mut ctx: SourceContext) -> anyhow::Result<()> {
+        let store = CheckpointFile::new(&ctx.settings.state_dir, &ctx.id);
+        let mut state = if self.checkpoint { load(&store, &self.paths)? } else { FilesCheckpoint::default() };
+        state.version = 2;
+        let mut checkpoints: Checkpointer<Position> = Checkpointer::default();
+        let result = read_files(&self.paths, &mut state, &mut checkpoints, &store, self.checkpoint, &mut ctx);
+        // Let go of the output so the pipeline can drain, then wait for the acknowledgements.
+        drop(std::mem::take(&mut ctx.output));
+        let saved = save(&mut ctx, &mut state, &mut checkpoints, &store, self.checkpoint, true);
+        result.and(saved)
+    }
+}
+
+/// The checkpoint, read in either format.
+fn load(store: &CheckpointFile, paths: &[PathBuf]) -> anyhow::Result<FilesCheckpoint> {
+    let Some(value) = store.load::<serde_json::Value>()? else { return Ok(FilesCheckpoint::default()) };
+    if let Ok(legacy) = serde_json::from_value::<LegacyPosition>(value.clone()) {
+        // The first format named one file; those before it in name order were done.
+        let mut state = FilesCheckpoint::default();
+        for p in paths {
+            let name = p.display().to_string();
+            if name <= legacy.file {
+                let id = Identity::of(p)?;
+                let i = state.entry(&id)?;
+                state.files[i].offset = if name == legacy.file { legacy.offset } else { u64::MAX };
+            }
+        }
+        return Ok(state);
+    }
+    serde_json::from_value(value).map_err(|e| anyhow::anyhow!("checkpoint unreadable ({e}); delete it to start over"))
+}
+
+fn read_files(
+    paths: &[PathBuf],
+    state: &mut FilesCheckpoint,
+    checkpoints: &mut Checkpointer<Position>,
+    store: &CheckpointFile,
+    enabled: bool,
     ctx: &mut SourceContext,
-    checkpoints: &mut Checkpointer<FilePosition>,
-    pos: FilePosition,
 ) -> anyhow::Result<()> {
+    for path in paths {
+        if ctx.shutdown().is_requested() {
+            break;
+        }
+        let id = Identity::of(path)?;
+        let file = state.entry(&id)?;
+        let (start, array) = (state.files[file].offset, state.files[file].array);
+        let gz = path.extension().is_some_and(|e| e == "gz");
+        if !gz && start >= id.len {
+            continue; // read to its end before
+        }
+        if start > 0 {
+            tracing::info!(source = %ctx.id, file = %path.display(), offset = start, "Resuming.");
+        }
+        let input = open(path, start, gz)?;
+        let mut framer = Framer::new(input, start, array, ctx.settings.max_record_size);
+        let name = path.display().to_string();
+        let mut last = start;
+        loop {
+            if ctx.shutdown().is_requested() {
+                break;
+            }
+            let piece = framer.next_piece().map_err(|e| anyhow::anyhow!("reading {name}: {e}"))?;
+            let Some(piece) = piece else { break };
+            let position = format!("{name}:{last}");
+            last = piece.end();
+            match piece {
+                Piece::Doc { doc, raw, .. } => ctx.ingest_parsed(doc, raw, position, None),
+                Piece::Bad { raw, error, .. } => ctx.refuse_bytes(raw, position, error),
+                Piece::Oversized { raw, size, .. } => ctx.refuse_bytes_as(
+                    raw,
+                    position,
+                    DeadLetterKind::Oversized,
+                    format!(
+                        "document of at least {size} bytes exceeds runtime.max_record_size ({} bytes); its first bytes are kept",
+                        ctx.settings.max_record_size
+                    ),
+                ),
+            }
+            if ctx.batch_full() {
+                flush(ctx, checkpoints, Position { file, offset: last, array: framer.is_array() })?;
+                save(ctx, state, checkpoints, store, enabled, false)?;
+            }
+        }
+        flush(ctx, checkpoints, Position { file, offset: last, array: framer.is_array() })?;
+    }
+    Ok(())
+}
+
+/// The (decompressed) stream of a file from offset `start`.
+fn open(path: &Path, start: u64, gz: bool) -> anyhow::Result<Box<dyn Read + Send>> {
+    let mut file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    if !gz {
+        file.seek(SeekFrom::Start(start))?;
+        return Ok(Box::new(file));
+    }
+    let mut stream = flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(256 * 1024, file));
+    // A compressed stream cannot seek: decompress up to where it resumes.
+    let skipped = std::io::copy(&mut (&mut stream).take(start), &mut std::io::sink())
+        .map_err(|e| anyhow::anyhow!("cannot decompress {}: {e}", path.display()))?;
+    if skipped < start {
+        tracing::warn!(file = %path.display(), "The checkpoint is past the end of the file; reading nothing of it.");
+    }
+    Ok(Box::new(stream))
+}
+
+fn flush(ctx: &mut SourceContext, checkpoints: &mut Checkpointer<Position>, pos: Position) -> anyhow::Result<()> {
     let seq = ctx.next_seq();
-    match ctx.flush_blocking() {
-        Ok(Some(_)) => checkpoints.register(seq, pos),
-        Ok(None) => {}
-        Err(_) => anyhow::bail!("sources.{}: the pipeline stopped reading", ctx.id),
+    if ctx.flush_or_stop()?.is_some() {
+        checkpoints.register(seq, pos);
     }
     Ok(())
 }
@@ -186,7 +299,8 @@ fn flush(
 /// Takes the completions that arrived (all of them, with `wait`) and saves the position.
 fn save(
     ctx: &mut SourceContext,
-    checkpoints: &mut Checkpointer<FilePosition>,
+    state: &mut FilesCheckpoint,
+    checkpoints: &mut Checkpointer<Position>,
     store: &CheckpointFile,
     enabled: bool,
     wait: bool,
@@ -195,10 +309,13 @@ fn save(
         while let Ok(c) = ctx.completions.try_recv() {
             checkpoints.complete(c);
         }
-        if let Some(pos) = checkpoints.advance()
-            && enabled
-        {
-            store.save(&pos)?;
+        if let Some(pos) = checkpoints.advance() {
+            let f = &mut state.files[pos.file];
+            f.offset = pos.offset;
+            f.array = pos.array.or(f.array);
+            if enabled {
+                store.save(state)?;
+            }
         }
         if !wait || checkpoints.in_flight() == 0 || checkpoints.is_stalled() {
             break;
@@ -218,39 +335,51 @@ fn save(
 mod tests {
     use super::*;
 
-    fn docs(text: &str, offset: u64) -> Vec<String> {
-        split_documents(&Bytes::from(text.to_string()), offset)
-            .into_iter()
-            .map(|p| match p {
-                Piece::Doc { raw, .. } => String::from_utf8(raw.to_vec()).unwrap(),
-                Piece::Bad { raw, .. } => format!("BAD:{}", String::from_utf8_lossy(&raw).trim()),
-            })
-            .collect()
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ctrflow-file-source-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     #[test]
-    fn json_lines_without_a_final_newline() {
-        assert_eq!(docs("{\"a\":1}\n{\"a\":2}", 0), ["{\"a\":1}", "{\"a\":2}"]);
+    fn a_file_is_the_same_entry_by_relative_or_absolute_path() {
+        let dir = temp("identity");
+        let file = dir.join("a.jsonl");
+        std::fs::write(&file, "{\"ContactId\":\"x\"}\n").unwrap();
+        let mut state = FilesCheckpoint::default();
+        let i = state.entry(&Identity::of(&file).unwrap()).unwrap();
+        state.files[i].offset = 5;
+        let via_dots = dir.join(".").join("..").join(dir.file_name().unwrap()).join("a.jsonl");
+        assert_eq!(state.find(&Identity::of(&via_dots).unwrap()).unwrap(), Some(i));
     }
 
     #[test]
-    fn concatenated_pretty_documents() {
-        assert_eq!(docs("{\n \"a\": 1\n}\n\n  {\"a\":2}{\"a\":3}", 0).len(), 3);
+    fn a_new_file_on_a_reused_inode_starts_over() {
+        let dir = temp("reuse");
+        let file = dir.join("a.jsonl");
+        std::fs::write(&file, "{\"ContactId\":\"first\"}\n").unwrap();
+        let mut state = FilesCheckpoint::default();
+        let i = state.entry(&Identity::of(&file).unwrap()).unwrap();
+        state.files[i].offset = 22;
+        // Same inode (truncated in place), other content.
+        std::fs::write(&file, "{\"ContactId\":\"second\"}\n").unwrap();
+        let id = Identity::of(&file).unwrap();
+        assert_eq!(state.find(&id).unwrap(), None);
+        let j = state.entry(&id).unwrap();
+        assert_eq!(state.files[j].offset, 0);
+        assert_eq!(state.files.len(), 1);
     }
 
     #[test]
-    fn a_json_array_and_resuming_by_index() {
-        assert_eq!(docs("[{\"a\":1},{\"a\":2},{\"a\":3}]", 1), ["{\"a\":2}", "{\"a\":3}"]);
-    }
-
-    #[test]
-    fn a_bad_line_is_set_aside_and_reading_goes_on() {
-        assert_eq!(docs("{\"a\":1}\n{\"a\":\n{\"a\":3}\n", 0), ["{\"a\":1}", "BAD:{\"a\":", "{\"a\":3}"]);
-    }
-
-    #[test]
-    fn resuming_at_a_byte_offset() {
-        let text = "{\"a\":1}\n{\"a\":2}\n";
-        assert_eq!(docs(text, 8), ["{\"a\":2}"]);
+    fn a_file_that_grew_is_still_the_same_file() {
+        let dir = temp("grow");
+        let file = dir.join("a.jsonl");
+        std::fs::write(&file, "{\"ContactId\":\"a\"}\n").unwrap();
+        let mut state = FilesCheckpoint::default();
+        let i = state.entry(&Identity::of(&file).unwrap()).unwrap();
+        let mut f = std::fs::OpenOptions::new().append(true).open(&file).unwrap();
+        std::io::Write::write_all(&mut f, b"{\"ContactId\":\"b\"}\n").unwrap();
+        assert_eq!(state.find(&Identity::of(&file).unwrap()).unwrap(), Some(i));
     }
 }

@@ -15,23 +15,66 @@ use time::format_description::well_known::Rfc3339;
 
 pub use synth::Synth;
 
-use crate::config::GeneratorConfig;
-use crate::source::SourceContext;
+use serde::Deserialize;
 
-/// Checks the generator's settings; the message names the key.
-pub fn validate(cfg: &GeneratorConfig) -> Result<(), String> {
-    if !(cfg.rate.is_finite() && cfg.rate >= 0.0) {
-        return Err(format!("rate: {} is not a rate (records per second, 0 for unthrottled)", cfg.rate));
+use crate::contract::{Env, Source, SourceConnector, SourceContext};
+
+/// `type = "generator"`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Generator {
+    /// How many records; default 1000. `0` means no end.
+    #[serde(default = "default_count")]
+    pub count: u64,
+    /// Records per second; `0` (default) is as fast as the pipeline takes them.
+    #[serde(default)]
+    pub rate: f64,
+    /// Same seed, same records. Default 1.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Place timestamps as if the run started at this RFC 3339 time, advancing with the
+    /// rate (fully reproducible output). Default: the wall clock.
+    pub start_time: Option<String>,
+}
+
+fn default_count() -> u64 {
+    1000
+}
+fn default_seed() -> u64 {
+    1
+}
+
+impl SourceConnector for Generator {
+    fn validate(&self, _env: &Env) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(self.rate.is_finite() && self.rate >= 0.0) {
+            problems.push(format!("rate: {} is not a rate (records per second, 0 for unthrottled)", self.rate));
+        }
+        if let Some(t) = &self.start_time
+            && let Err(e) = OffsetDateTime::parse(t, &Rfc3339)
+        {
+            problems.push(format!("start_time: {t:?} is not an RFC 3339 time ({e})"));
+        }
+        problems
     }
-    if let Some(t) = &cfg.start_time {
-        OffsetDateTime::parse(t, &Rfc3339).map_err(|e| format!("start_time: {t:?} is not an RFC 3339 time ({e})"))?;
+
+    fn open(&self, _env: &Env) -> anyhow::Result<Box<dyn Source>> {
+        Ok(Box::new(self.clone()))
     }
-    Ok(())
+
+    fn expected_records(&self) -> Option<u64> {
+        (self.count > 0).then_some(self.count)
+    }
+}
+
+impl Source for Generator {
+    fn run(self: Box<Self>, ctx: SourceContext) -> anyhow::Result<()> {
+        generate(&self, ctx)
+    }
 }
 
 /// Generates until `count` (or a stop).
-pub fn run(cfg: &GeneratorConfig, mut ctx: SourceContext) -> anyhow::Result<()> {
-    validate(cfg).map_err(|e| anyhow::anyhow!("sources.{}: {e}", ctx.id))?;
+fn generate(cfg: &Generator, mut ctx: SourceContext) -> anyhow::Result<()> {
     let mut synth = Synth::new(cfg.seed);
     let start = cfg.start_time.as_deref().map(|t| OffsetDateTime::parse(t, &Rfc3339)).transpose()?;
     let interval = if cfg.rate > 0.0 { Duration::from_secs_f64(1.0 / cfg.rate) } else { Duration::ZERO };
@@ -41,7 +84,7 @@ pub fn run(cfg: &GeneratorConfig, mut ctx: SourceContext) -> anyhow::Result<()> 
     let mut batch_started = Instant::now();
     let mut i: u64 = 0;
     while cfg.count == 0 || i < cfg.count {
-        if ctx.shutdown.is_requested() {
+        if ctx.shutdown().is_requested() {
             break;
         }
         if cfg.rate > 0.0 {
@@ -49,7 +92,7 @@ pub fn run(cfg: &GeneratorConfig, mut ctx: SourceContext) -> anyhow::Result<()> 
             let now = Instant::now();
             if due > now {
                 if now.duration_since(batch_started) >= max_batch_age || due - now > max_batch_age {
-                    flush(&mut ctx)?;
+                    ctx.flush_or_stop()?;
                     batch_started = Instant::now();
                 }
                 std::thread::sleep(due - Instant::now().min(due));
@@ -62,15 +105,10 @@ pub fn run(cfg: &GeneratorConfig, mut ctx: SourceContext) -> anyhow::Result<()> 
         ctx.ingest_doc(synth.next_record(now), i.to_string());
         i += 1;
         if ctx.batch_full() {
-            flush(&mut ctx)?;
+            ctx.flush_or_stop()?;
             batch_started = Instant::now();
         }
     }
-    flush(&mut ctx)?;
-    Ok(())
-}
-
-fn flush(ctx: &mut SourceContext) -> anyhow::Result<()> {
-    ctx.flush_blocking().map_err(|_| anyhow::anyhow!("sources.{}: the pipeline stopped reading", ctx.id))?;
+    ctx.flush_or_stop()?;
     Ok(())
 }

@@ -24,7 +24,7 @@ use aws_sdk_dynamodb::types::{
 use serde::{Deserialize, Serialize};
 
 use crate::connectors::aws::describe;
-use crate::source::CheckpointFile;
+use crate::contract::CheckpointFile;
 
 /// The checkpoint of a shard read to its end.
 pub const SHARD_END: &str = "SHARD_END";
@@ -56,7 +56,7 @@ impl Store {
         let state: FileState = file.load()?.unwrap_or_default();
         if !state.stream.is_empty() && state.stream != stream {
             anyhow::bail!(
-                "sources.{id}: the checkpoint in {} is for stream {:?}, not {stream:?}; delete it to start over",
+                "the checkpoint in {} is for stream {:?}, not {stream:?}; delete it to start over",
                 state_dir.display(),
                 state.stream
             );

@@ -13,4 +13,4 @@ pub mod checkpoint;
 pub mod deaggregate;
 pub mod source;
 
-pub use source::{KinesisSource, validate};
+pub use source::{KinesisSource, KinesisSourceOptions};

@@ -29,17 +29,16 @@ use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use aws_smithy_types::DateTime;
 use bytes::Bytes;
+use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::checkpoint::{LeaseTable, SHARD_END, Store, cmp_sequence};
 use super::deaggregate;
 use crate::ack::{Checkpointer, Completion};
-use crate::config::{AwsConfig, KinesisSourceConfig};
 use crate::connectors::aws::{Fault, Settings, block_on, classify, described};
+use crate::contract::{Backoff, Env, Source, SourceConnector, SourceContext};
 use crate::units::parse_duration;
-use crate::sink::Backoff;
-use crate::source::SourceContext;
 
 /// GetRecords: at most 5 calls per second per shard (aws-limits.md §2).
 const MIN_CALL_GAP: Duration = Duration::from_millis(200);
@@ -67,7 +66,7 @@ struct Parsed {
     poll_interval: Duration,
 }
 
-fn parse(cfg: &KinesisSourceConfig) -> Result<Parsed, String> {
+fn parse(cfg: &KinesisSourceOptions) -> Result<Parsed, String> {
     if cfg.stream.trim().is_empty() {
         return Err("stream: name the Kinesis stream to read".into());
     }
@@ -93,9 +92,64 @@ fn parse(cfg: &KinesisSourceConfig) -> Result<Parsed, String> {
     Ok(Parsed { start, poll_interval })
 }
 
+/// `type = "kinesis"`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KinesisSourceOptions {
+    /// The stream name.
+    pub stream: String,
+    /// Where to start without a checkpoint: `trim_horizon` (default), `latest`, `at_timestamp`.
+    #[serde(default = "default_start")]
+    pub start: String,
+    /// With `start = "at_timestamp"`: an RFC 3339 time.
+    pub timestamp: Option<String>,
+    /// Where checkpoints live: omitted, the state directory; `{ dynamodb = "<table>" }`, a
+    /// DynamoDB table with the Kinesis Client Library's lease schema (created if missing;
+    /// leases are taken and checkpoints written with conditional writes, but not yet
+    /// balanced across a fleet: one process per stream).
+    pub checkpoint: Option<KinesisCheckpoint>,
+    /// How long to wait after a shard read came back empty. Default `"1s"`. (Reads of a
+    /// shard are at least 200 ms apart whatever this says: 5 GetRecords per second per shard.)
+    pub poll_interval: Option<String>,
+    /// Overrides `[aws] endpoint_url`.
+    pub endpoint_url: Option<String>,
+    /// Stop once every shard is read to its current end (for tests and backfills): an empty
+    /// read at the tip (`MillisBehindLatest` 0) or the end of a closed shard. Default false.
+    #[serde(default)]
+    pub stop_at_end: bool,
+}
+
+fn default_start() -> String {
+    "trim_horizon".into()
+}
+
+/// `checkpoint = { dynamodb = "<table>" }`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KinesisCheckpoint {
+    /// A DynamoDB table holding shard leases and checkpoints (KCL schema).
+    pub dynamodb: String,
+}
+
 /// Checks a `kinesis` source's settings without contacting AWS; the message names the key.
-pub fn validate(cfg: &KinesisSourceConfig) -> Result<(), String> {
+pub fn validate(cfg: &KinesisSourceOptions) -> Result<(), String> {
     parse(cfg).map(|_| ())
+}
+
+impl SourceConnector for KinesisSourceOptions {
+    fn validate(&self, _env: &Env) -> Vec<String> {
+        validate(self).err().into_iter().collect()
+    }
+
+    fn open(&self, env: &Env) -> anyhow::Result<Box<dyn Source>> {
+        Ok(Box::new(KinesisSource::open(env, self)?))
+    }
+}
+
+impl Source for KinesisSource {
+    fn run(self: Box<Self>, ctx: SourceContext) -> anyhow::Result<()> {
+        (*self).read(ctx)
+    }
 }
 
 /// A `kinesis` source whose stream (and lease table) were found.
@@ -121,24 +175,24 @@ fn worker_id() -> String {
 impl KinesisSource {
     /// Loads the AWS settings and checks that the stream exists (DescribeStreamSummary) and,
     /// with `checkpoint = { dynamodb = … }`, opens the lease table.
-    pub fn open(id: &str, cfg: &KinesisSourceConfig, aws: &AwsConfig) -> anyhow::Result<KinesisSource> {
-        let node = format!("sources.{id}");
-        let parsed = parse(cfg).map_err(|e| anyhow::anyhow!("{node}: {e}"))?;
-        let settings = Settings::new(aws, cfg.endpoint_url.as_deref());
+    pub fn open(env: &Env, cfg: &KinesisSourceOptions) -> anyhow::Result<KinesisSource> {
+        let node = format!("sources.{}", env.id);
+        let parsed = parse(cfg).map_err(anyhow::Error::msg)?;
+        let settings = Settings::new(env.aws, cfg.endpoint_url.as_deref());
         let stream = cfg.stream.clone();
         let lease_table = cfg.checkpoint.as_ref().map(|c| c.dynamodb.clone());
         let stop_at_end = cfg.stop_at_end;
         block_on(async move {
-            let sdk = settings.load().await.map_err(|e| anyhow::anyhow!("{node}: {e}"))?;
+            let sdk = settings.load().await.map_err(anyhow::Error::msg)?;
             let client = Client::new(&sdk);
             let result = client.describe_stream_summary().stream_name(&stream).send().await;
-            described(result, (&node, "stream"), ("Kinesis stream", &stream), &settings, &sdk)?;
+            described(result, "stream", ("Kinesis stream", &stream), &settings, &sdk)?;
             let lease = match lease_table {
                 None => None,
                 Some(t) => Some(
                     LeaseTable::open(aws_sdk_dynamodb::Client::new(&sdk), &t, worker_id())
                         .await
-                        .map_err(|e| anyhow::anyhow!("{node}: checkpoint.dynamodb: {e}"))?,
+                        .map_err(|e| anyhow::anyhow!("checkpoint.dynamodb: {e}"))?,
                 ),
             };
             Ok(KinesisSource { node, stream, client, parsed, stop_at_end, lease })
@@ -147,10 +201,10 @@ impl KinesisSource {
 
     /// Reads until stopped (or, with `stop_at_end`, until every shard is read to its
     /// current end), then waits for the acknowledgements and saves the checkpoints.
-    pub fn run(mut self, mut ctx: SourceContext) -> anyhow::Result<()> {
+    fn read(mut self, mut ctx: SourceContext) -> anyhow::Result<()> {
         let store = match self.lease.take() {
             Some(l) => Store::Dynamo(l),
-            None => Store::file(&ctx.state_dir, &ctx.id, &self.stream)?,
+            None => Store::file(&ctx.settings.state_dir, &ctx.id, &self.stream)?,
         };
         let mut reader = Reader {
             src: &self,
@@ -220,7 +274,7 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn read(&mut self, ctx: &mut SourceContext) -> anyhow::Result<()> {
-        let mut stop = ctx.shutdown.clone();
+        let mut stop = ctx.shutdown().clone();
         let mut last_save = Instant::now();
         loop {
             self.take_completions(ctx, None);
@@ -228,7 +282,7 @@ impl Reader<'_> {
                 self.save()?;
                 last_save = Instant::now();
             }
-            if ctx.shutdown.is_requested() {
+            if ctx.shutdown().is_requested() {
                 return Ok(());
             }
             if Instant::now() >= self.list_due {
@@ -291,7 +345,7 @@ impl Reader<'_> {
                         return Ok(());
                     }
                     Fault::Fatal(msg) | Fault::Halt(msg) => {
-                        anyhow::bail!("{}: ListShards on {:?}: {msg}", src.node, src.stream)
+                        anyhow::bail!("ListShards on {:?}: {msg}", src.stream)
                     }
                 },
             }
@@ -354,7 +408,7 @@ impl Reader<'_> {
             .collect();
         for id in eligible {
             let parents = self.shards[&id].parents.clone();
-            block_on(self.store.take(&id, &parents)).map_err(|e| anyhow::anyhow!("{}: {e:#}", self.src.node))?;
+            block_on(self.store.take(&id, &parents))?;
             let shard = self.shards.get_mut(&id).expect("listed");
             tracing::info!(source = %self.src.node, shard = %id, after = ?shard.last_read, start = ?shard.initial, "Reading shard.");
             shard.phase = Phase::Reading;
@@ -423,10 +477,10 @@ impl Reader<'_> {
             }
             shard.last_read = Some(seq);
             if ctx.batch_full() {
-                flush(ctx, shard, &mut self.batches, &src.node)?;
+                flush(ctx, shard, &mut self.batches)?;
             }
         }
-        flush(ctx, shard, &mut self.batches, &src.node)?;
+        flush(ctx, shard, &mut self.batches)?;
         shard.backoff.reset();
         shard.caught_up = behind == Some(0) || (empty && behind.is_none());
         shard.next_poll =
@@ -492,12 +546,12 @@ impl Reader<'_> {
 
     fn save(&mut self) -> anyhow::Result<()> {
         let dirty = std::mem::take(&mut self.dirty);
-        block_on(self.store.save(&dirty)).map_err(|e| anyhow::anyhow!("{}: saving checkpoints: {e:#}", self.src.node))
+        block_on(self.store.save(&dirty)).map_err(|e| e.context("saving checkpoints"))
     }
 
     /// Waits for every batch in flight to be acknowledged (or abandoned), then saves.
     fn finish(&mut self, ctx: &mut SourceContext) -> anyhow::Result<()> {
-        let mut stop = crate::topology::Shutdown::default(); // never requested: wait for the drain
+        let mut stop = crate::flow::Shutdown::default(); // never requested: wait for the drain
         let mut last_save = Instant::now();
         loop {
             self.take_completions(ctx, None);
@@ -518,24 +572,15 @@ impl Reader<'_> {
 }
 
 /// Closes the current batch of `shard` and registers its position.
-fn flush(
-    ctx: &mut SourceContext,
-    shard: &mut Shard,
-    batches: &mut HashMap<u64, (String, u64)>,
-    node: &str,
-) -> anyhow::Result<()> {
+fn flush(ctx: &mut SourceContext, shard: &mut Shard, batches: &mut HashMap<u64, (String, u64)>) -> anyhow::Result<()> {
     let global = ctx.next_seq();
-    match ctx.flush_blocking() {
-        Ok(Some(_)) => {
-            let local = shard.next_local;
-            shard.next_local += 1;
-            shard.acks.register(local, shard.last_read.clone().unwrap_or_default());
-            batches.insert(global, (shard.id.clone(), local));
-            Ok(())
-        }
-        Ok(None) => Ok(()),
-        Err(_) => anyhow::bail!("{node}: the pipeline stopped reading"),
+    if ctx.flush_or_stop()?.is_some() {
+        let local = shard.next_local;
+        shard.next_local += 1;
+        shard.acks.register(local, shard.last_read.clone().unwrap_or_default());
+        batches.insert(global, (shard.id.clone(), local));
     }
+    Ok(())
 }
 
 fn back_off(node: &str, shard: &mut Shard, fault: Fault, call: &str) -> anyhow::Result<()> {
@@ -546,12 +591,12 @@ fn back_off(node: &str, shard: &mut Shard, fault: Fault, call: &str) -> anyhow::
             shard.next_poll = Instant::now() + delay;
             Ok(())
         }
-        Fault::Fatal(msg) | Fault::Halt(msg) => anyhow::bail!("{node}: {call} on shard {}: {msg}", shard.id),
+        Fault::Fatal(msg) | Fault::Halt(msg) => anyhow::bail!("{call} on shard {}: {msg}", shard.id),
     }
 }
 
 /// Waits until `until`, a completion, or a stop request, whichever comes first.
-fn wait(ctx: &mut SourceContext, stop: &mut crate::topology::Shutdown, until: Instant) -> Option<Completion> {
+fn wait(ctx: &mut SourceContext, stop: &mut crate::flow::Shutdown, until: Instant) -> Option<Completion> {
     let deadline = tokio::time::Instant::from_std(until);
     let completions = &mut ctx.completions;
     block_on(async move {
@@ -567,7 +612,7 @@ fn wait(ctx: &mut SourceContext, stop: &mut crate::topology::Shutdown, until: In
 mod tests {
     use super::*;
 
-    fn cfg(extra: &str) -> KinesisSourceConfig {
+    fn cfg(extra: &str) -> KinesisSourceOptions {
         toml::from_str(&format!("stream = \"s\"\n{extra}")).unwrap()
     }
 

@@ -1,17 +1,49 @@
-//! Lookup tables for enrich plugins: `csv` and `json` files loaded into memory, keyed by a
-//! column (and, with AWS, DynamoDB tables read through a cache).
+//! The `csv` and `json` lookup tables for enrich plugins: files loaded into memory when the
+//! pipeline is built, keyed by a column. (DynamoDB tables are in [`super::aws::lookup`].)
 //!
 //! A table answers [`Lookup::get`] with the row as a JSON object. CSV cells are strings,
 //! as written; JSON rows keep their types. Keys are compared as text (a JSON number key
 //! `7` is found by `"7"`).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::sync::Arc;
 
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::config::FileTableConfig;
-use crate::host::Lookup;
+use crate::contract::{Env, Lookup, TableConnector};
+
+/// `type = "csv"` / `type = "json"`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileTableOptions {
+    /// The file, relative to the pipeline file.
+    pub path: String,
+    /// The column (CSV) or field (JSON) rows are found by.
+    pub key: String,
+}
+
+/// `type = "csv"`: a CSV file with a header row.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct CsvTable(pub FileTableOptions);
+
+/// `type = "json"`: a JSON array of objects, or JSON lines.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct JsonTable(pub FileTableOptions);
+
+impl TableConnector for CsvTable {
+    fn open(&self, env: &Env) -> Result<Arc<dyn Lookup>, String> {
+        Ok(Arc::new(MemoryTable::csv(&self.0, env)?))
+    }
+}
+
+impl TableConnector for JsonTable {
+    fn open(&self, env: &Env) -> Result<Arc<dyn Lookup>, String> {
+        Ok(Arc::new(MemoryTable::json(&self.0, env)?))
+    }
+}
 
 /// An in-memory table.
 #[derive(Debug, Default)]
@@ -31,8 +63,8 @@ impl MemoryTable {
     }
 
     /// Loads a CSV file with a header row.
-    pub fn csv(cfg: &FileTableConfig, base_dir: &Path) -> Result<Self, String> {
-        let path = crate::config::clean(&base_dir.join(&cfg.path));
+    pub fn csv(cfg: &FileTableOptions, env: &Env) -> Result<Self, String> {
+        let path = env.resolve(&cfg.path);
         let mut reader =
             csv::Reader::from_path(&path).map_err(|e| format!("path: cannot read {}: {e}", path.display()))?;
         let headers = reader.headers().map_err(|e| format!("path: {}: {e}", path.display()))?.clone();
@@ -59,8 +91,8 @@ impl MemoryTable {
     }
 
     /// Loads a JSON array of objects, or JSON lines.
-    pub fn json(cfg: &FileTableConfig, base_dir: &Path) -> Result<Self, String> {
-        let path = crate::config::clean(&base_dir.join(&cfg.path));
+    pub fn json(cfg: &FileTableOptions, env: &Env) -> Result<Self, String> {
+        let path = env.resolve(&cfg.path);
         let text = std::fs::read_to_string(&path).map_err(|e| format!("path: cannot read {}: {e}", path.display()))?;
         let items: Vec<Value> = if text.trim_start().starts_with('[') {
             serde_json::from_str(&text).map_err(|e| format!("path: {} is not a JSON array: {e}", path.display()))?
@@ -93,10 +125,15 @@ impl Lookup for MemoryTable {
 mod tests {
     use super::*;
 
+    fn repo() -> (crate::config::AwsConfig, &'static std::path::Path) {
+        (crate::config::AwsConfig::default(), std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")))
+    }
+
     #[test]
     fn the_demo_agents_csv_loads_keyed_by_username() {
-        let cfg = FileTableConfig { path: "pipelines/data/agents.csv".into(), key: "username".into() };
-        let t = MemoryTable::csv(&cfg, Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))).unwrap();
+        let cfg = FileTableOptions { path: "pipelines/data/agents.csv".into(), key: "username".into() };
+        let (aws, base_dir) = repo();
+        let t = MemoryTable::csv(&cfg, &Env { id: "agents", base_dir, aws: &aws }).unwrap();
         assert_eq!(t.len(), 40);
         let row = t.get("agents", "agent001").unwrap().unwrap();
         assert!(row.get("full_name").is_some());
@@ -104,8 +141,9 @@ mod tests {
 
     #[test]
     fn a_missing_key_column_names_the_columns() {
-        let cfg = FileTableConfig { path: "pipelines/data/agents.csv".into(), key: "user".into() };
-        let err = MemoryTable::csv(&cfg, Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))).unwrap_err();
+        let cfg = FileTableOptions { path: "pipelines/data/agents.csv".into(), key: "user".into() };
+        let (aws, base_dir) = repo();
+        let err = MemoryTable::csv(&cfg, &Env { id: "agents", base_dir, aws: &aws }).unwrap_err();
         assert!(err.starts_with("key:") && err.contains("username"), "{err}");
     }
 }

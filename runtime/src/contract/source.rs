@@ -1,10 +1,12 @@
-//! What every source shares: turning bytes into records (parsed once, here), batching,
-//! dead-lettering what is not a contact record, and checkpoint files.
+//! The source side of the contract: a [`SourceConnector`] (a source's options) opens into
+//! a [`Source`], which runs on its own thread with a [`SourceContext`] — what every source
+//! shares: turning bytes into records (parsed once, here), batching, dead-lettering what is
+//! not a contact record, and checkpoint files.
 //!
-//! A source connector reads its medium and calls [`SourceContext::ingest`] per document
-//! and [`SourceContext::flush`] per batch; it learns which batches were fully handled from
-//! the [`AckBatch`] completions and persists its position with [`CheckpointFile`]. It does
-//! not know what is downstream.
+//! A source reads its medium and calls [`SourceContext::ingest`] per document and
+//! [`SourceContext::flush`] per batch; it learns which batches were fully handled from the
+//! [`AckBatch`] completions and persists its position with [`CheckpointFile`]. It does not
+//! know what is downstream.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,34 +20,59 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use super::{Env, NodeHandle};
 use crate::ack::{AckBatch, AckRef, Completion};
-use crate::dead_letter::{DeadLetter, DeadLetters};
+use crate::dead_letter::DeadLetterKind;
+use crate::flow::{Batch, Closed, Output, Shutdown};
 use crate::record::{Meta, Record, now_ms};
-use crate::timing::{Counters, NodeTiming};
-use crate::topology::{Batch, Closed, Output, Shutdown};
+use crate::timing::Counters;
 
-/// Everything a source connector needs from the runtime.
-pub struct SourceContext {
-    /// The source's id.
-    pub id: Arc<str>,
-    /// Where its batches go.
-    pub output: Output,
-    /// Where records that are not contact records go.
-    pub dead: DeadLetters,
-    /// The stop signal.
-    pub shutdown: Shutdown,
-    /// Its clocks and counters.
-    pub timing: Arc<NodeTiming>,
-    /// Whether hop clocks are on.
-    pub timing_enabled: bool,
+/// A source type's options (the keys of `[sources.<id>]` besides `type`), read from TOML
+/// by the registry.
+pub trait SourceConnector: std::fmt::Debug + Send + Sync {
+    /// Problems the schema cannot catch, each naming its key.
+    fn validate(&self, _env: &Env) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Prepares to read before any record moves; fails fast if the medium is unusable.
+    fn open(&self, env: &Env) -> anyhow::Result<Box<dyn Source>>;
+
+    /// How many records it will read, when that is known up front (for a progress bar).
+    fn expected_records(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// An opened source: reads until its medium ends or a stop is requested.
+pub trait Source: Send {
+    /// Runs on the source's own thread.
+    fn run(self: Box<Self>, ctx: SourceContext) -> anyhow::Result<()>;
+}
+
+/// The pipeline-wide settings every source reads by.
+#[derive(Debug, Clone)]
+pub struct SourceSettings {
     /// Records per batch.
     pub batch_size: usize,
     /// The largest record accepted, in bytes.
     pub max_record_size: usize,
     /// The field holding the event time.
     pub event_field: FieldPath,
-    /// The pipeline's state directory.
+    /// The pipeline's state directory (checkpoints).
     pub state_dir: PathBuf,
+}
+
+/// Everything a source needs from the runtime while it runs.
+pub struct SourceContext {
+    /// The source's id (`contacts` for `[sources.contacts]`).
+    pub id: Arc<str>,
+    /// Its key, dead letters, clocks and stop signal.
+    pub node: NodeHandle,
+    /// Where its batches go.
+    pub output: Output,
+    /// Batch size, record size limit, event-time field, state directory.
+    pub settings: SourceSettings,
     /// Batch completions arrive here.
     pub completions: mpsc::UnboundedReceiver<Completion>,
     completions_tx: mpsc::UnboundedSender<Completion>,
@@ -68,11 +95,11 @@ pub enum Refusal {
 
 impl Refusal {
     /// The dead-letter kind.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> DeadLetterKind {
         match self {
-            Refusal::TooLarge { .. } => "oversized",
-            Refusal::Malformed(_) => "malformed_json",
-            Refusal::NotACtr(_) => "not_a_ctr",
+            Refusal::TooLarge { .. } => DeadLetterKind::Oversized,
+            Refusal::Malformed(_) => DeadLetterKind::MalformedJson,
+            Refusal::NotACtr(_) => DeadLetterKind::NotACtr,
         }
     }
 
@@ -113,31 +140,14 @@ pub fn check_ctr(doc: Value) -> Result<Value, Refusal> {
 
 impl SourceContext {
     /// A context for source `id`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        id: &str,
-        output: Output,
-        dead: DeadLetters,
-        shutdown: Shutdown,
-        timing: Arc<NodeTiming>,
-        timing_enabled: bool,
-        batch_size: usize,
-        max_record_size: usize,
-        event_field: FieldPath,
-        state_dir: PathBuf,
-    ) -> Self {
+    pub fn new(id: &str, node: NodeHandle, output: Output, mut settings: SourceSettings) -> Self {
         let (completions_tx, completions) = mpsc::unbounded_channel();
+        settings.batch_size = settings.batch_size.max(1);
         SourceContext {
             id: Arc::from(id),
+            node,
             output,
-            dead,
-            shutdown,
-            timing,
-            timing_enabled,
-            batch_size: batch_size.max(1),
-            max_record_size,
-            event_field,
-            state_dir,
+            settings,
             completions,
             completions_tx,
             pending: Vec::new(),
@@ -145,6 +155,11 @@ impl SourceContext {
             batch_read_at: None,
             next_seq: 0,
         }
+    }
+
+    /// The run's stop signal: a source stops reading once it is requested.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.node.shutdown
     }
 
     /// The sequence number the next flushed batch will have.
@@ -166,8 +181,8 @@ impl SourceContext {
     pub fn ingest(&mut self, bytes: Bytes, position: String, arrival_ms: Option<i64>) {
         let read_ms = now_ms();
         let ack = self.ack();
-        Counters::add(&self.timing.counters.records_in, 1);
-        match parse_ctr(&bytes, self.max_record_size) {
+        Counters::add(&self.node.timing.counters.records_in, 1);
+        match parse_ctr(&bytes, self.settings.max_record_size) {
             Ok(doc) => self.push(doc, Some(bytes), position, arrival_ms, read_ms, ack),
             Err(refusal) => self.refuse(refusal, bytes, position, arrival_ms, read_ms, ack),
         }
@@ -178,9 +193,9 @@ impl SourceContext {
     pub fn ingest_parsed(&mut self, doc: Value, raw: Bytes, position: String, arrival_ms: Option<i64>) {
         let read_ms = now_ms();
         let ack = self.ack();
-        Counters::add(&self.timing.counters.records_in, 1);
-        let checked = if raw.len() > self.max_record_size {
-            Err(Refusal::TooLarge { size: raw.len(), limit: self.max_record_size })
+        Counters::add(&self.node.timing.counters.records_in, 1);
+        let checked = if raw.len() > self.settings.max_record_size {
+            Err(Refusal::TooLarge { size: raw.len(), limit: self.settings.max_record_size })
         } else {
             check_ctr(doc)
         };
@@ -194,7 +209,7 @@ impl SourceContext {
     pub fn ingest_doc(&mut self, doc: Value, position: String) {
         let read_ms = now_ms();
         let ack = self.ack();
-        Counters::add(&self.timing.counters.records_in, 1);
+        Counters::add(&self.node.timing.counters.records_in, 1);
         match check_ctr(doc) {
             Ok(doc) => self.push(doc, None, position, None, read_ms, ack),
             Err(refusal) => self.refuse(refusal, Bytes::new(), position, None, read_ms, ack),
@@ -206,8 +221,19 @@ impl SourceContext {
     pub fn refuse_bytes(&mut self, bytes: Bytes, position: String, message: String) {
         let read_ms = now_ms();
         let ack = self.ack();
-        Counters::add(&self.timing.counters.records_in, 1);
+        Counters::add(&self.node.timing.counters.records_in, 1);
         self.refuse(Refusal::Malformed(message), bytes, position, None, read_ms, ack);
+    }
+
+    /// Dead-letters bytes as `kind` (a document too large even to be framed whole).
+    pub fn refuse_bytes_as(&mut self, bytes: Bytes, position: String, kind: DeadLetterKind, message: String) {
+        let read_ms = now_ms();
+        let ack = self.ack();
+        Counters::add(&self.node.timing.counters.records_in, 1);
+        let meta =
+            Meta { source: self.id.clone(), position, raw: Some(bytes), event_ms: None, arrival_ms: read_ms, read_ms };
+        let record = Record { doc: Arc::new(Value::Null), meta: Arc::new(meta), ack };
+        self.node.dead_letter_blocking(record, kind, message);
     }
 
     fn push(
@@ -219,12 +245,12 @@ impl SourceContext {
         read_ms: i64,
         ack: AckRef,
     ) {
-        let event_ms = self.event_field.get(&doc).and_then(Value::as_str).and_then(ctr::parse_timestamp);
+        let event_ms = self.settings.event_field.get(&doc).and_then(Value::as_str).and_then(ctr::parse_timestamp);
         let arrival_ms = arrival_ms.unwrap_or(read_ms);
-        if self.timing_enabled
+        if self.node.timing_enabled
             && let Some(e) = event_ms
         {
-            self.timing.event_to_arrival.record_us(((arrival_ms - e).max(0) as u64) * 1000, 1);
+            self.node.timing.event_to_arrival.record_us(((arrival_ms - e).max(0) as u64) * 1000, 1);
         }
         let meta = Meta { source: self.id.clone(), position, raw, event_ms, arrival_ms, read_ms };
         self.pending.push(Record { doc: Arc::new(doc), meta: Arc::new(meta), ack });
@@ -248,18 +274,12 @@ impl SourceContext {
             read_ms,
         };
         let record = Record { doc: Arc::new(Value::Null), meta: Arc::new(meta), ack };
-        Counters::add(&self.timing.counters.dead_lettered, 1);
-        self.dead.send_blocking(DeadLetter::new(
-            record,
-            format!("sources.{}", self.id),
-            refusal.kind(),
-            refusal.message(),
-        ));
+        self.node.dead_letter_blocking(record, refusal.kind(), refusal.message());
     }
 
     /// Whether the current batch is full.
     pub fn batch_full(&self) -> bool {
-        self.pending.len() >= self.batch_size
+        self.pending.len() >= self.settings.batch_size
     }
 
     /// Sends the current batch on (from a thread). Returns its sequence number, or `None`
@@ -274,6 +294,11 @@ impl SourceContext {
                 Ok(Some(seq))
             }
         }
+    }
+
+    /// Sends the current batch on (from a thread); an error once the nodes after it are gone.
+    pub fn flush_or_stop(&mut self) -> anyhow::Result<Option<u64>> {
+        self.flush_blocking().map_err(|_| self.node.stopped_reading())
     }
 
     /// Sends the current batch on (from async code).
@@ -298,9 +323,9 @@ impl SourceContext {
         self.next_seq += 1;
         drop(ack); // the records hold their shares
         let records = std::mem::take(&mut self.pending);
-        Counters::add(&self.timing.counters.records_out, records.len() as u64);
-        if self.timing_enabled {
-            self.timing.process.record(read_at.elapsed(), records.len() as u64);
+        Counters::add(&self.node.timing.counters.records_out, records.len() as u64);
+        if self.node.timing_enabled {
+            self.node.timing.process.record(read_at.elapsed(), records.len() as u64);
         }
         Some((seq, (!records.is_empty()).then(|| Batch::new(records, read_at))))
     }
@@ -328,7 +353,8 @@ impl CheckpointFile {
         }
     }
 
-    /// Saves a position: write a temporary file, sync it, rename it into place.
+    /// Saves a position atomically: write a temporary file, sync it, rename it into place,
+    /// sync the directory.
     pub fn save<P: Serialize>(&self, position: &P) -> anyhow::Result<()> {
         use std::io::Write;
         if let Some(dir) = self.path.parent() {
@@ -339,6 +365,10 @@ impl CheckpointFile {
         f.write_all(&serde_json::to_vec(position)?)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &self.path)?;
+        // The rename is durable only once the directory is.
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
         Ok(())
     }
 }
@@ -349,16 +379,17 @@ mod tests {
 
     #[test]
     fn a_contact_event_is_refused_as_not_a_ctr() {
-        let bytes = include_bytes!("../../tests/fixtures/ctr/aws-docs-contact-event-connected-to-agent.NOT-A-CTR.json");
+        let bytes =
+            include_bytes!("../../../tests/fixtures/ctr/aws-docs-contact-event-connected-to-agent.NOT-A-CTR.json");
         let err = parse_ctr(bytes, 1 << 20).unwrap_err();
-        assert_eq!(err.kind(), "not_a_ctr");
+        assert_eq!(err.kind(), DeadLetterKind::NotACtr);
         assert!(err.message().contains("contact event"), "{}", err.message());
     }
 
     #[test]
     fn oversized_and_malformed_documents_are_refused_with_their_kind() {
-        assert_eq!(parse_ctr(b"{\"ContactId\":\"x\"}", 5).unwrap_err().kind(), "oversized");
-        assert_eq!(parse_ctr(b"{\"ContactId\":", 100).unwrap_err().kind(), "malformed_json");
+        assert_eq!(parse_ctr(b"{\"ContactId\":\"x\"}", 5).unwrap_err().kind(), DeadLetterKind::Oversized);
+        assert_eq!(parse_ctr(b"{\"ContactId\":", 100).unwrap_err().kind(), DeadLetterKind::MalformedJson);
         assert!(parse_ctr(b"{\"ContactId\":\"x\"}", 100).is_ok());
     }
 }
