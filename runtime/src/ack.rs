@@ -8,7 +8,7 @@
 //! every copy completed, *abandoned* if any copy was dropped without completing (a task
 //! that died, a shutdown that could not drain). The checkpointer advances a source's
 //! position only over a contiguous run of done batches, so a position never passes a
-//! record that was not safely handled (DESIGN §7: at least once).
+//! record that was not safely handled (at least once: docs/architecture.md#principles).
 //!
 //! It does not persist anything itself: a source decides where its checkpoint lives.
 

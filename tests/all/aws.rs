@@ -87,7 +87,7 @@ async fn create_delivery_stream(sdk: &SdkConfig, name: &str, bucket: &str) {
             ExtendedS3DestinationConfiguration::builder()
                 .role_arn("arn:aws:iam::123456789012:role/firehose")
                 .bucket_arn(format!("arn:aws:s3:::{bucket}"))
-                // moto needs it, or DescribeDeliveryStream fails in the Rust SDK (measured-here.md).
+                // moto needs it, or DescribeDeliveryStream fails in the Rust SDK (docs/measurements.md#moto).
                 .compression_format(CompressionFormat::Uncompressed)
                 .build()
                 .unwrap(),

@@ -203,7 +203,7 @@ fn moto_server(root: &Path) -> anyhow::Result<PathBuf> {
     }
     std::fs::create_dir_all(&cache)?;
     run(Command::new("python3").current_dir(root).arg("-m").arg("venv").arg(&venv))?;
-    // Pinned: the version measured here (shared/reference/measured-here.md).
+    // Pinned: the version measured here (docs/measurements.md#moto).
     run(Command::new(venv.join("bin").join("pip")).current_dir(root).args([
         "install",
         "--quiet",

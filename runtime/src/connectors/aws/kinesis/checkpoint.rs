@@ -5,7 +5,7 @@
 //! before it on that shard — was acknowledged, or `SHARD_END` once a closed shard was read
 //! and acknowledged to its end (its children may then be read).
 //!
-//! The DynamoDB table uses the KCL's attributes (aws-limits.md §8): `leaseKey` (the shard
+//! The DynamoDB table uses the KCL's attributes (docs/aws-limits.md §8): `leaseKey` (the shard
 //! id, the hash key), `leaseOwner`, `leaseCounter`, `checkpoint`,
 //! `checkpointSubSequenceNumber`, `ownerSwitchesSinceCheckpoint`, `parentShardId`. A run
 //! takes the lease of every shard it reads (a conditional write on the `leaseCounter` it

@@ -15,7 +15,7 @@
 //! Acknowledgements: every batch holds records of one shard only, and ends on a whole
 //! Kinesis record (an aggregated record is never split across batches), so a shard's
 //! checkpoint is the sequence number of the last record of its last fully acknowledged
-//! batch, advanced in order by a [`Checkpointer`] per shard (DESIGN §7). A restart resumes
+//! batch, advanced in order by a [`Checkpointer`] per shard (at least once: docs/architecture.md#principles). A restart resumes
 //! `AFTER_SEQUENCE_NUMBER` that checkpoint. Checkpoints are written at most once a second
 //! and when the source stops; a crash in between re-reads at most that second's records.
 //!
@@ -40,7 +40,7 @@ use crate::connectors::aws::{Fault, Settings, block_on, classify, described};
 use crate::contract::{Backoff, Env, Source, SourceConnector, SourceContext};
 use crate::units::parse_duration;
 
-/// GetRecords: at most 5 calls per second per shard (aws-limits.md §2).
+/// GetRecords: at most 5 calls per second per shard (docs/aws-limits.md §2).
 const MIN_CALL_GAP: Duration = Duration::from_millis(200);
 /// GetRecords: at most 10,000 records per call.
 const MAX_RECORDS_PER_CALL: i32 = 10_000;
