@@ -7,7 +7,7 @@ mod host;
 mod layers;
 mod moto;
 mod pipelines;
-mod record_faults;
+mod sink_faults;
 mod restart;
 mod timing;
 mod validate;

@@ -138,3 +138,94 @@ fn signal(pid: u32, signal: i32) {
     let status = std::process::Command::new("kill").args([format!("-{signal}"), pid.to_string()]).status().unwrap();
     assert!(status.success());
 }
+
+/// A small tmpfs mounted for one test (unmounted when dropped), to fill a disk for real.
+struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    /// `None` (and a note on stderr) where this process may not mount: tests that need a
+    /// full disk are then not run. CI runs as root, where they are.
+    fn mount(path: &std::path::Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(path).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("cannot mount a tmpfs here (not root?): the full-disk test does not run");
+            return None;
+        }
+        Some(SmallDisk { path: path.to_path_buf() })
+    }
+
+    fn grow(&self, size: &str) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "remount");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// Waits until the run reports its destination failing.
+fn wait_for_degraded(log: &std::path::Path, child: &mut std::process::Child) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(log).unwrap_or_default().contains("Destination failing") {
+        assert!(Instant::now() < deadline, "the sink never reported the full disk");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended although the disk was full");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+// A full disk is not the records' fault: the file and SQLite sinks wait (degraded) until
+// there is room, then write everything — nothing dead-lettered, no torn line.
+#[test]
+fn a_full_disk_is_waited_out_by_the_file_and_sqlite_sinks() {
+    let dir = temp_dir("disk-full");
+    let Some(disk) = SmallDisk::mount(&dir.join("small"), "256k") else { return };
+    let n = 3000;
+    let lines: Vec<String> = (0..n).map(|i| ctr(&format!("c{i}"), r#","Padding":"0123456789abcdef0123456789abcdef""#)).collect();
+    std::fs::write(dir.join("in.jsonl"), lines.join("\n")).unwrap();
+    std::fs::write(
+        dir.join("p.toml"),
+        "[sources.in]\ntype = \"file\"\npath = \"in.jsonl\"\n\
+         [sinks.lake]\ntype = \"file\"\ninputs = [\"in\"]\npath = \"small/lake.jsonl\"\n\
+         [sinks.db]\ntype = \"sqlite\"\ninputs = [\"in\"]\npath = \"small/out.db\"\ntable = \"ctr\"\nmode = \"newer-wins\"\n",
+    )
+    .unwrap();
+    let log = dir.join("stderr.txt");
+    let mut child = std::process::Command::new(ctrflow_bin())
+        .current_dir(&dir)
+        .args(["run", "p.toml", "--quiet"])
+        .env("CTRFLOW_CACHE_DIR", cache_dir())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for_degraded(&log, &mut child);
+    disk.grow("64m");
+    let status = child.wait().unwrap();
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("recovered"), "{stderr}");
+    let lake = std::fs::read_to_string(dir.join("small/lake.jsonl")).unwrap();
+    assert!(lake.ends_with('\n'), "no half line at the end");
+    let ids: std::collections::BTreeSet<String> = lake
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("whole lines only")["ContactId"].to_string())
+        .collect();
+    assert_eq!(ids.len(), n, "every record in the lake");
+    assert_eq!(lake.lines().count(), n, "and none twice");
+    assert_eq!(count(&dir.join("small/out.db"), "SELECT COUNT(*) FROM ctr"), n as i64);
+    assert!(!dir.join("dead-letters.jsonl").exists(), "nothing dead-lettered for a full disk");
+    drop(disk);
+}
