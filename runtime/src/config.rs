@@ -208,6 +208,10 @@ pub struct TransformConfig {
     /// What happens to a record the plugin refuses or traps on.
     #[serde(default)]
     pub on_error: OnError,
+    /// How many batches this node works on at once, each on its own thread with its own
+    /// plugin instance; its output keeps the input's order. Default: the machine's cores
+    /// (at most 4).
+    pub workers: Option<usize>,
 }
 
 /// `limits = { … }` as written in TOML (resolved over the defaults by the host).

@@ -32,6 +32,7 @@ use crate::units::{parse_duration, parse_size};
 pub(crate) struct PreparedTransform {
     pub plugin: TransformPlugin,
     pub on_error: OnError,
+    pub workers: usize,
 }
 
 /// A sink node: its connector's options, its encoding plugin, its batching.
@@ -207,12 +208,22 @@ fn load_transforms(
             host.load(&t.plugin, &cfg.base_dir).and_then(|compiled| host.transform(&compiled, ctx, &config, limits));
         match prepared {
             Ok(plugin) => {
-                out.insert(id.clone(), PreparedTransform { plugin, on_error: t.on_error });
+                let workers = t.workers.unwrap_or_else(default_workers);
+                if workers == 0 {
+                    problems.push(GraphError::Connector { node, detail: "workers: must be at least 1".into() });
+                    continue;
+                }
+                out.insert(id.clone(), PreparedTransform { plugin, on_error: t.on_error, workers });
             }
             Err(e) => problems.push(GraphError::Plugin { node, detail: e.to_string() }),
         }
     }
     out
+}
+
+/// A transform's workers when the pipeline does not say: one per core, at most four.
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(4)
 }
 
 /// Step 4: every `node.output` read is one the plugin declared at `init`.

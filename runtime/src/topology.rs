@@ -122,6 +122,7 @@ pub fn run(pipeline: Pipeline, shutdown: Shutdown, opts: RunOptions) -> anyhow::
 
     for n in graph.nodes.iter().filter(|n| n.section == Section::Transform) {
         let t = transforms.remove(&n.id).expect("every transform was prepared");
+        let t_workers = t.workers;
         let node = TransformNode {
             node: handle("transforms", &n.id, &dead, t.on_error),
             default: output_of(&n.id, None),
@@ -129,7 +130,8 @@ pub fn run(pipeline: Pipeline, shutdown: Shutdown, opts: RunOptions) -> anyhow::
             plugin: t.plugin,
         };
         let rx = receivers.remove(&n.id).expect("every transform has an input");
-        threads.push(spawn(n.key(), move || node.run(rx))?);
+        let workers = t_workers;
+        threads.push(spawn(n.key(), move || node.run(rx, workers))?);
     }
 
     let source_settings = SourceSettings {

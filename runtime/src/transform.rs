@@ -1,8 +1,15 @@
 //! A transform node: takes batches from its input, runs them through its plugin, and sends
 //! each record where the plugin decided — the default output, a named one, split into
 //! several, dropped, or refused (per the node's `on_error`).
+//!
+//! With `workers > 1` the node works on that many batches at once, each worker a thread with
+//! its own plugin instance from the node's pool. Batches are numbered as they are taken and
+//! sent on in that order (a worker that finishes early parks its result until the ones
+//! before it are sent), so a node's output order is its input's whatever the workers: a
+//! Kinesis sink still sees one partition key's records in order.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -41,47 +48,90 @@ pub fn dead_letter_kind(kind: FailureKind) -> DeadLetterKind {
     }
 }
 
+/// What one batch became: a batch per output (the default first, then the named ones).
+type Routed = Vec<Batch>;
+
+/// Results waiting for the batches before them to be sent.
+struct Reorder {
+    next: u64,
+    ready: BTreeMap<u64, Routed>,
+}
+
 impl TransformNode {
     /// Runs until its input closes.
-    pub fn run(self, mut rx: mpsc::Receiver<Batch>) -> anyhow::Result<()> {
-        let timing = self.node.timing.clone();
-        while let Some(mut batch) = rx.blocking_recv() {
-            let start = Instant::now();
-            let n = batch.records.len() as u64;
-            if self.node.timing_enabled {
-                timing.wait.record(start.saturating_duration_since(batch.sent_at), n);
-            }
-            Counters::add(&timing.counters.records_in, n);
-            let records = std::mem::take(&mut batch.records);
-            let mut default = Vec::with_capacity(records.len());
-            let mut named: Vec<Vec<Record>> = vec![Vec::new(); self.named.len()];
-            for (record, decision) in self.plugin.process(records) {
-                match decision {
-                    Decision::Keep => default.push(record),
-                    Decision::Route(i) => named[i as usize].push(record),
-                    Decision::Drop => self.node.drop_record(record),
-                    Decision::Split(docs) => {
-                        for doc in docs {
-                            default.push(Record {
-                                doc: Arc::new(doc),
-                                meta: record.meta.clone(),
-                                ack: record.ack.clone(),
-                            });
-                        }
-                        record.ack.complete();
-                    }
-                    Decision::Fail(f) => self.node.refuse_blocking(record, dead_letter_kind(f.kind), f.message),
+    pub fn run(self, rx: mpsc::Receiver<Batch>, workers: usize) -> anyhow::Result<()> {
+        let input = Mutex::new((rx, 0u64));
+        let reorder = Mutex::new(Reorder { next: 0, ready: BTreeMap::new() });
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers.max(1)).map(|_| scope.spawn(|| self.work(&input, &reorder))).collect();
+            let mut result = Ok(());
+            for h in handles {
+                let r = h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a worker panicked")));
+                if result.is_ok() {
+                    result = r;
                 }
             }
-            if self.node.timing_enabled {
-                timing.process.record(start.elapsed(), n);
-            }
-            self.send(&self.default, batch.with_records(default))?;
-            for (output, records) in self.named.iter().zip(named) {
-                self.send(output, batch.with_records(records))?;
+            result
+        })
+    }
+
+    /// One worker: take the next batch, process it, send what is next in order.
+    fn work(&self, input: &Mutex<(mpsc::Receiver<Batch>, u64)>, reorder: &Mutex<Reorder>) -> anyhow::Result<()> {
+        loop {
+            let (seq, batch) = {
+                let mut guard = input.lock().map_err(|_| anyhow::anyhow!("a worker panicked"))?;
+                let Some(batch) = guard.0.blocking_recv() else { return Ok(()) };
+                guard.1 += 1;
+                (guard.1 - 1, batch)
+            };
+            let routed = self.process(batch);
+            let mut order = reorder.lock().map_err(|_| anyhow::anyhow!("a worker panicked"))?;
+            order.ready.insert(seq, routed);
+            // Send everything that is now next in line, in order, holding the lock so no
+            // other worker can send out of turn.
+            while let Some(routed) = {
+                let next = order.next;
+                order.ready.remove(&next)
+            } {
+                order.next += 1;
+                let outputs = std::iter::once(&self.default).chain(&self.named);
+                for (output, batch) in outputs.zip(routed) {
+                    self.send(output, batch)?;
+                }
             }
         }
-        Ok(())
+    }
+
+    /// Runs one batch through the plugin and sorts its records by output.
+    fn process(&self, mut batch: Batch) -> Routed {
+        let timing = &self.node.timing;
+        let start = Instant::now();
+        let n = batch.records.len() as u64;
+        if self.node.timing_enabled {
+            timing.wait.record(start.saturating_duration_since(batch.sent_at), n);
+        }
+        Counters::add(&timing.counters.records_in, n);
+        let records = std::mem::take(&mut batch.records);
+        let mut default = Vec::with_capacity(records.len());
+        let mut named: Vec<Vec<Record>> = vec![Vec::new(); self.named.len()];
+        for (record, decision) in self.plugin.process(records) {
+            match decision {
+                Decision::Keep => default.push(record),
+                Decision::Route(i) => named[i as usize].push(record),
+                Decision::Drop => self.node.drop_record(record),
+                Decision::Split(docs) => {
+                    for doc in docs {
+                        default.push(Record { doc: Arc::new(doc), meta: record.meta.clone(), ack: record.ack.clone() });
+                    }
+                    record.ack.complete();
+                }
+                Decision::Fail(f) => self.node.refuse_blocking(record, dead_letter_kind(f.kind), f.message),
+            }
+        }
+        if self.node.timing_enabled {
+            timing.process.record(start.elapsed(), n);
+        }
+        std::iter::once(default).chain(named).map(|records| batch.with_records(records)).collect()
     }
 
     fn send(&self, output: &Output, batch: Batch) -> anyhow::Result<()> {

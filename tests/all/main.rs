@@ -2,12 +2,13 @@
 
 mod aws;
 mod connectors;
+mod data_plane;
 mod golden;
 mod host;
 mod layers;
 mod moto;
 mod pipelines;
-mod sink_faults;
 mod restart;
+mod sink_faults;
 mod timing;
 mod validate;

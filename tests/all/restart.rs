@@ -218,11 +218,9 @@ path = "lake.jsonl"
     assert_eq!(seen.len(), contacts * versions, "every record reached the lake at least once");
     let conn = rusqlite::Connection::open(dir.join("out.db")).unwrap();
     let (rows, newest): (i64, i64) = conn
-        .query_row(
-            &format!("SELECT COUNT(*), SUM(Version = {}) FROM ctr", versions - 1),
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .query_row(&format!("SELECT COUNT(*), SUM(Version = {}) FROM ctr", versions - 1), [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .unwrap();
     assert_eq!(rows as usize, contacts, "one row per contact");
     assert_eq!(newest as usize, contacts, "each with its newest version");

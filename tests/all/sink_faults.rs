@@ -194,7 +194,8 @@ fn a_full_disk_is_waited_out_by_the_file_and_sqlite_sinks() {
     let dir = temp_dir("disk-full");
     let Some(disk) = SmallDisk::mount(&dir.join("small"), "256k") else { return };
     let n = 3000;
-    let lines: Vec<String> = (0..n).map(|i| ctr(&format!("c{i}"), r#","Padding":"0123456789abcdef0123456789abcdef""#)).collect();
+    let lines: Vec<String> =
+        (0..n).map(|i| ctr(&format!("c{i}"), r#","Padding":"0123456789abcdef0123456789abcdef""#)).collect();
     std::fs::write(dir.join("in.jsonl"), lines.join("\n")).unwrap();
     std::fs::write(
         dir.join("p.toml"),
