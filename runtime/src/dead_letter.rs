@@ -3,11 +3,11 @@
 //!
 //! By default dead letters are appended to a JSON-lines file; with `[dead_letter] sink`
 //! they are sent, as JSON objects, to a sink of the pipeline instead. A dead letter's
-//! acknowledgement completes only once it is written, so a source never checkpoints past
-//! a refused record that was not recorded.
+//! acknowledgement completes only once it is written and synced to disk, so a source never
+//! checkpoints past a refused record that was not recorded.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -185,13 +185,17 @@ pub fn run_writer(mut rx: mpsc::Receiver<DeadLetter>, target: DeadLetterTarget) 
                 let f = match &mut file {
                     Some(f) => f,
                     None => {
-                        if let Some(dir) = path.parent() {
-                            std::fs::create_dir_all(dir)?;
-                        }
+                        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                        std::fs::create_dir_all(dir)?;
+                        let existed = path.exists();
                         let opened =
                             std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| {
                                 anyhow::anyhow!("dead_letter.path: cannot open {}: {e}", path.display())
                             })?;
+                        if !existed {
+                            // The new file's directory entry must survive a power loss too.
+                            std::fs::File::open(dir)?.sync_all()?;
+                        }
                         file.insert(std::io::BufWriter::new(opened))
                     }
                 };
@@ -207,6 +211,8 @@ pub fn run_writer(mut rx: mpsc::Receiver<DeadLetter>, target: DeadLetterTarget) 
                     acks.push(letter.record.ack);
                 }
                 f.flush()?;
+                // On disk before the records are acknowledged (and their source checkpointed).
+                f.get_ref().sync_data()?;
                 written += acks.len() as u64;
                 acks.into_iter().for_each(AckRef::complete);
             }

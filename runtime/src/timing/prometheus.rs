@@ -66,14 +66,21 @@ pub fn render(timing: &Timing) -> String {
         ("ctrflow_records_out_total", "Records sent on by the node (written and acknowledged, for a sink)."),
         ("ctrflow_records_dropped_total", "Records the node dropped deliberately."),
         ("ctrflow_records_dead_lettered_total", "Records the node sent to the dead letters."),
+        ("ctrflow_node_retries_total", "Writes retried after an infrastructure fault (never a record's)."),
+        ("ctrflow_node_degraded", "1 while the node's destination is failing and being retried."),
+        ("ctrflow_records_unwritten_total", "Records a sink left unwritten because the run stopped while failing."),
     ] {
-        s.push_str(&format!("# HELP {metric} {help}\n# TYPE {metric} counter\n"));
+        let kind = if metric.ends_with("_total") { "counter" } else { "gauge" };
+        s.push_str(&format!("# HELP {metric} {help}\n# TYPE {metric} {kind}\n"));
         for n in timing.nodes() {
             let c = &n.counters;
             let v = match metric {
                 "ctrflow_records_in_total" => &c.records_in,
                 "ctrflow_records_out_total" => &c.records_out,
                 "ctrflow_records_dropped_total" => &c.dropped,
+                "ctrflow_node_retries_total" => &c.retries,
+                "ctrflow_node_degraded" => &c.degraded,
+                "ctrflow_records_unwritten_total" => &c.unwritten,
                 _ => &c.dead_lettered,
             };
             s.push_str(&format!("{metric}{{node=\"{}\"}} {}\n", n.id, v.load(Ordering::Relaxed)));
