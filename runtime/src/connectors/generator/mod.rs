@@ -6,7 +6,16 @@
 //! (1 ms apart when unthrottled), so the output is fully reproducible; otherwise they
 //! follow the wall clock, which is what makes the demo's event-to-actionable times real.
 
+mod attributes;
+mod catalog;
+mod ids;
+mod random;
+mod render;
+mod scenario;
 mod synth;
+mod text;
+mod timeline;
+mod timestamps;
 
 use std::time::{Duration, Instant};
 
