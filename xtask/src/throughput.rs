@@ -6,6 +6,8 @@
 //!    and start time, so the same N gives the same file).
 //! 2. Runs three programs on that file, one after another, each measured by the kernel's
 //!    accounting for that child alone (`wait4`): wall time, user + system CPU, peak RSS.
+//!    Records per CPU-second is printed too: on a shared machine it moves less with the
+//!    load than records per second does.
 //!    - **ctrflow**: the local demo's graph reading the file (`bench/throughput.toml`);
 //!    - **python**: `bench/baseline.py`, the same work as a single-threaded Lambda-style
 //!      handler would do it;
@@ -64,6 +66,10 @@ pub fn throughput(root: &Path, args: &[String]) -> anyhow::Result<()> {
     write_head(&input, &warmup, WARMUP_RECORDS)?;
     run_ctrflow(root, &ctrflow, &warmup, &fresh(&work.join("out-warmup"))?)?;
 
+    // On a shared machine the rows compete with whatever else runs: say how busy it was.
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into());
     let out_native = fresh(&work.join("out-native"))?;
     eprintln!("\n[1/3] native limit");
     let m_native =
@@ -102,15 +108,20 @@ pub fn throughput(root: &Path, args: &[String]) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         cpu_model()
     );
-    println!("{:<22} {:>11} {:>9} {:>7} {:>14}", "row", "records/s", "wall s", "CPU %", "peak RSS MB");
+    println!("load average before the rows: {load}");
+    println!(
+        "{:<22} {:>11} {:>9} {:>7} {:>14} {:>16}",
+        "row", "records/s", "wall s", "CPU %", "peak RSS MB", "records/CPU-s"
+    );
     for (name, m) in rows {
         println!(
-            "{:<22} {:>11.0} {:>9.2} {:>7.0} {:>14.1}",
+            "{:<22} {:>11.0} {:>9.2} {:>7.0} {:>14.1} {:>16.0}",
             name,
             m.records_per_s(records),
             m.wall.as_secs_f64(),
             m.cpu_percent(),
-            m.peak_rss_kib as f64 / 1024.0
+            m.peak_rss_kib as f64 / 1024.0,
+            records as f64 / m.cpu.as_secs_f64()
         );
     }
     let ctr = m_ctrflow.records_per_s(records);

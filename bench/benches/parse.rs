@@ -4,8 +4,10 @@
 //!
 //! Inputs, each as the compact JSON text a source receives:
 //! - `real`: the published CTR samples in `tests/fixtures/ctr/` (3 records, 1.2–3.2 KB);
-//! - `generated`: 256 records of ctrflow's generator (about 3.2 KB each, the throughput
-//!   benchmark's records).
+//! - `generated`: the first 256 records of the throughput benchmark's input (ctrflow's
+//!   generator, about 3 KB each): the file `PARSE_BENCH_INPUT` names, by default
+//!   `$CARGO_TARGET_DIR/bench-throughput/ctrs-100000.jsonl`, which `cargo xtask bench
+//!   throughput` writes. Without it only `real` runs.
 //!
 //! Contenders, each a way the runtime could parse:
 //! - `serde_json`: `serde_json::from_slice::<serde_json::Value>`, today's path;
@@ -20,7 +22,7 @@
 //! runtime would pay it.
 //!
 //! Before measuring, every contender must give back, on every sample (the real ones, the
-//! other strict-JSON fixtures, and 2,000 generated records), a tree equal to serde_json's,
+//! other strict-JSON fixtures, and the first 2,000 generated records), a tree equal to serde_json's,
 //! and its serialized text must parse (with serde_json) to that tree again. A difference
 //! stops the bench.
 //!
@@ -28,20 +30,22 @@
 //! `-C target-cpu=native`), simd-json detects the CPU at run time. This bench uses the
 //! workspace's flags, those of the binary a user gets.
 //!
-//! Run: `cargo bench -p ctrflow --bench parse`. It ends with a table of each contender's
-//! time relative to serde_json, read back from criterion's estimates.
+//! It lives in the `bench/` crate, not the runtime's, so the parsers' serde features never
+//! change how the runtime's dependencies are built.
+//!
+//! Run: `cargo bench -p ctrflow-bench --bench parse`. It ends with a table of each
+//! contender's time relative to serde_json, read back from criterion's estimates.
 
+// The allocator the ctrflow binary uses: parsing is mostly allocation.
 #[global_allocator]
-static GLOBAL: ctrflow::Allocator = mimalloc::MiMalloc;
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
-use ctrflow::connectors::generator::Synth;
 use serde_json::Value;
 use simd_json::prelude::Writable;
-use time::OffsetDateTime;
 
 /// Records in the `generated` input: about one batch, so the working set is a batch's.
 const GENERATED: usize = 256;
@@ -91,14 +95,27 @@ fn every_fixture() -> Vec<(String, Vec<u8>)> {
     out
 }
 
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+/// The first `n` lines of the throughput benchmark's generated input, if it is there.
 fn generated(n: usize) -> Vec<Vec<u8>> {
-    let mut synth = Synth::new(7);
-    let start = OffsetDateTime::from_unix_timestamp(1_767_603_600).expect("a valid time");
-    (0..n)
-        .map(|i| {
-            let doc = synth.next_record(start + Duration::from_millis(i as u64));
-            serde_json::to_vec(&doc).expect("serializes")
-        })
+    use std::io::BufRead;
+    let path = std::env::var_os("PARSE_BENCH_INPUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("bench-throughput/ctrs-100000.jsonl"));
+    let Ok(file) = std::fs::File::open(&path) else {
+        println!("parse: no {} (run `cargo xtask bench throughput` once): real samples only", path.display());
+        return Vec::new();
+    };
+    std::io::BufReader::new(file)
+        .split(b'\n')
+        .map_while(Result::ok)
+        .filter(|l| !l.trim_ascii().is_empty())
+        .take(n)
         .collect()
 }
 
@@ -205,10 +222,7 @@ fn estimate(dir: &Path, group: &str, id: &str) -> Option<f64> {
 }
 
 fn summary(groups: &[(&str, usize, usize)]) {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let dir = std::env::var_os("CRITERION_HOME").map(PathBuf::from).unwrap_or_else(|| target.join("criterion"));
+    let dir = std::env::var_os("CRITERION_HOME").map(PathBuf::from).unwrap_or_else(|| target_dir().join("criterion"));
     println!("\nparse: mean time per record and speed-up over serde_json (criterion means, this run)");
     println!("{:<34} {:<22} {:>12} {:>10} {:>9}", "group", "contender", "µs/record", "MB/s", "speed-up");
     for (group, records, bytes) in groups {
@@ -242,21 +256,25 @@ fn main() {
         return;
     }
     let real = real_ctrs();
-    let generated_records = generated(GENERATED);
+    let checked = generated(CHECKED);
+    let generated_records: Vec<Vec<u8>> = checked.iter().take(GENERATED).cloned().collect();
     let mut samples = every_fixture();
-    samples.extend(generated(CHECKED).into_iter().enumerate().map(|(i, t)| (format!("generated #{i}"), t)));
+    let fixtures = samples.len();
+    samples.extend(checked.into_iter().enumerate().map(|(i, t)| (format!("generated #{i}"), t)));
     check(&samples);
     println!(
-        "parse: all {} contenders give serde_json's tree on all {} samples ({} fixtures, {CHECKED} generated)",
+        "parse: all {} contenders give serde_json's tree on all {} samples ({fixtures} fixtures, {} generated)",
         CONTENDERS.len(),
         samples.len(),
-        samples.len() - CHECKED
+        samples.len() - fixtures
     );
 
     let mut c = Criterion::default().configure_from_args();
     bench_group(&mut c, "real", &real);
-    bench_group(&mut c, "generated", &generated_records);
+    if !generated_records.is_empty() {
+        bench_group(&mut c, "generated", &generated_records);
+    }
     c.final_summary();
     let size = |r: &[Vec<u8>]| r.iter().map(Vec::len).sum::<usize>();
-    summary(&[("real", real.len(), size(&real)), ("generated", GENERATED, size(&generated_records))]);
+    summary(&[("real", real.len(), size(&real)), ("generated", generated_records.len(), size(&generated_records))]);
 }
