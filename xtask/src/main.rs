@@ -4,7 +4,9 @@
 //!   and runs `pipelines/local-demo.toml`, writing the reports to `out/demo/`.
 //! - `cargo xtask test`  — everything CI runs: formatting, the workspace tests (which
 //!   start their own AWS emulator), and the plugins' native unit tests.
-//! - `cargo xtask bench` — the benchmarks (criterion).
+//! - `cargo xtask bench` — the benchmarks (criterion); `cargo xtask bench throughput
+//!   [--records N]` — ctrflow against a Python baseline and the native limit
+//!   ([`throughput`], docs/performance.md).
 //!
 //! Each makes sure the `wasm32-wasip2` target is installed first (this machine sets
 //! `RUSTUP_AUTO_INSTALL=0`, so `rust-toolchain.toml` alone does not add it), and the test
@@ -15,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
+
+mod throughput;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -36,7 +40,7 @@ fn main() -> anyhow::Result<()> {
             eprintln!("usage: cargo xtask <demo | test | bench | moto> [args…]");
             eprintln!("  demo   run the local demo pipeline (pipelines/local-demo.toml)");
             eprintln!("  test   run every test CI runs");
-            eprintln!("  bench  run the benchmarks");
+            eprintln!("  bench  run the benchmarks (`bench throughput [--records N]`: the throughput comparison)");
             eprintln!("  moto   install the AWS emulator if needed and print its path");
             std::process::exit(2);
         }
@@ -173,6 +177,9 @@ fn run_tests(cmd: &mut Command) -> anyhow::Result<Counts> {
 }
 
 fn bench(root: &Path, extra: &[String]) -> anyhow::Result<()> {
+    if extra.first().is_some_and(|a| a == "throughput") {
+        return throughput::throughput(root, &extra[1..]);
+    }
     wasm_target(root)?;
     run(cargo(root).args(["bench", "-p", "ctrflow"]).args(extra))
 }
