@@ -8,8 +8,8 @@
 //! the rest to the connector chosen by `type`; both deny unknown fields. (serde cannot
 //! combine `deny_unknown_fields` with `flatten`, which a one-step read would need.)
 //!
-//! Before parsing, `${VAR}` and `${VAR:-default}` are replaced from the environment
-//! ([`interpolate`]).
+//! `${VAR}` and `${VAR:-default}` are replaced from the environment inside the parsed
+//! values, never in the text ([`interpolate`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -202,6 +202,9 @@ pub struct TransformConfig {
     /// Handed to the plugin's `init`.
     #[serde(default)]
     pub config: Option<toml::Table>,
+    /// The environment variables `config` may read as `${VAR}` (none unless listed).
+    #[serde(default)]
+    pub config_env: Vec<String>,
     /// Sandbox limits.
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -250,6 +253,9 @@ pub struct SinkCommon {
     pub plugin: Option<String>,
     /// Handed to the sink plugin's `init`.
     pub config: Option<toml::Table>,
+    /// The environment variables `config` may read as `${VAR}` (none unless listed).
+    #[serde(default)]
+    pub config_env: Vec<String>,
     /// Sandbox limits for the sink plugin.
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -265,7 +271,7 @@ pub struct SinkCommon {
 }
 
 const SINK_COMMON_KEYS: &[&str] =
-    &["inputs", "plugin", "config", "limits", "on_error", "max_records", "max_bytes", "linger"];
+    &["inputs", "plugin", "config", "config_env", "limits", "on_error", "max_records", "max_bytes", "linger"];
 
 // ---------------------------------------------------------------------------------------
 // Reading
@@ -330,8 +336,9 @@ impl PipelineConfig {
         base_dir: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<ReadConfig, Vec<ConfigError>> {
-        let text = interpolate(text, env)?;
-        let raw: Raw = toml::from_str(&text).map_err(|e| vec![ConfigError::Toml(e.to_string())])?;
+        let table = interpolate(text, env)?;
+        let raw =
+            Raw::deserialize(toml::Value::Table(table)).map_err(|e| vec![ConfigError::Toml(tidy(&e.to_string()))])?;
         let mut errors = Vec::new();
         let mut cfg = PipelineConfig { base_dir: base_dir.to_path_buf(), ..Default::default() };
 
@@ -436,48 +443,8 @@ pub(crate) fn tidy(message: &str) -> String {
     message.trim().replace("internally tagged enum ", "").replace('`', "\"")
 }
 
-/// Replaces `${VAR}` and `${VAR:-default}` from `env`; `$$` is a literal `$`.
-pub fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, Vec<ConfigError>> {
-    let mut out = String::with_capacity(text.len());
-    let mut errors = Vec::new();
-    for (lineno, line) in text.split_inclusive('\n').enumerate() {
-        // Comments are left alone, so a commented-out `${VAR}` needs no value.
-        if line.trim_start().starts_with('#') {
-            out.push_str(line);
-            continue;
-        }
-        let mut rest = line;
-        while let Some(i) = rest.find('$') {
-            out.push_str(&rest[..i]);
-            let after = &rest[i + 1..];
-            if let Some(tail) = after.strip_prefix('$') {
-                out.push('$');
-                rest = tail;
-            } else if let Some(body) = after.strip_prefix('{') {
-                let Some(end) = body.find('}') else {
-                    out.push_str(&rest[i..]);
-                    rest = "";
-                    break;
-                };
-                let expr = &body[..end];
-                let (var, default) = match expr.split_once(":-") {
-                    Some((v, d)) => (v, Some(d)),
-                    None => (expr, None),
-                };
-                match env(var).filter(|v| !v.is_empty() || default.is_none()).or(default.map(str::to_string)) {
-                    Some(value) => out.push_str(&value),
-                    None => errors.push(ConfigError::MissingVar { var: var.to_string(), line: lineno + 1 }),
-                }
-                rest = &body[end + 1..];
-            } else {
-                out.push('$');
-                rest = after;
-            }
-        }
-        out.push_str(rest);
-    }
-    if errors.is_empty() { Ok(out) } else { Err(errors) }
-}
+mod interpolate;
+pub use interpolate::interpolate;
 
 #[cfg(test)]
 mod tests {
@@ -491,19 +458,6 @@ mod tests {
     fn clean_folds_parent_segments() {
         assert_eq!(clean(Path::new("pipelines/../out/demo.db")), PathBuf::from("out/demo.db"));
         assert_eq!(clean(Path::new("../x/./y")), PathBuf::from("../x/y"));
-    }
-
-    #[test]
-    fn interpolation_uses_the_environment_and_defaults() {
-        let env = |v: &str| (v == "A").then(|| "1".to_string());
-        assert_eq!(interpolate("x=${A} y=${B:-2} z=$$ w=$x", &env).unwrap(), "x=1 y=2 z=$ w=$x");
-    }
-
-    #[test]
-    fn a_missing_variable_names_it_and_its_line() {
-        let errs = interpolate("a = 1\nb = \"${NOPE}\"\n", &|_| None).unwrap_err();
-        assert_eq!(errs, vec![ConfigError::MissingVar { var: "NOPE".into(), line: 2 }]);
-        assert!(errs[0].to_string().contains("${NOPE:-default}"));
     }
 
     #[test]

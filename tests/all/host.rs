@@ -10,11 +10,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
+use ctrflow::config::PipelineConfig;
+use ctrflow::graph::Section;
 use ctrflow::host::{
-    BUNDLED, CacheOutcome, CompileCache, Compiled, Decision, Failure, FailureKind, Host, HostError, Limits, Lookup,
-    NodeContext, PluginKind,
+    BUNDLED, COUNTERS_REFUSED, CacheOutcome, CompileCache, Compiled, Decision, EDIT_MIN_BYTES, Failure, FailureKind,
+    Host, HostError, LOG_BURST, LOG_PER_SECOND, LOG_SUPPRESSED, Limits, Lookup, MAX_COUNTERS, MAX_PATHS, NodeContext,
+    PluginKind,
 };
 use ctrflow::record::Record;
+use ctrflow::timing::Timing;
 use ctrflow_tests::{fixture, test_plugin};
 use serde_json::{Value as Json, json};
 
@@ -299,6 +303,163 @@ fn rollback_removes_objects_the_trapped_batch_created() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Hostile plugins: waiting in WASI, and flooding the host's services
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_sleep_in_wasi_is_stopped_at_its_deadline() {
+    // `std::thread::sleep` waits in a host call, where an epoch deadline cannot fire: the
+    // host's `wasi:io/poll` waits no longer than the call's deadline.
+    let plugin = transform("hostile-sleep", Json::Null, limits(Duration::from_millis(20)));
+    let started = Instant::now();
+    let f = hostile_in_the_middle(&plugin, "sleep", FailureKind::Deadline);
+    assert!(f.message.contains("wasi:io/poll"), "{}", f.message);
+    // The plugin asked for an hour; the budget is 5 × 20 ms, then 20 ms alone.
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+}
+
+#[test]
+fn a_poll_in_wasi_is_stopped_at_its_deadline() {
+    let plugin = transform("hostile-sleep", Json::Null, limits(Duration::from_millis(20)));
+    let started = Instant::now();
+    hostile_in_the_middle(&plugin, "poll", FailureKind::Deadline);
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+}
+
+#[test]
+fn reading_the_clocks_and_a_short_wait_still_work() {
+    // Every record reads both clocks; the one in the middle sleeps 1 ms of its 2 s.
+    let plugin = transform("hostile-sleep", Json::Null, limits(Duration::from_secs(2)));
+    let docs = batch(5, Some(2), "nap");
+    let out = plugin.process(records(&docs));
+    for (i, ((record, decision), doc)) in out.iter().zip(&docs).enumerate() {
+        assert!(matches!(decision, Decision::Keep), "record #{i}: {decision:?}");
+        assert_eq!(*record.doc, *doc);
+    }
+}
+
+/// Flood tests get room in time and memory, so the bound under test is what stops them.
+fn host_flood_plugin() -> ctrflow::host::TransformPlugin {
+    let limits = Limits { memory_bytes: 128 << 20, time_per_record: Duration::from_secs(20), ..Limits::default() };
+    transform("hostile-host", Json::Null, limits)
+}
+
+/// Runs a batch of 3 with the hostile record in the middle; checks every record comes
+/// back unchanged and kept, and a next batch is served.
+fn flood_is_absorbed(plugin: &ctrflow::host::TransformPlugin, what: &str) {
+    let docs = batch(3, Some(1), what);
+    let out = plugin.process(records(&docs));
+    for (i, ((record, decision), doc)) in out.iter().zip(&docs).enumerate() {
+        assert!(matches!(decision, Decision::Keep), "record #{i}: {decision:?}");
+        assert_eq!(*record.doc, *doc, "record #{i}");
+    }
+    let after = plugin.process(records(&batch(2, None, "")));
+    assert!(after.iter().all(|(_, d)| matches!(d, Decision::Keep)), "the next batch: {after:?}");
+}
+
+#[test]
+fn a_log_flood_is_rate_limited_and_counted() {
+    let plugin = host_flood_plugin();
+    let started = Instant::now();
+    flood_is_absorbed(&plugin, "log");
+    // 20,000 lines: at most the burst plus the rate for the time taken got through; the
+    // rest were dropped (not queued: the host keeps no line) and counted.
+    let elapsed = started.elapsed().as_secs_f64();
+    let through = (LOG_BURST + LOG_PER_SECOND * (elapsed + 1.0)) as i64;
+    let suppressed = plugin.context().counters()[LOG_SUPPRESSED];
+    assert!(suppressed >= 20_000 - through && suppressed <= 20_000, "suppressed {suppressed} after {elapsed:.1}s");
+}
+
+#[test]
+fn a_counter_name_flood_is_bounded() {
+    let plugin = host_flood_plugin();
+    flood_is_absorbed(&plugin, "count");
+    let counters = plugin.context().counters();
+    // The host keeps at most MAX_COUNTERS names (plus its own two): that is all the
+    // memory 100,000 names can take.
+    assert!(counters.len() <= MAX_COUNTERS + 2, "{} names kept", counters.len());
+    assert_eq!(counters[COUNTERS_REFUSED], (100_000 - MAX_COUNTERS) as i64);
+}
+
+#[test]
+fn a_path_flood_is_bounded() {
+    let plugin = host_flood_plugin();
+    let f = hostile_in_the_middle(&plugin, "paths", FailureKind::BadRecord);
+    let accepted: usize =
+        f.message.trim_start_matches("the host accepted ").trim_end_matches(" paths").parse().unwrap();
+    // Two paths were resolved at init; the host keeps at most MAX_PATHS per instance.
+    assert_eq!(accepted, MAX_PATHS - 2, "{}", f.message);
+}
+
+#[test]
+fn a_flood_of_large_sets_is_output_too_large_with_a_bounded_undo_log() {
+    let plugin = host_flood_plugin();
+    let f = hostile_in_the_middle(&plugin, "set-big", FailureKind::OutputTooLarge);
+    assert!(f.message.contains("max_output"), "{}", f.message);
+    // Each accepted set of 1 KiB may leave its predecessor in the undo log: what the host
+    // kept for this record is at most max_output.
+    let accepted = plugin.context().counters()["sets_accepted"] as usize;
+    assert!(accepted > 0 && accepted * 1024 <= Limits::default().max_output_bytes, "{accepted} sets accepted");
+}
+
+#[test]
+fn a_flood_of_tiny_edits_is_output_too_large_with_a_bounded_undo_log() {
+    let plugin = host_flood_plugin();
+    hostile_in_the_middle(&plugin, "set-tiny", FailureKind::OutputTooLarge);
+    // Every edit costs at least EDIT_MIN_BYTES of the budget, so 1,000,000 tiny sets leave
+    // at most max_output / EDIT_MIN_BYTES undo entries.
+    let accepted = plugin.context().counters()["edits_accepted"] as usize;
+    assert_eq!(accepted, Limits::default().max_output_bytes / EDIT_MIN_BYTES);
+}
+
+#[test]
+fn a_counter_name_cannot_forge_a_metric() {
+    let plugin = host_flood_plugin();
+    flood_is_absorbed(&plugin, "metrics");
+    let timing = Timing::new(true, [("flood".to_string(), Section::Transform, Vec::new())]);
+    let _ = timing.node("flood").plugin.set(plugin.context().clone());
+    let text = ctrflow::timing::prometheus::render(&timing);
+    let counter_lines: Vec<&str> = text.lines().filter(|l| l.starts_with("ctrflow_plugin_counter_total")).collect();
+    assert_eq!(counter_lines.len(), 1, "the name made lines of its own:\n{text}");
+    assert!(!text.lines().any(|l| l.contains("node=\"victim\"") && !l.starts_with("ctrflow_plugin")), "{text}");
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        // Every series line is `name{labels} value`, with the value a number.
+        let value = line.rsplit(' ').next().unwrap();
+        assert!(value.parse::<f64>().is_ok(), "a broken line: {line:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Hostile pipeline input: `${VAR}` values
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn an_environment_value_cannot_change_the_pipeline_structure() {
+    let hostile = "x\"\n[sinks.evil]\ntype = \"stdout\"\ninputs = [\"t\"]\n]\\";
+    let text = "[sources.s]\ntype = \"generator\"\ncount = 1\n\
+                [transforms.t]\nplugin = \"redact-pii\"\ninputs = [\"s\"]\nconfig_env = [\"FIELD\"]\n\
+                config = { field = \"${FIELD}\" }\n\
+                [sinks.out]\ntype = \"file\"\ninputs = [\"t\"]\npath = \"${FIELD}.jsonl\"\n";
+    let env = |v: &str| (v == "FIELD").then(|| hostile.to_string());
+    let cfg = PipelineConfig::parse(text, Path::new("."), &env).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(cfg.sinks.keys().map(String::as_str).collect::<Vec<_>>(), ["out"], "the value added a sink");
+    let config = cfg.transforms["t"].config.as_ref().unwrap();
+    assert_eq!(config["field"].as_str(), Some(hostile), "the value arrives intact");
+}
+
+#[test]
+fn a_secret_reaches_a_plugin_config_only_when_allowed() {
+    let text = "[sources.s]\ntype = \"generator\"\n\
+                [transforms.t]\nplugin = \"redact-pii\"\ninputs = [\"s\"]\n\
+                config = { field = \"${AWS_SECRET_ACCESS_KEY:-none}\" }\n";
+    let env = |v: &str| (v == "AWS_SECRET_ACCESS_KEY").then(|| "wJalrXUtnFEMI".to_string());
+    let errs = PipelineConfig::parse(text, Path::new("."), &env).err().expect("refused");
+    let text_of = errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+    assert!(text_of.contains("transforms.t.config.field") && text_of.contains("config_env"), "{text_of}");
+    assert!(!text_of.contains("wJalrXUtnFEMI"), "the error leaks the secret: {text_of}");
+}
+
+// ---------------------------------------------------------------------------------------
 // Bundled plugins on the real CTR samples
 // ---------------------------------------------------------------------------------------
 
@@ -573,4 +734,77 @@ fn a_corrupt_cache_entry_is_recompiled() {
         // …and replaced by a good one.
         assert_eq!(cached_host(&dir.0).compile("bench-edit", &wasm).unwrap().cache_outcome(), CacheOutcome::Hit);
     }
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[cfg(unix)]
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn the_cache_folder_and_its_key_are_created_private() {
+    let dir = TempDir::new("cache-private");
+    let cache = dir.0.join("deep").join("plugins");
+    assert_eq!(
+        cached_host(&cache).compile("bench-edit", &test_plugin("bench-edit")).unwrap().cache_outcome(),
+        CacheOutcome::Miss
+    );
+    assert_eq!(mode(&cache), 0o700);
+    let [entry] = cache_entries(&cache).try_into().expect("one entry");
+    assert_eq!(mode(&entry), 0o600);
+    let key = CompileCache::new(&cache).key_path();
+    assert!(!key.starts_with(&cache), "the key must be outside the folder: {}", key.display());
+    assert_eq!(mode(&key), 0o600);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_cache_others_can_write_is_not_loaded_from() {
+    let dir = TempDir::new("cache-writable");
+    let cache = dir.0.join("plugins");
+    let wasm = test_plugin("bench-edit");
+    assert_eq!(cached_host(&cache).compile("bench-edit", &wasm).unwrap().cache_outcome(), CacheOutcome::Miss);
+    assert_eq!(cached_host(&cache).compile("bench-edit", &wasm).unwrap().cache_outcome(), CacheOutcome::Hit);
+    let [entry] = cache_entries(&cache).try_into().expect("one entry");
+
+    // A group-writable folder: anyone in the group could have planted the entry.
+    chmod(&cache, 0o770);
+    let host = cached_host(&cache);
+    let compiled = host.compile("bench-edit", &wasm).unwrap();
+    assert_eq!(compiled.cache_outcome(), CacheOutcome::Miss, "loaded from a group-writable folder");
+    assert_eq!(run_once(&host, &compiled)["Attributes"]["route_key"], json!("VOICE:Steve.Lusk"));
+    chmod(&cache, 0o700);
+
+    // A world-writable entry in a private folder.
+    chmod(&entry, 0o666);
+    assert_eq!(cached_host(&cache).compile("bench-edit", &wasm).unwrap().cache_outcome(), CacheOutcome::Miss);
+}
+
+#[test]
+fn an_entry_copied_from_another_cache_is_not_loaded() {
+    // Two caches, two keys. An entry (with its tag) copied from one into the other — a
+    // restored CI cache, a planted file — does not authenticate under the other's key.
+    let dir = TempDir::new("cache-foreign");
+    let (ours, theirs) = (dir.0.join("ours"), dir.0.join("theirs"));
+    let (bench, env) = (test_plugin("bench-edit"), test_plugin("hostile-env"));
+    cached_host(&ours).compile("bench-edit", &bench).unwrap();
+    cached_host(&theirs).compile("hostile-env", &env).unwrap();
+    let [our_entry] = cache_entries(&ours).try_into().expect("one entry");
+    let [their_entry] = cache_entries(&theirs).try_into().expect("one entry");
+    // Their compiled code and tag, under our entry's name: if it loaded, `bench-edit`
+    // would run `hostile-env`'s code.
+    std::fs::copy(&their_entry, &our_entry).unwrap();
+    std::fs::copy(their_entry.with_extension("cwasm.hmac"), our_entry.with_extension("cwasm.hmac")).unwrap();
+    let host = cached_host(&ours);
+    let compiled = host.compile("bench-edit", &bench).unwrap();
+    assert_eq!(compiled.cache_outcome(), CacheOutcome::Miss, "a foreign entry was loaded");
+    assert_eq!(run_once(&host, &compiled)["Attributes"]["route_key"], json!("VOICE:Steve.Lusk"));
 }

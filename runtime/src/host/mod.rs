@@ -5,19 +5,28 @@
 //!   and compiles it, or loads it precompiled from the [`CompileCache`].
 //! - [`Host::transform`] and [`Host::sink`] pre-instantiate it for a node and initialise a
 //!   first instance with the node's `config`, so a bad config fails at startup.
-//! - Calls run under the node's [`Limits`]: a memory cap (`ResourceLimiter`) and a deadline
-//!   (epoch interruption, one tick per [`TICK`] from a background thread).
+//! - Calls run under the node's [`Limits`]: a memory cap over the whole store
+//!   (`limiter.rs`) and a deadline (epoch interruption, one tick per [`TICK`] from a
+//!   background thread; blocking WASI calls wait no longer than it, `wasi.rs`).
+//! - Each WIT interface the host implements has its module: `batch.rs`, `services.rs`
+//!   (`host`: paths, log, counters), `lookup.rs`, `values.rs` (`types`), `wasi.rs`; each
+//!   bounds what a plugin can make the host allocate (docs/limits.md lists every bound).
 //!
 //! wasmtime's errors are converted here and nowhere else: callers see [`HostError`] for
 //! setup problems and [`Failure`] per refused record.
 
+mod batch;
 mod bindings;
 mod bundled;
 mod cache;
+mod limiter;
 mod limits;
+mod lookup;
 mod plugin;
-mod records;
+mod services;
 mod state;
+mod values;
+mod wasi;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,11 +35,19 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker, types::ComponentItem};
 use wasmtime::{Config, Engine};
 
+pub use batch::EDIT_MIN_BYTES;
 pub use bundled::{BUNDLED, TEST_PLUGIN_DIR, bundled};
 pub use cache::{CacheOutcome, CompileCache};
+pub use limiter::{MAX_INSTANCES, MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES};
 pub use limits::Limits;
+pub use lookup::Lookup;
 pub use plugin::{Decision, Encoding, Failure, FailureKind, SinkPlugin, TransformPlugin};
-pub use state::{Lookup, NodeContext};
+pub use services::{
+    COUNTERS_REFUSED, LOG_BURST, LOG_PER_SECOND, LOG_SUPPRESSED, MAX_COUNTER_NAME_BYTES, MAX_COUNTERS, MAX_LOG_BYTES,
+    MAX_PATH_BYTES, MAX_PATHS,
+};
+pub use state::NodeContext;
+pub use wasi::{MAX_RANDOM_BYTES, MAX_WASI_RESOURCES};
 
 use plugin::{Pool, SinkWorld, TransformWorld};
 use state::PluginState;
@@ -140,7 +157,7 @@ impl Host {
         let engine = Engine::new(&config).map_err(|e| HostError::Engine(format!("{e:#}")))?;
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| HostError::Engine(format!("{e:#}")))?;
+        wasi::add_to_linker(&mut linker).map_err(|e| HostError::Engine(format!("{e:#}")))?;
         // The `enrich` world's imports (types, host, lookup) cover the sink world's too.
         bindings::transform::Enrich::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| HostError::Engine(format!("{e:#}")))?;

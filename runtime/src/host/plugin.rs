@@ -9,18 +9,19 @@
 //! normally.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 use wasmtime::component::InstancePre;
 use wasmtime::{Engine, Store, Trap};
 
+use super::batch::PluginBatch;
 use super::bindings::sink::exports::ctrflow::plugin::encoder::Encoded;
 use super::bindings::sink::{Sink, SinkPre};
 use super::bindings::transform::{Enrich, EnrichPre};
 use super::bindings::{ErrorKind, Outcome, PluginError};
-use super::records::Batch;
 use super::state::{NodeContext, PluginState};
+use super::wasi::WaitedPastDeadline;
 use super::{HostError, Limits, TICK};
 use crate::record::Record;
 
@@ -98,14 +99,27 @@ impl From<PluginError> for Failure {
     }
 }
 
-/// Classifies an error returned by a call into a plugin.
-pub(crate) fn classify(err: &wasmtime::Error, limits: &Limits, n: usize, memory_refused: bool) -> Failure {
+/// Classifies the error a call into a plugin returned (a trap, or an error a host
+/// function raised to stop the plugin). Named for what it classifies: the connectors
+/// classify their own errors elsewhere.
+pub(crate) fn classify_trap(err: &wasmtime::Error, limits: &Limits, n: usize, memory_refused: bool) -> Failure {
     if memory_refused {
         // The limiter refused to grow memory: whatever the guest did next (its allocator
         // aborts, or the forced trap), the cause is the cap.
         return Failure {
             kind: FailureKind::MemoryLimit,
             message: format!("exceeded its memory cap of {} bytes", limits.memory_bytes),
+        };
+    }
+    if err.downcast_ref::<WaitedPastDeadline>().is_some() {
+        return Failure {
+            kind: FailureKind::Deadline,
+            message: format!(
+                "waited (wasi:io/poll, e.g. a sleep) past its deadline of {:?} ({} record(s) at {:?} each)",
+                limits.time_per_record * n as u32,
+                n,
+                limits.time_per_record
+            ),
         };
     }
     let (kind, message) = match err.downcast_ref::<Trap>() {
@@ -242,18 +256,28 @@ impl<W: World> Pool<W> {
     fn instantiate(&self) -> Result<(Instance<W>, W::Info), HostError> {
         let ctx = &self.ctx;
         let trapped = |e: wasmtime::Error, memory_refused: bool| {
-            let f = classify(&e, &self.limits, 1, memory_refused);
+            let f = classify_trap(&e, &self.limits, 1, memory_refused);
             HostError::Trapped { plugin: ctx.plugin.clone(), node: ctx.node.clone(), kind: f.kind, detail: f.message }
         };
         let mut store = Store::new(&self.engine, PluginState::new(ctx.clone(), self.limits.memory_bytes));
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(ticks(INIT_DEADLINE));
-        let bindings = W::instantiate(&self.pre, &mut store).map_err(|e| HostError::Instantiate {
-            plugin: ctx.plugin.clone(),
-            node: ctx.node.clone(),
-            detail: format!("{e:#}"),
-        })?;
+        store.data_mut().deadline = Some(Instant::now() + INIT_DEADLINE);
+        let bindings = match W::instantiate(&self.pre, &mut store) {
+            Ok(b) => b,
+            // Instantiation creates the memories and tables: a component whose initial
+            // ones pass the cap is refused here, as a memory-limit trap.
+            Err(e) if store.data().limits.refused => return Err(trapped(e, true)),
+            Err(e) => {
+                return Err(HostError::Instantiate {
+                    plugin: ctx.plugin.clone(),
+                    node: ctx.node.clone(),
+                    detail: format!("{e:#}"),
+                });
+            }
+        };
         let init = W::init(&bindings, &mut store, &self.config);
+        store.data_mut().deadline = None;
         let refused = store.data().limits.refused;
         let info = match init.map_err(|e| trapped(e, refused))? {
             Ok(info) => info,
@@ -297,23 +321,27 @@ impl<W: World> Pool<W> {
         };
         let n = records.len();
         let store = &mut instance.store;
-        store.data_mut().batch = Some(Batch::new(records, self.limits.max_output_bytes));
-        store.set_epoch_deadline(ticks(self.limits.time_per_record * n as u32));
+        let budget = self.limits.time_per_record * n as u32;
+        store.data_mut().batch = Some(PluginBatch::new(records, self.limits.max_output_bytes));
+        store.data_mut().deadline = Some(Instant::now() + budget);
+        store.set_epoch_deadline(ticks(budget));
         let result = W::call(&instance.bindings, store);
+        store.data_mut().deadline = None;
         let batch = store.data_mut().batch.take().expect("the host lent a batch for this call");
         let memory_refused = store.data().limits.refused;
         match result {
             Ok(outs) if outs.len() == n => {
-                self.checkin(instance);
                 let oversized = batch.oversized.clone();
-                let mut results: Vec<_> = batch.into_records().into_iter().zip(outs.into_iter().map(Ok)).collect();
+                let records = batch.into_records(instance.store.data().paths.as_slice());
+                self.checkin(instance);
+                let mut results: Vec<_> = records.into_iter().zip(outs.into_iter().map(Ok)).collect();
                 for i in oversized {
                     // The host refused this record's replacement for size: whatever the
                     // plugin decided after that, the record fails as too large.
                     results[i as usize].1 = Err(Failure {
                         kind: FailureKind::OutputTooLarge,
                         message: format!(
-                            "produced a record over the node's max_output of {} bytes",
+                            "produced a record (or edits of one) over the node's max_output of {} bytes",
                             self.limits.max_output_bytes
                         ),
                     });
@@ -326,15 +354,15 @@ impl<W: World> Pool<W> {
                     kind: FailureKind::Internal,
                     message: format!("returned {} results for a batch of {n}", outs.len()),
                 };
-                let records = batch.rollback(&instance.store.data().paths);
+                let records = batch.rollback(instance.store.data().paths.as_slice());
                 self.checkin(instance);
                 records.into_iter().map(|r| (r, Err(f.clone()))).collect()
             }
             Err(e) => {
-                let records = batch.rollback(&instance.store.data().paths);
+                let records = batch.rollback(instance.store.data().paths.as_slice());
                 drop(instance); // poisoned by the trap
                 if n == 1 {
-                    let f = classify(&e, &self.limits, 1, memory_refused);
+                    let f = classify_trap(&e, &self.limits, 1, memory_refused);
                     tracing::debug!(node = %self.ctx.node, kind = %f.kind, "Plugin trapped; instance replaced.");
                     return records.into_iter().map(|r| (r, Err(f.clone()))).collect();
                 }
@@ -463,7 +491,7 @@ impl SinkPlugin {
                     let columns = e
                         .columns
                         .into_iter()
-                        .map(|(k, v)| super::records::from_wit(v).map(|j| (k, j)))
+                        .map(|(k, v)| super::values::from_wit(v).map(|j| (k, j)))
                         .collect::<Result<Vec<_>, _>>()
                         .map_err(|message| Failure { kind: FailureKind::Internal, message })?;
                     Ok(Encoding { partition_key: e.partition_key, sort_key: e.sort_key, columns, payload: e.payload })

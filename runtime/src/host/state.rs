@@ -1,23 +1,22 @@
-//! [`PluginState`]: what one plugin instance's `Store` holds, and the host services
-//! (`host`, `lookup`) that plugins import.
+//! [`PluginState`]: what one plugin instance's `Store` holds, and [`NodeContext`]: what the
+//! instances of one node share (its grants, counters and log rate).
 //!
-//! The WASI context is empty and denies everything: no preopened directories, no
-//! environment, no arguments, no network. Rust guests import WASI whether or not they use
-//! it (measured-here.md), so it must be linked; it just grants nothing.
+//! The host services plugins import live one module per WIT interface: `batch.rs`,
+//! `services.rs` (`host`), `lookup.rs`, `values.rs` (`types`), and `wasi.rs` for the WASI
+//! interfaces Rust guests import whether or not they use them.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use ctrflow_plugin_sdk::path::FieldPath;
-use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::transform::ctrflow::plugin::{host, lookup};
-use super::bindings::{ErrorKind, LogLevel, PluginError, Value};
-use super::records::to_wit;
-
-pub use crate::contract::Lookup;
+use super::batch::PluginBatch;
+use super::limiter::Limiter;
+use super::lookup::Lookup;
+use super::services::{COUNTERS_REFUSED, LOG_SUPPRESSED, LogGate, PathCache};
 
 /// What every instance of a node's plugin shares: who it is, what it was granted, and
 /// the counters it keeps.
@@ -30,6 +29,10 @@ pub struct NodeContext {
     pub tables: HashMap<String, Arc<dyn Lookup>>,
     /// Plugin-defined counters (`host.count`).
     pub counters: Mutex<HashMap<String, i64>>,
+    /// The node's log rate limit.
+    pub(crate) log_gate: Mutex<LogGate>,
+    /// Counter increments refused for their name.
+    pub(crate) counters_refused: AtomicU64,
 }
 
 impl NodeContext {
@@ -40,34 +43,23 @@ impl NodeContext {
             plugin: plugin.into(),
             tables: HashMap::new(),
             counters: Mutex::new(HashMap::new()),
+            log_gate: Mutex::new(LogGate::default()),
+            counters_refused: AtomicU64::new(0),
         }
     }
 
-    /// A snapshot of the plugin-defined counters.
+    /// A snapshot of the plugin-defined counters, with the host's own about the plugin
+    /// (`ctrflow.log_suppressed`, `ctrflow.counter_names_refused`) when they are not zero.
     pub fn counters(&self) -> HashMap<String, i64> {
-        self.counters.lock().map(|c| c.clone()).unwrap_or_default()
-    }
-}
-
-/// The memory cap, remembering whether it refused anything, so a trap that follows is
-/// classified by its cause rather than by wasmtime's error text.
-pub struct Limiter {
-    inner: StoreLimits,
-    /// Whether a growth was refused.
-    pub refused: bool,
-}
-
-impl wasmtime::ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        let r = self.inner.memory_growing(current, desired, maximum);
-        if !matches!(r, Ok(true)) {
-            self.refused = true;
+        let mut counters = self.counters.lock().map(|c| c.clone()).unwrap_or_default();
+        let suppressed = self.log_gate.lock().map(|g| g.suppressed).unwrap_or(0);
+        let refused = self.counters_refused.load(Ordering::Relaxed);
+        for (name, v) in [(LOG_SUPPRESSED, suppressed), (COUNTERS_REFUSED, refused)] {
+            if v > 0 {
+                counters.insert(name.to_string(), v as i64);
+            }
         }
-        r
-    }
-
-    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        self.inner.table_growing(current, desired, maximum)
+        counters
     }
 }
 
@@ -76,29 +68,24 @@ pub struct PluginState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
     pub(crate) limits: Limiter,
-    pub(crate) paths: Vec<FieldPath>,
+    pub(crate) paths: PathCache,
     pub(crate) ctx: Arc<NodeContext>,
     /// The batch of the call in progress.
-    pub(crate) batch: Option<super::records::Batch>,
+    pub(crate) batch: Option<PluginBatch>,
+    /// When the call in progress must end: blocking WASI calls wait no longer (`wasi.rs`).
+    pub(crate) deadline: Option<Instant>,
 }
 
 impl PluginState {
     pub(crate) fn new(ctx: Arc<NodeContext>, memory_bytes: usize) -> Self {
         PluginState {
-            wasi: WasiCtx::builder().build(),
-            table: ResourceTable::new(),
-            limits: Limiter {
-                inner: wasmtime::StoreLimitsBuilder::new()
-                    .memory_size(memory_bytes)
-                    // A failed `memory.grow` traps at once, rather than leaving the guest's
-                    // allocator to decide what to do.
-                    .trap_on_grow_failure(true)
-                    .build(),
-                refused: false,
-            },
-            paths: Vec::new(),
+            wasi: super::wasi::sandbox_ctx(),
+            table: super::wasi::resource_table(),
+            limits: Limiter::new(memory_bytes),
+            paths: PathCache::default(),
             ctx,
             batch: None,
+            deadline: None,
         }
     }
 }
@@ -106,51 +93,5 @@ impl PluginState {
 impl WasiView for PluginState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
-    }
-}
-
-impl host::Host for PluginState {
-    fn resolve_path(&mut self, path: String) -> Result<u32, String> {
-        let parsed = FieldPath::parse(&path).map_err(|e| e.to_string())?;
-        if let Some(i) = self.paths.iter().position(|p| *p == parsed) {
-            return Ok(i as u32);
-        }
-        self.paths.push(parsed);
-        Ok((self.paths.len() - 1) as u32)
-    }
-
-    fn log(&mut self, level: LogLevel, message: String) {
-        let (node, plugin) = (&self.ctx.node, &self.ctx.plugin);
-        match level {
-            LogLevel::Trace => tracing::trace!(node, plugin, "{message}"),
-            LogLevel::Debug => tracing::debug!(node, plugin, "{message}"),
-            LogLevel::Info => tracing::info!(node, plugin, "{message}"),
-            LogLevel::Warn => tracing::warn!(node, plugin, "{message}"),
-            LogLevel::Error => tracing::error!(node, plugin, "{message}"),
-        }
-    }
-
-    fn count(&mut self, name: String, delta: i64) {
-        if let Ok(mut c) = self.ctx.counters.lock() {
-            *c.entry(name).or_default() += delta;
-        }
-    }
-}
-
-impl lookup::Host for PluginState {
-    fn get(&mut self, table: String, key: String) -> Result<Option<Value>, PluginError> {
-        let Some(source) = self.ctx.tables.get(&table) else {
-            return Err(PluginError {
-                kind: ErrorKind::LookupFailed,
-                message: format!(
-                    "table {table:?} is not granted to node {:?} (add it to the node's `tables`)",
-                    self.ctx.node
-                ),
-            });
-        };
-        source
-            .get(&table, &key)
-            .map(|row| row.as_ref().map(to_wit))
-            .map_err(|message| PluginError { kind: ErrorKind::LookupFailed, message })
     }
 }

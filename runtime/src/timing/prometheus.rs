@@ -1,6 +1,9 @@
 //! The Prometheus text-format endpoint (`[runtime] metrics_addr`): hop histograms labelled
 //! by node and hop, end-to-end histograms per sink, and record counters per node.
 //!
+//! Every label value is escaped ([`label`]): node ids come from the pipeline and counter
+//! names from plugins, which must not be able to forge series or break the exposition.
+//!
 //! A deliberately small HTTP/1.1 responder on its own thread — every request gets the
 //! current metrics — rather than a web framework: one endpoint does not justify one.
 
@@ -17,6 +20,20 @@ use crate::graph::Section;
 /// actionable" spans both.
 const BUCKETS_S: [f64; 18] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+
+/// A label value escaped as the text format requires: backslash, double quote and newline.
+pub fn label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
 
 fn histogram(out: &mut String, name: &str, labels: &str, series: &Series) {
     let bounds_us: Vec<u64> = BUCKETS_S.iter().map(|s| (s * 1e6) as u64).collect();
@@ -36,14 +53,14 @@ pub fn render(timing: &Timing) -> String {
     s.push_str("# TYPE ctrflow_hop_seconds histogram\n");
     for n in timing.nodes() {
         if n.section != Section::Source {
-            histogram(&mut s, "ctrflow_hop_seconds", &format!("node=\"{}\",hop=\"queue_wait\"", n.id), &n.wait);
+            histogram(&mut s, "ctrflow_hop_seconds", &format!("node=\"{}\",hop=\"queue_wait\"", label(&n.id)), &n.wait);
         }
         let hop = match n.section {
             Section::Source => "read",
             Section::Transform => "process",
             Section::Sink => "deliver",
         };
-        histogram(&mut s, "ctrflow_hop_seconds", &format!("node=\"{}\",hop=\"{hop}\"", n.id), &n.process);
+        histogram(&mut s, "ctrflow_hop_seconds", &format!("node=\"{}\",hop=\"{hop}\"", label(&n.id)), &n.process);
     }
     s.push_str("# HELP ctrflow_end_to_end_seconds Per sink: event time, stream arrival, or read by the runtime, to acknowledgement.\n");
     s.push_str("# TYPE ctrflow_end_to_end_seconds histogram\n");
@@ -51,7 +68,12 @@ pub fn render(timing: &Timing) -> String {
         for (span, series) in
             [("event_to_ack", &n.event_to_ack), ("arrival_to_ack", &n.arrival_to_ack), ("read_to_ack", &n.read_to_ack)]
         {
-            histogram(&mut s, "ctrflow_end_to_end_seconds", &format!("sink=\"{}\",span=\"{span}\"", n.id), series);
+            histogram(
+                &mut s,
+                "ctrflow_end_to_end_seconds",
+                &format!("sink=\"{}\",span=\"{span}\"", label(&n.id)),
+                series,
+            );
         }
     }
     s.push_str(
@@ -59,7 +81,7 @@ pub fn render(timing: &Timing) -> String {
     );
     s.push_str("# TYPE ctrflow_upstream_seconds histogram\n");
     for n in timing.nodes().filter(|n| n.section == Section::Source) {
-        histogram(&mut s, "ctrflow_upstream_seconds", &format!("source=\"{}\"", n.id), &n.event_to_arrival);
+        histogram(&mut s, "ctrflow_upstream_seconds", &format!("source=\"{}\"", label(&n.id)), &n.event_to_arrival);
     }
     for (metric, help) in [
         ("ctrflow_records_in_total", "Records received by the node (read, for a source)."),
@@ -83,14 +105,15 @@ pub fn render(timing: &Timing) -> String {
                 "ctrflow_records_unwritten_total" => &c.unwritten,
                 _ => &c.dead_lettered,
             };
-            s.push_str(&format!("{metric}{{node=\"{}\"}} {}\n", n.id, v.load(Ordering::Relaxed)));
+            s.push_str(&format!("{metric}{{node=\"{}\"}} {}\n", label(&n.id), v.load(Ordering::Relaxed)));
         }
     }
     s.push_str("# HELP ctrflow_plugin_counter_total Counters plugins keep (host.count), by node and name.\n");
     s.push_str("# TYPE ctrflow_plugin_counter_total counter\n");
     for n in timing.nodes() {
         for (name, v) in n.plugin_counters() {
-            s.push_str(&format!("ctrflow_plugin_counter_total{{node=\"{}\",name=\"{name}\"}} {v}\n", n.id));
+            let (node, name) = (label(&n.id), label(&name));
+            s.push_str(&format!("ctrflow_plugin_counter_total{{node=\"{node}\",name=\"{name}\"}} {v}\n"));
         }
     }
     s
@@ -127,4 +150,20 @@ fn respond(mut stream: TcpStream, timing: &Timing) -> std::io::Result<()> {
         body.len()
     )?;
     stream.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("plain.name"), "plain.name");
+        assert_eq!(label(r#"a"b\c"#), r#"a\"b\\c"#);
+        // A forged series: closing the label, then a new line with its own metric.
+        let forged = "x\"} 1\nctrflow_records_out_total{node=\"victim\"} 999999\n#";
+        let escaped = label(forged);
+        assert!(!escaped.contains('\n'), "{escaped}");
+        assert!(!escaped.replace("\\\"", "").contains('"'), "an unescaped quote: {escaped}");
+    }
 }
