@@ -2,6 +2,7 @@
 
 mod aws;
 mod connectors;
+mod faults;
 mod golden;
 mod host;
 mod moto;

@@ -6,4 +6,4 @@ mod sink;
 mod source;
 
 pub use sink::FileWriter;
-pub use source::{FilePosition, run, split_documents};
+pub use source::{FilePosition, Piece, run, split_documents};
