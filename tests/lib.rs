@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+pub mod faults;
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     // `cargo test` sets CARGO_MANIFEST_DIR for the test process: preferred to the value

@@ -130,6 +130,9 @@ impl FieldPath {
         let (last, parents) = self.segments.split_last().expect("a parsed path has a segment");
         for (depth, seg) in parents.iter().enumerate() {
             if cur.is_null() {
+                // A null turned into an object is a change to undo. One under an object key
+                // was noted a step earlier; one in an array (or the root) only shows here.
+                first.get_or_insert(Replaced { depth, old: Some(Value::Null) });
                 *cur = Value::Object(Map::new());
             }
             cur = match cur {
@@ -157,6 +160,7 @@ impl FieldPath {
             };
         }
         if cur.is_null() {
+            first.get_or_insert(Replaced { depth: parents.len(), old: Some(Value::Null) });
             *cur = Value::Object(Map::new());
         }
         let old = match cur {
@@ -333,6 +337,20 @@ mod tests {
         assert_eq!(r, Replaced { depth: 2, old: Some(json!(1)) });
         assert_eq!(v, json!({"Agent": {"Team": {"Name": "x"}}, "A": {"b": 3, "c": {"d": 2}}}));
         assert_eq!(p("A.c.d").prefix(2).as_str(), "A.c");
+    }
+
+    /// Found by the `field_path` fuzz target: a null array element turned into an object on
+    /// the way to the leaf was not reported, so the host's undo after a trap left `{}` where
+    /// the record had `null`.
+    #[test]
+    fn set_tracked_undo_restores_a_null_array_element() {
+        for (path, doc) in [("a.0.b", json!({"a": [null]})), ("a.0.b.c", json!({"a": [null]}))] {
+            let mut v = doc.clone();
+            let r = p(path).set_tracked(&mut v, json!(1)).unwrap();
+            assert_eq!(r, Replaced { depth: 2, old: Some(Value::Null) }, "{path}");
+            p(path).prefix(r.depth).set(&mut v, r.old.unwrap()).unwrap();
+            assert_eq!(v, doc, "{path}: undone");
+        }
     }
 
     #[test]

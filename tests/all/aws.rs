@@ -20,18 +20,18 @@ use serde_json::Value;
 
 use crate::moto::Moto;
 
-const STREAM: &str = "ctrflow-ctr";
-const TABLE: &str = "ctrflow-contacts";
+pub(crate) const STREAM: &str = "ctrflow-ctr";
+pub(crate) const TABLE: &str = "ctrflow-contacts";
 const AGENTS: &str = "ctrflow-agents";
-const BUCKET: &str = "ctrflow-lake";
-const DELIVERY: &str = "ctrflow-ctr-lake";
+pub(crate) const BUCKET: &str = "ctrflow-lake";
+pub(crate) const DELIVERY: &str = "ctrflow-ctr-lake";
 
-fn rt() -> tokio::runtime::Runtime {
+pub(crate) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
 /// `ctrflow <args>` in `dir`, pointed at the emulator.
-fn command(moto: &Moto, dir: &Path, args: &[&str], env: &[(&str, String)]) -> Command {
+pub(crate) fn command(moto: &Moto, dir: &Path, args: &[&str], env: &[(&str, String)]) -> Command {
     let mut c = Command::new(ctrflow_bin());
     c.current_dir(dir).args(args).env("CTRFLOW_CACHE_DIR", cache_dir()).env("NO_COLOR", "1");
     for (k, v) in moto.env() {
@@ -43,14 +43,14 @@ fn command(moto: &Moto, dir: &Path, args: &[&str], env: &[(&str, String)]) -> Co
     c
 }
 
-fn run_ok(moto: &Moto, dir: &Path, args: &[&str], env: &[(&str, String)]) -> String {
+pub(crate) fn run_ok(moto: &Moto, dir: &Path, args: &[&str], env: &[(&str, String)]) -> String {
     let out = command(moto, dir, args, env).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "ctrflow {args:?} failed:\n{stderr}");
     stderr
 }
 
-async fn create_stream(sdk: &SdkConfig, name: &str, shards: i32) {
+pub(crate) async fn create_stream(sdk: &SdkConfig, name: &str, shards: i32) {
     let k = aws_sdk_kinesis::Client::new(sdk);
     k.create_stream().stream_name(name).shard_count(shards).send().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -64,7 +64,7 @@ async fn create_stream(sdk: &SdkConfig, name: &str, shards: i32) {
     }
 }
 
-async fn create_table(sdk: &SdkConfig, name: &str, key: &str) {
+pub(crate) async fn create_table(sdk: &SdkConfig, name: &str, key: &str) {
     aws_sdk_dynamodb::Client::new(sdk)
         .create_table()
         .table_name(name)
@@ -78,7 +78,7 @@ async fn create_table(sdk: &SdkConfig, name: &str, key: &str) {
         .unwrap();
 }
 
-async fn create_delivery_stream(sdk: &SdkConfig, name: &str, bucket: &str) {
+pub(crate) async fn create_delivery_stream(sdk: &SdkConfig, name: &str, bucket: &str) {
     aws_sdk_s3::Client::new(sdk).create_bucket().bucket(bucket).send().await.unwrap();
     aws_sdk_firehose::Client::new(sdk)
         .create_delivery_stream()
@@ -98,7 +98,7 @@ async fn create_delivery_stream(sdk: &SdkConfig, name: &str, bucket: &str) {
 }
 
 /// The founding pipeline's resources, with the demo's agents loaded into the agents table.
-async fn create_founding(sdk: &SdkConfig, shards: i32) {
+pub(crate) async fn create_founding(sdk: &SdkConfig, shards: i32) {
     create_stream(sdk, STREAM, shards).await;
     create_table(sdk, TABLE, "ContactId").await;
     create_table(sdk, AGENTS, "username").await;
@@ -122,7 +122,7 @@ fn csv_rows(path: &Path) -> Vec<Vec<(String, String)>> {
 }
 
 /// Every record on the stream, read with the SDK.
-async fn stream_records(sdk: &SdkConfig, stream: &str) -> Vec<Vec<u8>> {
+pub(crate) async fn stream_records(sdk: &SdkConfig, stream: &str) -> Vec<Vec<u8>> {
     let k = aws_sdk_kinesis::Client::new(sdk);
     let shards = k.list_shards().stream_name(stream).send().await.unwrap();
     let mut out = Vec::new();
@@ -151,7 +151,7 @@ async fn stream_records(sdk: &SdkConfig, stream: &str) -> Vec<Vec<u8>> {
 }
 
 /// Every line of every object in the bucket.
-async fn s3_lines(sdk: &SdkConfig, bucket: &str) -> Vec<Value> {
+pub(crate) async fn s3_lines(sdk: &SdkConfig, bucket: &str) -> Vec<Value> {
     let s3 = aws_sdk_s3::Client::new(sdk);
     let mut out = Vec::new();
     let mut token = None;
@@ -173,7 +173,7 @@ async fn s3_lines(sdk: &SdkConfig, bucket: &str) -> Vec<Value> {
 }
 
 /// Every item in the table.
-async fn scan(sdk: &SdkConfig, table: &str) -> Vec<HashMap<String, AttributeValue>> {
+pub(crate) async fn scan(sdk: &SdkConfig, table: &str) -> Vec<HashMap<String, AttributeValue>> {
     let ddb = aws_sdk_dynamodb::Client::new(sdk);
     let mut out = Vec::new();
     let mut start = None;
@@ -188,13 +188,13 @@ async fn scan(sdk: &SdkConfig, table: &str) -> Vec<HashMap<String, AttributeValu
     out
 }
 
-fn s(item: &HashMap<String, AttributeValue>, key: &str) -> String {
+pub(crate) fn s(item: &HashMap<String, AttributeValue>, key: &str) -> String {
     item.get(key).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default()
 }
 
 /// (ContactId, LastUpdateTimestamp) of every version, and the newest per contact.
 /// The generator writes second-precision UTC times, which order as text.
-fn versions(records: &[Value]) -> (HashSet<(String, String)>, BTreeMap<String, String>) {
+pub(crate) fn versions(records: &[Value]) -> (HashSet<(String, String)>, BTreeMap<String, String>) {
     let mut all = HashSet::new();
     let mut newest: BTreeMap<String, String> = BTreeMap::new();
     for r in records {
@@ -209,7 +209,7 @@ fn versions(records: &[Value]) -> (HashSet<(String, String)>, BTreeMap<String, S
     (all, newest)
 }
 
-fn fanout_env(dir: &Path) -> Vec<(&'static str, String)> {
+pub(crate) fn fanout_env(dir: &Path) -> Vec<(&'static str, String)> {
     vec![
         ("KINESIS_STOP_AT_END", "true".into()),
         ("KINESIS_POLL_INTERVAL", "200ms".into()),
@@ -218,7 +218,7 @@ fn fanout_env(dir: &Path) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn load(moto: &Moto, dir: &Path, count: usize) {
+pub(crate) fn load(moto: &Moto, dir: &Path, count: usize) {
     let env = [
         ("LOAD_COUNT", count.to_string()),
         ("CTRFLOW_STATE_DIR", dir.join("load-state").display().to_string()),

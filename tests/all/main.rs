@@ -3,6 +3,7 @@
 mod aws;
 mod connectors;
 mod data_plane;
+mod faults;
 mod golden;
 mod host;
 mod layers;

@@ -7,6 +7,8 @@
 //! - `cargo xtask bench` — the benchmarks (criterion); `cargo xtask bench throughput
 //!   [--records N]` — ctrflow against a Python baseline and the native limit
 //!   ([`throughput`], docs/performance.md).
+//! - `cargo xtask fuzz [--seconds N] [target…]` — runs the fuzz targets in `fuzz/` for N
+//!   seconds each (default 60) and prints executions and findings; not part of `test`.
 //!
 //! Each makes sure the `wasm32-wasip2` target is installed first (this machine sets
 //! `RUSTUP_AUTO_INSTALL=0`, so `rust-toolchain.toml` alone does not add it), and the test
@@ -18,6 +20,7 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
+mod fuzz;
 mod throughput;
 
 fn main() -> anyhow::Result<()> {
@@ -32,15 +35,17 @@ fn main() -> anyhow::Result<()> {
         Some("demo") => demo(&root, &args[1..]),
         Some("test") => test(&root, &args[1..]),
         Some("bench") => bench(&root, &args[1..]),
+        Some("fuzz") => fuzz::fuzz(&root, &args[1..]),
         Some("moto") => {
             println!("{}", moto_server(&root)?.display());
             Ok(())
         }
         _ => {
-            eprintln!("usage: cargo xtask <demo | test | bench | moto> [args…]");
+            eprintln!("usage: cargo xtask <demo | test | bench | fuzz | moto> [args…]");
             eprintln!("  demo   run the local demo pipeline (pipelines/local-demo.toml)");
             eprintln!("  test   run every test CI runs");
             eprintln!("  bench  run the benchmarks (`bench throughput [--records N]`: the throughput comparison)");
+            eprintln!("  fuzz   run each fuzz target for a while: [--seconds N] [target…]");
             eprintln!("  moto   install the AWS emulator if needed and print its path");
             std::process::exit(2);
         }

@@ -48,7 +48,7 @@ enum Mode {
     Documents,
     /// Inside a JSON array, before an element (or the closing bracket).
     Array,
-    /// After an array's closing bracket, or after a broken array: nothing more to read.
+    /// After a broken array: the rest was set aside, nothing more to read.
     Finished,
 }
 
@@ -159,9 +159,10 @@ impl<R: Read> Framer<R> {
             self.mode = Mode::Documents;
         }
         if self.mode == Mode::Array && self.buf[0] == b']' {
+            // Whatever follows the array (more documents, another array) is read too.
             self.consume(1);
-            self.mode = Mode::Finished;
-            return Ok(None);
+            self.mode = Mode::Unknown;
+            return self.next_piece();
         }
         loop {
             let mut stream = serde_json::Deserializer::from_slice(&self.buf).into_iter::<Value>();
@@ -282,6 +283,12 @@ mod tests {
     #[test]
     fn a_broken_array_sets_the_rest_aside() {
         assert_eq!(docs("[{\"a\":1}, {\"a\" 2}, {\"a\":3}]", 0), ["{\"a\":1}", "BAD:{\"a\" 2}, {\"a\":3}]"]);
+    }
+
+    // A JSON-lines file whose first line is an array must not lose the lines after it.
+    #[test]
+    fn documents_after_an_array_are_read_too() {
+        assert_eq!(docs("[{\"a\":1}]\n{\"a\":2}\n[{\"a\":3}]", 0), ["{\"a\":1}", "{\"a\":2}", "{\"a\":3}"]);
     }
 
     #[test]

@@ -312,7 +312,7 @@ fn save(
         if let Some(pos) = checkpoints.advance() {
             let f = &mut state.files[pos.file];
             f.offset = pos.offset;
-            f.array = pos.array.or(f.array);
+            f.array = pos.array;
             if enabled {
                 store.save(state)?;
             }
