@@ -26,12 +26,12 @@ const AGENTS: &str = "ctrflow-agents";
 const BUCKET: &str = "ctrflow-lake";
 const DELIVERY: &str = "ctrflow-ctr-lake";
 
-fn rt() -> tokio::runtime::Runtime {
+pub(crate) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
 /// `ctrflow <args>` in `dir`, pointed at the emulator.
-fn command(moto: &Moto, dir: &Path, args: &[&str], env: &[(&str, String)]) -> Command {
+pub(crate) fn command(moto: &Moto, dir: &Path, args: &[&str], env: &[(&str, String)]) -> Command {
     let mut c = Command::new(ctrflow_bin());
     c.current_dir(dir).args(args).env("CTRFLOW_CACHE_DIR", cache_dir()).env("NO_COLOR", "1");
     for (k, v) in moto.env() {
@@ -50,7 +50,7 @@ fn run_ok(moto: &Moto, dir: &Path, args: &[&str], env: &[(&str, String)]) -> Str
     stderr
 }
 
-async fn create_stream(sdk: &SdkConfig, name: &str, shards: i32) {
+pub(crate) async fn create_stream(sdk: &SdkConfig, name: &str, shards: i32) {
     let k = aws_sdk_kinesis::Client::new(sdk);
     k.create_stream().stream_name(name).shard_count(shards).send().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -122,7 +122,7 @@ fn csv_rows(path: &Path) -> Vec<Vec<(String, String)>> {
 }
 
 /// Every record on the stream, read with the SDK.
-async fn stream_records(sdk: &SdkConfig, stream: &str) -> Vec<Vec<u8>> {
+pub(crate) async fn stream_records(sdk: &SdkConfig, stream: &str) -> Vec<Vec<u8>> {
     let k = aws_sdk_kinesis::Client::new(sdk);
     let shards = k.list_shards().stream_name(stream).send().await.unwrap();
     let mut out = Vec::new();
@@ -173,7 +173,7 @@ async fn s3_lines(sdk: &SdkConfig, bucket: &str) -> Vec<Value> {
 }
 
 /// Every item in the table.
-async fn scan(sdk: &SdkConfig, table: &str) -> Vec<HashMap<String, AttributeValue>> {
+pub(crate) async fn scan(sdk: &SdkConfig, table: &str) -> Vec<HashMap<String, AttributeValue>> {
     let ddb = aws_sdk_dynamodb::Client::new(sdk);
     let mut out = Vec::new();
     let mut start = None;
@@ -188,13 +188,13 @@ async fn scan(sdk: &SdkConfig, table: &str) -> Vec<HashMap<String, AttributeValu
     out
 }
 
-fn s(item: &HashMap<String, AttributeValue>, key: &str) -> String {
+pub(crate) fn s(item: &HashMap<String, AttributeValue>, key: &str) -> String {
     item.get(key).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default()
 }
 
 /// (ContactId, LastUpdateTimestamp) of every version, and the newest per contact.
 /// The generator writes second-precision UTC times, which order as text.
-fn versions(records: &[Value]) -> (HashSet<(String, String)>, BTreeMap<String, String>) {
+pub(crate) fn versions(records: &[Value]) -> (HashSet<(String, String)>, BTreeMap<String, String>) {
     let mut all = HashSet::new();
     let mut newest: BTreeMap<String, String> = BTreeMap::new();
     for r in records {

@@ -2,6 +2,7 @@
 
 mod aws;
 mod connectors;
+mod fleet;
 mod golden;
 mod host;
 mod layers;
