@@ -68,7 +68,8 @@ pub struct LeaseStats {
 struct Held {
     counter: i64,
     renewed: Instant,
-    /// The lease as taken: where reading starts.
+    /// The lease as taken (its counter then), with the last checkpoint written since:
+    /// where reading starts.
     taken: Lease,
 }
 
@@ -155,6 +156,9 @@ impl Fleet {
                 } else if let Some(h) = state.held.get_mut(shard) {
                     h.counter = next;
                     h.renewed = Instant::now();
+                    // Should the reader start over on this lease, it starts here.
+                    h.taken.checkpoint = Some(checkpoint.to_string());
+                    h.taken.sub = sub;
                 }
                 Ok(true)
             }
