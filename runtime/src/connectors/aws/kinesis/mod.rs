@@ -6,6 +6,7 @@
 //! - [`checkpoint`]: file checkpoints in the state directory (one process per stream).
 //! - [`lease`]: the KCL lease table's items and conditional writes.
 //! - [`coordinator`]: a fleet member's lease thread — renew, take, steal, release.
+//! - [`leases_report`]: `ctrflow leases`, the lease table as an operator reads it.
 //! - [`deaggregate`]: the KPL aggregated-record format.
 //!
 //! It does not use enhanced fan-out (SubscribeToShard): the polling API works against
@@ -15,6 +16,7 @@ pub mod checkpoint;
 pub mod coordinator;
 pub mod deaggregate;
 pub mod lease;
+pub mod leases_report;
 pub mod source;
 
 pub use source::{KinesisSource, KinesisSourceOptions};
