@@ -225,8 +225,8 @@ fn two_processes_split_the_shards_and_a_killed_ones_are_taken_over_without_loss(
         reading - killed
     );
     // Expiry is seen on b's own clock: lease_duration after the last counter change it saw,
-    // plus up to two renew rounds (lease_duration / 3 each).
-    assert!(reading - killed < Duration::from_secs(6), "takeover took {:?}", reading - killed);
+    // plus up to two rounds (lease_duration / 3 each); the rest is slack for a loaded machine.
+    assert!(reading - killed < Duration::from_secs(10), "takeover took {:?}", reading - killed);
     until_delivered(&rt, &sdk, &dir, Duration::from_secs(30));
     drop(b);
 }
@@ -243,15 +243,20 @@ fn a_sigterm_hands_leases_over_at_once_and_a_restart_evens_the_split_again() {
         (o.len() == 4 && held_by(&o, "a").len() == 2 && held_by(&o, "b").len() == 2).then_some(())
     });
     until_delivered(&rt, &sdk, &dir, Duration::from_secs(30));
-    let stopped = Instant::now();
+    let signalled = Instant::now();
     a.terminate();
+    let exited = Instant::now();
     let released = held_by(&owners(&rt, &sdk), "a");
     assert!(released.is_empty(), "a released its leases on SIGTERM: still holds {released:?}");
     let taken = until(Duration::from_secs(20), "b takes the released leases", || {
         (held_by(&owners(&rt, &sdk), "b").len() == 4).then(Instant::now)
     });
-    println!("fleet: SIGTERM → leases taken over in {:?} (lease_duration 6s)", taken - stopped);
-    assert!(taken - stopped < Duration::from_secs(6), "a released lease is taken before it could expire");
+    println!(
+        "fleet: SIGTERM → leases taken over in {:?} ({:?} after the process exited; lease_duration 6s)",
+        taken - signalled,
+        taken - exited
+    );
+    assert!(taken - exited < Duration::from_secs(6), "a released lease is taken before it could expire");
 
     // a comes back: it steals one lease at a time until the split is even.
     load(&moto, &dir, STREAM, 200, 2);
@@ -330,33 +335,49 @@ fn a_process_that_lost_its_lease_stops_reading_and_checkpointing_it() {
     };
     let stolen = Instant::now();
     until(Duration::from_secs(5), "the intruder takes the lease", || steal(&rt).then_some(()));
+    // The intruder keeps its lease alive from now on, as a live worker would, so a must
+    // never see it expire.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let renewer = {
+        let (stop, ddb, sdk) = (stop.clone(), ddb.clone(), sdk.clone());
+        std::thread::spawn(move || {
+            let rt = rt();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let l = rt.block_on(scan(&sdk, LEASES)).pop().unwrap();
+                let c: i64 = l["leaseCounter"].as_n().unwrap().parse().unwrap();
+                rt.block_on(
+                    ddb.update_item()
+                        .table_name(LEASES)
+                        .key("leaseKey", AttributeValue::S(s(&l, "leaseKey")))
+                        .update_expression("SET leaseCounter = :next")
+                        .condition_expression("leaseCounter = :seen AND leaseOwner = :me")
+                        .expression_attribute_values(":me", AttributeValue::S("intruder".into()))
+                        .expression_attribute_values(":seen", AttributeValue::N(c.to_string()))
+                        .expression_attribute_values(":next", AttributeValue::N((c + 1).to_string()))
+                        .send(),
+                )
+                .expect("the intruder keeps its lease: nobody else may write it");
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        })
+    };
     until(Duration::from_secs(10), "a notices the loss", || a.logged(stolen, &["Lease lost"]));
     let lines_before = outputs(&dir).len();
     load(&moto, &dir, STREAM, 50, 2);
-    // The intruder keeps its lease alive past a's lease duration; a must neither read on
-    // nor write a checkpoint, nor take the live lease back.
+    // Past a's lease duration: a neither reads on, nor writes a checkpoint, nor takes the
+    // live lease back.
     let until_t = Instant::now() + Duration::from_secs(5);
     while Instant::now() < until_t {
         let l = lease(&rt);
         assert_eq!(s(&l, "leaseOwner"), "intruder", "a took back a live lease");
         assert_eq!(s(&l, "checkpoint"), checkpoint, "a wrote a checkpoint after losing the lease");
-        let c = counter(&l);
-        rt.block_on(
-            ddb.update_item()
-                .table_name(LEASES)
-                .key("leaseKey", AttributeValue::S(s(&l, "leaseKey")))
-                .update_expression("SET leaseCounter = :next")
-                .condition_expression("leaseCounter = :seen")
-                .expression_attribute_values(":seen", AttributeValue::N(c.to_string()))
-                .expression_attribute_values(":next", AttributeValue::N((c + 1).to_string()))
-                .send(),
-        )
-        .unwrap();
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(outputs(&dir).len(), lines_before, "a read nothing more of a shard it lost");
     a.terminate();
     assert_eq!(s(&lease(&rt), "checkpoint"), checkpoint, "nothing checkpointed at the stop either");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    renewer.join().expect("the intruder's lease stayed its own");
 }
 
 /// A table the KCL wrote (its exact attribute names), whose owner died holding a lease with a
