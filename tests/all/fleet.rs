@@ -341,7 +341,7 @@ fn a_process_that_lost_its_lease_stops_reading_and_checkpointing_it() {
     let renewer = {
         let (stop, ddb, sdk) = (stop.clone(), ddb.clone(), sdk.clone());
         std::thread::spawn(move || {
-            let rt = rt();
+            let rt = crate::aws::rt();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let l = rt.block_on(scan(&sdk, LEASES)).pop().unwrap();
                 let c: i64 = l["leaseCounter"].as_n().unwrap().parse().unwrap();
