@@ -216,6 +216,7 @@ impl Shared {
         let mut seen: HashMap<String, Seen> = HashMap::new();
         let mut next_sync = Instant::now();
         let mut listed: Vec<String> = Vec::new();
+        let mut round = Instant::now();
         loop {
             self.renew();
             if self.sync_now.swap(false, Ordering::Relaxed) || Instant::now() >= next_sync {
@@ -233,7 +234,14 @@ impl Shared {
             if let Err(e) = self.balance(&mut seen, &listed) {
                 tracing::warn!(worker = %self.cfg.worker_id, error = %e, "Reading the lease table failed; retrying.");
             }
-            match stopped.recv_timeout(tick) {
+            // Rounds start every `tick` however long the calls took (a slow table must not
+            // stretch the renewals towards the lease duration).
+            round += tick;
+            let now = Instant::now();
+            if round < now {
+                round = now;
+            }
+            match stopped.recv_timeout(round - now) {
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 _ => return,
             }

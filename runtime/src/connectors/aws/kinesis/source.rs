@@ -949,4 +949,42 @@ mod tests {
         let e = validate(&cfg("poll_interval = \"soon\"")).unwrap_err();
         assert!(e.starts_with("poll_interval:"), "{e}");
     }
+
+    #[test]
+    fn fleet_keys_need_a_lease_table_and_a_sane_duration() {
+        let e = validate(&cfg("worker_id = \"a\"")).unwrap_err();
+        assert!(e.starts_with("worker_id:"), "{e}");
+        let e = validate(&cfg("lease_duration = \"5s\"")).unwrap_err();
+        assert!(e.starts_with("lease_duration:"), "{e}");
+        let table = "checkpoint = { dynamodb = \"t\" }\n";
+        assert!(validate(&cfg(&format!("{table}worker_id = \"a\"\nlease_duration = \"3s\""))).is_ok());
+        let e = validate(&cfg(&format!("{table}lease_duration = \"200ms\""))).unwrap_err();
+        assert!(e.starts_with("lease_duration:"), "{e}");
+        let e = validate(&cfg(&format!("{table}worker_id = \" \""))).unwrap_err();
+        assert!(e.starts_with("worker_id:"), "{e}");
+    }
+
+    #[test]
+    fn a_lease_checkpoint_says_where_reading_starts() {
+        let lease = |cp: &str, sub| Lease {
+            key: "s".into(),
+            owner: None,
+            counter: 0,
+            checkpoint: Some(cp.into()),
+            sub,
+            owner_switches: 0,
+            parents: vec![],
+        };
+        let t = Start::TrimHorizon;
+        assert_eq!(From::of_lease(&lease("TRIM_HORIZON", 0), Start::Latest), From::Start(Start::TrimHorizon));
+        assert_eq!(From::of_lease(&lease("LATEST", 0), t), From::Start(Start::Latest));
+        // The KCL keeps the timestamp in its configuration: ours, or the oldest record.
+        assert_eq!(
+            From::of_lease(&lease("AT_TIMESTAMP", 0), Start::AtTimestamp(5)),
+            From::Start(Start::AtTimestamp(5))
+        );
+        assert_eq!(From::of_lease(&lease("AT_TIMESTAMP", 0), t), From::Start(Start::TrimHorizon));
+        // A sequence number: at that record, past its sub-records up to the checkpoint's.
+        assert_eq!(From::of_lease(&lease("4959", 2), t), From::At("4959".into(), 2));
+    }
 }
