@@ -165,7 +165,8 @@ pub struct KinesisSourceOptions {
     /// Overrides `[aws] endpoint_url`.
     pub endpoint_url: Option<String>,
     /// Stop once every shard is read to its current end (for tests and backfills): an empty
-    /// read at the tip (`MillisBehindLatest` 0) or the end of a closed shard. Default false.
+    /// read at the tip (`MillisBehindLatest` 0) or the end of a closed shard. With a lease
+    /// table, only once this process holds every unfinished lease. Default false.
     #[serde(default)]
     pub stop_at_end: bool,
 }
