@@ -65,6 +65,15 @@ pub enum Command {
     },
     /// List the bundled plugins.
     Plugins,
+    /// Print the KCL lease table of each `kinesis` source with `checkpoint = { dynamodb = … }`:
+    /// shard, owner, checkpoint, counter, age.
+    Leases {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// The time between the two scans that tell a live lease from a still one.
+        #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "5s")]
+        interval: Duration,
+    },
 }
 
 /// `graph --format`.
@@ -141,6 +150,23 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             match format {
                 GraphFormat::Dot => print!("{}", graph.to_dot()),
                 GraphFormat::Mermaid => print!("{}", graph.to_mermaid()),
+            }
+            Ok(())
+        }
+        Command::Leases { pipeline, interval } => {
+            let config = PipelineConfig::load(&pipeline)
+                .map_err(|errs| anyhow::anyhow!(errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")))?;
+            for (id, source) in &config.sources {
+                if source.type_name == "kinesis" {
+                    let opts: crate::connectors::aws::kinesis::KinesisSourceOptions =
+                        toml::Value::Table(source.options.clone())
+                            .try_into()
+                            .map_err(|e| anyhow::anyhow!("sources.{id}: {e}"))?;
+                    print!(
+                        "{}",
+                        crate::connectors::aws::kinesis::leases_report::report(&config.aws, id, &opts, interval)?
+                    );
+                }
             }
             Ok(())
         }

@@ -580,7 +580,8 @@ fn checkpoints_in_a_kcl_lease_table_resume_a_second_run() {
     assert_eq!(leases.len(), 2, "a lease per shard: {leases:?}");
     for lease in &leases {
         assert!(s(lease, "leaseKey").starts_with("shardId-"), "{lease:?}");
-        assert!(!s(lease, "leaseOwner").is_empty(), "{lease:?}");
+        // Released when the run stopped, so another process may take it at once.
+        assert!(s(lease, "leaseOwner").is_empty(), "{lease:?}");
         assert!(lease.get("leaseCounter").and_then(|v| v.as_n().ok()).is_some(), "{lease:?}");
         let cp = s(lease, "checkpoint");
         assert!(cp.parse::<u64>().is_ok(), "a sequence number checkpoint: {lease:?}");

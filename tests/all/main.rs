@@ -4,6 +4,7 @@ mod aws;
 mod connectors;
 mod data_plane;
 mod faults;
+mod fleet;
 mod golden;
 mod host;
 mod layers;

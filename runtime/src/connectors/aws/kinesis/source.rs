@@ -4,9 +4,20 @@
 //! ends. Each shard is read with GetShardIterator and GetRecords (up to 10,000 records per
 //! call), at most one call per 200 ms per shard — under the five calls per second per shard
 //! that all of a stream's consumers share — and after `poll_interval` when a call came back
-//! empty. An expired iterator (they last 5 minutes) is renewed after the last record read;
-//! throttling (`ProvisionedThroughputExceededException`, which also follows a 10 MiB
+//! empty. Throttling (`ProvisionedThroughputExceededException`, which also follows a 10 MiB
 //! response for 5 s) backs the shard off with capped exponential backoff and full jitter.
+//!
+//! Positions never skip: an expired iterator (they last 5 minutes) is renewed after the last
+//! record read — never at `LATEST` or the start position again (a shard started at `LATEST`
+//! and still empty renews at the time its first iterator was taken). A lease checkpoint
+//! inside a KPL aggregated record (`checkpointSubSequenceNumber`) resumes at that record,
+//! skipping its sub-records up to the checkpoint's.
+//!
+//! End of a closed shard: Kinesis ends it with a null `NextShardIterator`. An emulator may
+//! keep handing out iterators (moto does), so a closed shard (ListShards gave its
+//! `EndingSequenceNumber`) also ends once a read comes back empty after the record with that
+//! sequence number was read — which on Kinesis, where the ending number bounds the shard's
+//! range, can only mean nothing is left either.
 //!
 //! Resharding: a shard is read only once each of its parents still listed is done — read
 //! to its end *and* acknowledged (checkpoint `SHARD_END`), as the KCL does — so records of
@@ -15,9 +26,17 @@
 //! Acknowledgements: every batch holds records of one shard only, and ends on a whole
 //! Kinesis record (an aggregated record is never split across batches), so a shard's
 //! checkpoint is the sequence number of the last record of its last fully acknowledged
-//! batch, advanced in order by a [`Checkpointer`] per shard (at least once: docs/architecture.md#principles). A restart resumes
-//! `AFTER_SEQUENCE_NUMBER` that checkpoint. Checkpoints are written at most once a second
-//! and when the source stops; a crash in between re-reads at most that second's records.
+//! batch, advanced in order by a [`Checkpointer`] per shard (at least once:
+//! docs/architecture.md#principles). A restart resumes after that checkpoint. Checkpoints are
+//! written at most once a second and when the source stops; a crash in between re-reads at
+//! most that second's records. A batch abandoned in the pipeline (a task that died) would
+//! hold the shard's checkpoint — and its children — back for good, so the shard is read
+//! again from its last checkpoint instead, as a KCL worker does after a failure.
+//!
+//! Where checkpoints live: a file in the state directory ([`super::checkpoint`]; one process
+//! per stream), or a KCL lease table shared by a fleet ([`super::coordinator`]), where this
+//! loop reads only the shards whose leases the process holds, and stops reading one the
+//! moment its lease is gone.
 //!
 //! The loop is synchronous on the source's own thread (records enter the pipeline through
 //! blocking sends); each AWS call runs on the AWS runtime.
@@ -33,8 +52,10 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::checkpoint::{LeaseTable, SHARD_END, Store, cmp_sequence};
+use super::checkpoint::{SHARD_END, Store, cmp_sequence};
+use super::coordinator::{Fleet, FleetConfig};
 use super::deaggregate;
+use super::lease::{Lease, LeaseTable};
 use crate::ack::{Checkpointer, Completion};
 use crate::connectors::aws::{Fault, Settings, block_on, classify, described};
 use crate::contract::{Backoff, Env, Source, SourceConnector, SourceContext};
@@ -60,10 +81,14 @@ pub enum Start {
     AtTimestamp(i64),
 }
 
+/// The lease duration when none is set: the KCL's default `failoverTimeMillis`.
+const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone, Copy)]
 struct Parsed {
     start: Start,
     poll_interval: Duration,
+    lease_duration: Duration,
 }
 
 fn parse(cfg: &KinesisSourceOptions) -> Result<Parsed, String> {
@@ -89,7 +114,24 @@ fn parse(cfg: &KinesisSourceOptions) -> Result<Parsed, String> {
         None => Duration::from_secs(1),
         Some(p) => parse_duration(p).map_err(|e| format!("poll_interval: {e}"))?,
     };
-    Ok(Parsed { start, poll_interval })
+    let fleet = cfg.checkpoint.is_some();
+    if !fleet && cfg.worker_id.is_some() {
+        return Err("worker_id: only used with checkpoint = { dynamodb = \"<table>\" }".into());
+    }
+    if !fleet && cfg.lease_duration.is_some() {
+        return Err("lease_duration: only used with checkpoint = { dynamodb = \"<table>\" }".into());
+    }
+    if cfg.worker_id.as_deref().is_some_and(|w| w.trim().is_empty()) {
+        return Err("worker_id: must not be empty".into());
+    }
+    let lease_duration = match &cfg.lease_duration {
+        None => DEFAULT_LEASE_DURATION,
+        Some(d) => parse_duration(d).map_err(|e| format!("lease_duration: {e}"))?,
+    };
+    if lease_duration < Duration::from_secs(1) {
+        return Err(format!("lease_duration: {lease_duration:?} is too short; at least 1s (the default is 10s)"));
+    }
+    Ok(Parsed { start, poll_interval, lease_duration })
 }
 
 /// `type = "kinesis"`.
@@ -103,18 +145,28 @@ pub struct KinesisSourceOptions {
     pub start: String,
     /// With `start = "at_timestamp"`: an RFC 3339 time.
     pub timestamp: Option<String>,
-    /// Where checkpoints live: omitted, the state directory; `{ dynamodb = "<table>" }`, a
-    /// DynamoDB table with the Kinesis Client Library's lease schema (created if missing;
-    /// leases are taken and checkpoints written with conditional writes, but not yet
-    /// balanced across a fleet: one process per stream).
+    /// Where checkpoints live: omitted, the state directory (one process per stream);
+    /// `{ dynamodb = "<table>" }`, a DynamoDB table with the Kinesis Client Library's lease
+    /// schema (created if missing), shared by every process reading the stream with it: the
+    /// shards are split among them, and taken over when one stops or dies (docs/aws.md,
+    /// "Running a fleet").
     pub checkpoint: Option<KinesisCheckpoint>,
+    /// With a lease table: this process's name in it (`leaseOwner`), unique per running
+    /// process. Default: host name and process id. A fixed one lets a restarted process take
+    /// its own leases back at once instead of waiting for them to expire.
+    pub worker_id: Option<String>,
+    /// With a lease table: how long a lease lives without renewal before another process
+    /// takes it over (the KCL's `failoverTimeMillis`). Leases are renewed every third of it.
+    /// Default `"10s"`; at least `"1s"`.
+    pub lease_duration: Option<String>,
     /// How long to wait after a shard read came back empty. Default `"1s"`. (Reads of a
     /// shard are at least 200 ms apart whatever this says: 5 GetRecords per second per shard.)
     pub poll_interval: Option<String>,
     /// Overrides `[aws] endpoint_url`.
     pub endpoint_url: Option<String>,
     /// Stop once every shard is read to its current end (for tests and backfills): an empty
-    /// read at the tip (`MillisBehindLatest` 0) or the end of a closed shard. Default false.
+    /// read at the tip (`MillisBehindLatest` 0) or the end of a closed shard. With a lease
+    /// table, only once this process holds every unfinished lease. Default false.
     #[serde(default)]
     pub stop_at_end: bool,
 }
@@ -160,9 +212,10 @@ pub struct KinesisSource {
     parsed: Parsed,
     stop_at_end: bool,
     lease: Option<LeaseTable>,
+    worker_id: String,
 }
 
-fn worker_id() -> String {
+fn default_worker_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
@@ -182,6 +235,7 @@ impl KinesisSource {
         let stream = cfg.stream.clone();
         let lease_table = cfg.checkpoint.as_ref().map(|c| c.dynamodb.clone());
         let stop_at_end = cfg.stop_at_end;
+        let worker_id = cfg.worker_id.clone().unwrap_or_else(default_worker_id);
         block_on(async move {
             let sdk = settings.load().await.map_err(anyhow::Error::msg)?;
             let client = Client::new(&sdk);
@@ -190,48 +244,81 @@ impl KinesisSource {
             let lease = match lease_table {
                 None => None,
                 Some(t) => Some(
-                    LeaseTable::open(aws_sdk_dynamodb::Client::new(&sdk), &t, worker_id())
+                    LeaseTable::open(aws_sdk_dynamodb::Client::new(&sdk), &t)
                         .await
                         .map_err(|e| anyhow::anyhow!("checkpoint.dynamodb: {e}"))?,
                 ),
             };
-            Ok(KinesisSource { node, stream, client, parsed, stop_at_end, lease })
+            Ok(KinesisSource { node, stream, client, parsed, stop_at_end, lease, worker_id })
         })
     }
 
     /// Reads until stopped (or, with `stop_at_end`, until every shard is read to its
-    /// current end), then waits for the acknowledgements and saves the checkpoints.
+    /// current end), then waits for the acknowledgements and saves the checkpoints; in a
+    /// fleet, then gives its leases up.
     fn read(mut self, mut ctx: SourceContext) -> anyhow::Result<()> {
-        let store = match self.lease.take() {
-            Some(l) => Store::Dynamo(l),
-            None => Store::file(&ctx.settings.state_dir, &ctx.id, &self.stream)?,
+        let positions = match self.lease.take() {
+            Some(table) => {
+                let initial = match self.parsed.start {
+                    Start::TrimHorizon => "TRIM_HORIZON",
+                    Start::Latest => "LATEST",
+                    Start::AtTimestamp(_) => "AT_TIMESTAMP",
+                };
+                Positions::Fleet(Fleet::start(
+                    table,
+                    FleetConfig {
+                        worker_id: self.worker_id.clone(),
+                        lease_duration: self.parsed.lease_duration,
+                        initial,
+                        kinesis: self.client.clone(),
+                        stream: self.stream.clone(),
+                    },
+                ))
+            }
+            None => Positions::File(Store::file(&ctx.settings.state_dir, &ctx.id, &self.stream)?),
         };
+        let saved = match &positions {
+            Positions::File(store) => store.load(),
+            Positions::Fleet(_) => HashMap::new(),
+        };
+        if !saved.is_empty() {
+            tracing::info!(source = %ctx.id, shards = saved.len(), "Resuming from checkpoints.");
+        }
         let mut reader = Reader {
             src: &self,
-            store,
-            saved: HashMap::new(),
+            positions,
+            saved,
             shards: BTreeMap::new(),
             batches: HashMap::new(),
             dirty: BTreeMap::new(),
             list_due: Instant::now(),
+            listed_at: None,
             listed_once: false,
             list_backoff: Backoff::default(),
+            finishing: false,
         };
-        reader.saved = block_on(reader.store.load())?;
-        if !reader.saved.is_empty() {
-            tracing::info!(source = %ctx.id, shards = reader.saved.len(), "Resuming from checkpoints.");
-        }
         let result = reader.read(&mut ctx);
         // Let go of the output so the pipeline can drain, then wait for the acknowledgements.
         drop(std::mem::take(&mut ctx.output));
         let finish = reader.finish(&mut ctx);
+        if let Positions::Fleet(fleet) = &mut reader.positions {
+            let stats = fleet.stats();
+            tracing::info!(
+                source = %ctx.id,
+                takes = stats.takes.load(std::sync::atomic::Ordering::Relaxed),
+                steals = stats.steals.load(std::sync::atomic::Ordering::Relaxed),
+                losses = stats.losses.load(std::sync::atomic::Ordering::Relaxed),
+                "Leaving the fleet."
+            );
+            fleet.release_all();
+        }
         result.and(finish)
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// Waiting for its parents to be done.
+    /// Waiting for its parents to be done (or, in a fleet, for its lease).
     Waiting,
     /// Being read.
     Reading,
@@ -241,6 +328,55 @@ enum Phase {
     Done,
 }
 
+/// Where a shard's reading starts before any record of it was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum From {
+    /// The configured start (no checkpoint yet).
+    Start(Start),
+    /// After this record (a file checkpoint, or the source's own: whole records).
+    After(String),
+    /// At this record, skipping its KPL sub-records up to this index (a lease checkpoint
+    /// with `checkpointSubSequenceNumber`, as the KCL resumes).
+    At(String, i64),
+}
+
+impl From {
+    /// The checkpoint of a lease, as the KCL writes it.
+    fn of_lease(lease: &Lease, start: Start) -> From {
+        match lease.checkpoint.as_deref() {
+            None | Some("TRIM_HORIZON") => From::Start(Start::TrimHorizon),
+            Some("LATEST") => From::Start(Start::Latest),
+            // The KCL keeps the timestamp in its configuration, not in the lease.
+            Some("AT_TIMESTAMP") => match start {
+                Start::AtTimestamp(ms) => From::Start(Start::AtTimestamp(ms)),
+                _ => From::Start(Start::TrimHorizon),
+            },
+            Some(seq) => From::At(seq.to_string(), lease.sub),
+        }
+    }
+
+    fn seq(&self) -> Option<&str> {
+        match self {
+            From::Start(_) => None,
+            From::After(s) | From::At(s, _) => Some(s),
+        }
+    }
+}
+
+/// A checkpoint: the last record done, and the index of its last sub-record done (0 for a
+/// record that is not aggregated; the KCL's `checkpointSubSequenceNumber`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pos {
+    seq: String,
+    sub: i64,
+}
+
+impl Pos {
+    fn shard_end() -> Pos {
+        Pos { seq: SHARD_END.to_string(), sub: 0 }
+    }
+}
+
 struct Shard {
     id: String,
     parents: Vec<String>,
@@ -248,28 +384,62 @@ struct Shard {
     /// A closed shard's last sequence number (from ListShards).
     ending: Option<String>,
     phase: Phase,
-    initial: Start,
+    /// Where reading starts while nothing was read.
+    from: From,
+    /// Where to read again from after an abandoned batch: the last checkpoint.
+    committed: From,
     iterator: Option<String>,
+    /// The last record read, and the index of its last sub-record.
     last_read: Option<String>,
+    last_sub: i64,
     next_poll: Instant,
     backoff: Backoff,
     caught_up: bool,
-    acks: Checkpointer<String>,
+    acks: Checkpointer<Pos>,
     next_local: u64,
     stalled_warned: bool,
+    /// In a fleet: the `leaseCounter` the lease had when this process took it.
+    lease_counter: Option<i64>,
+}
+
+impl Shard {
+    /// Forgets everything read and in flight; reading starts again at `from`.
+    fn restart(&mut self, from: From) {
+        self.committed = from.clone();
+        self.from = from;
+        self.iterator = None;
+        self.last_read = None;
+        self.last_sub = 0;
+        self.caught_up = false;
+        self.acks = Checkpointer::default();
+        self.next_local = 0;
+        self.stalled_warned = false;
+    }
+}
+
+/// Where checkpoints go.
+enum Positions {
+    /// A file in the state directory: this process reads every shard.
+    File(Store),
+    /// A lease table shared by a fleet: this process reads the shards it holds.
+    Fleet(Fleet),
 }
 
 struct Reader<'a> {
     src: &'a KinesisSource,
-    store: Store,
+    positions: Positions,
+    /// File checkpoints loaded at the start: shard → sequence number or `SHARD_END`.
     saved: HashMap<String, String>,
     shards: BTreeMap<String, Shard>,
     /// The source's batch sequence number → (shard, the shard's own batch number).
     batches: HashMap<u64, (String, u64)>,
-    dirty: BTreeMap<String, String>,
+    dirty: BTreeMap<String, Pos>,
     list_due: Instant,
+    listed_at: Option<Instant>,
     listed_once: bool,
     list_backoff: Backoff,
+    /// Stopping: an abandoned batch is no longer read again.
+    finishing: bool,
 }
 
 impl Reader<'_> {
@@ -288,7 +458,10 @@ impl Reader<'_> {
             if Instant::now() >= self.list_due {
                 self.list()?;
             }
-            self.start_eligible()?;
+            match &self.positions {
+                Positions::File(_) => self.start_eligible(),
+                Positions::Fleet(_) => self.follow_leases(),
+            }
             if self.src.stop_at_end && self.listed_once && self.at_end() {
                 tracing::info!(source = %ctx.id, "Every shard is read to its end (stop_at_end).");
                 return Ok(());
@@ -311,13 +484,25 @@ impl Reader<'_> {
         }
     }
 
-    /// Whether every shard is read to its current end.
+    /// Whether every shard (in a fleet: every shard of the stream, all of them held here or
+    /// finished) is read to its current end.
     fn at_end(&self) -> bool {
-        self.shards.values().all(|s| match s.phase {
+        let fleet = match &self.positions {
+            Positions::File(_) => None,
+            Positions::Fleet(f) => Some(f),
+        };
+        let read = self.shards.values().all(|s| match s.phase {
             Phase::Done | Phase::Draining => true,
             Phase::Reading => s.caught_up,
-            Phase::Waiting => false,
-        })
+            Phase::Waiting => fleet.is_some(),
+        });
+        match fleet {
+            None => read,
+            Some(f) => {
+                read && f.all_mine()
+                    && f.held().keys().all(|k| self.shards.get(k).is_some_and(|s| s.phase != Phase::Waiting))
+            }
+        }
     }
 
     fn list(&mut self) -> anyhow::Result<()> {
@@ -368,11 +553,16 @@ impl Reader<'_> {
                 Some((r.starting_hash_key().parse::<u128>().ok()?, r.ending_hash_key().parse::<u128>().ok()?))
             });
             // A child found later, or one whose parent is still listed, is read from its
-            // start: its parent's records end where its own begin.
+            // start: its parent's records end where its own begin. (In a fleet, the lease
+            // says where to start.)
             let has_parent = parents.iter().any(|p| ids.contains(p));
             let initial = if !self.listed_once && !has_parent { self.src.parsed.start } else { Start::TrimHorizon };
             let saved = self.saved.get(&id).cloned();
             let phase = if saved.as_deref() == Some(SHARD_END) { Phase::Done } else { Phase::Waiting };
+            let from = match saved.filter(|s| s != SHARD_END) {
+                Some(seq) => From::After(seq),
+                None => From::Start(initial),
+            };
             self.shards.insert(
                 id.clone(),
                 Shard {
@@ -381,24 +571,29 @@ impl Reader<'_> {
                     range,
                     ending,
                     phase,
-                    initial,
+                    committed: from.clone(),
+                    from,
                     iterator: None,
-                    last_read: saved.filter(|s| s != SHARD_END),
+                    last_read: None,
+                    last_sub: 0,
                     next_poll: Instant::now(),
                     backoff: Backoff::default(),
                     caught_up: false,
                     acks: Checkpointer::default(),
                     next_local: 0,
                     stalled_warned: false,
+                    lease_counter: None,
                 },
             );
         }
         self.listed_once = true;
+        self.listed_at = Some(Instant::now());
         self.list_due = Instant::now() + LIST_EVERY;
         Ok(())
     }
 
-    fn start_eligible(&mut self) -> anyhow::Result<()> {
+    /// One process per stream: a shard is read once its parents are done.
+    fn start_eligible(&mut self) {
         let eligible: Vec<String> = self
             .shards
             .values()
@@ -407,35 +602,97 @@ impl Reader<'_> {
             .map(|s| s.id.clone())
             .collect();
         for id in eligible {
-            let parents = self.shards[&id].parents.clone();
-            block_on(self.store.take(&id, &parents))?;
             let shard = self.shards.get_mut(&id).expect("listed");
-            tracing::info!(source = %self.src.node, shard = %id, after = ?shard.last_read, start = ?shard.initial, "Reading shard.");
+            tracing::info!(source = %self.src.node, shard = %id, from = ?shard.from, "Reading shard.");
             shard.phase = Phase::Reading;
         }
-        Ok(())
+    }
+
+    /// In a fleet: reads the shards whose leases are held (from the lease's checkpoint) and
+    /// stops reading the ones whose leases are gone.
+    fn follow_leases(&mut self) {
+        let Positions::Fleet(fleet) = &self.positions else { return };
+        let held = fleet.held();
+        let gone: Vec<String> = self
+            .shards
+            .values()
+            .filter(|s| matches!(s.phase, Phase::Reading | Phase::Draining))
+            .filter(|s| held.get(&s.id).is_none_or(|l| Some(l.counter) != s.lease_counter))
+            .map(|s| s.id.clone())
+            .collect();
+        for id in gone {
+            tracing::info!(source = %self.src.node, shard = %id, "Stopped reading the shard: its lease is gone; nothing more of it is checkpointed here.");
+            self.forget_in_flight(&id);
+            self.dirty.remove(&id);
+            let shard = self.shards.get_mut(&id).expect("listed");
+            shard.restart(From::Start(Start::TrimHorizon));
+            shard.phase = Phase::Waiting;
+            shard.lease_counter = None;
+        }
+        let start = self.src.parsed.start;
+        for (id, lease) in held {
+            match self.shards.get_mut(&id) {
+                // A shard this process has not listed yet (a new child): list again soon.
+                None => {
+                    if self.listed_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        self.list_due = Instant::now();
+                    }
+                }
+                Some(shard) if shard.phase == Phase::Waiting => {
+                    shard.restart(From::of_lease(&lease, start));
+                    shard.lease_counter = Some(lease.counter);
+                    shard.phase = Phase::Reading;
+                    shard.next_poll = Instant::now();
+                    tracing::info!(source = %self.src.node, shard = %id, from = ?shard.from, "Reading shard (lease taken).");
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Drops the batch bookkeeping of a shard: their acknowledgements no longer count.
+    fn forget_in_flight(&mut self, id: &str) {
+        self.batches.retain(|_, (shard, _)| shard != id);
     }
 
     fn poll(&mut self, ctx: &mut SourceContext, id: &str) -> anyhow::Result<()> {
         let src = self.src;
         let shard = self.shards.get_mut(id).expect("polled shards are listed");
         if shard.iterator.is_none() {
+            let from = match &shard.last_read {
+                Some(seq) => From::After(seq.clone()),
+                None => shard.from.clone(),
+            };
             let req = src.client.get_shard_iterator().stream_name(&src.stream).shard_id(id);
-            let req = match (&shard.last_read, shard.initial) {
-                (Some(seq), _) => {
+            let req = match &from {
+                From::After(seq) => {
                     req.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(seq)
                 }
-                (None, Start::TrimHorizon) => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
-                (None, Start::Latest) => req.shard_iterator_type(ShardIteratorType::Latest),
-                (None, Start::AtTimestamp(ms)) => {
-                    req.shard_iterator_type(ShardIteratorType::AtTimestamp).timestamp(DateTime::from_millis(ms))
+                From::At(seq, _) => {
+                    req.shard_iterator_type(ShardIteratorType::AtSequenceNumber).starting_sequence_number(seq)
+                }
+                From::Start(Start::TrimHorizon) => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
+                From::Start(Start::Latest) => req.shard_iterator_type(ShardIteratorType::Latest),
+                From::Start(Start::AtTimestamp(ms)) => {
+                    req.shard_iterator_type(ShardIteratorType::AtTimestamp).timestamp(DateTime::from_millis(*ms))
                 }
             };
+            let asked_at = OffsetDateTime::now_utc();
             match block_on(req.send()) {
                 Ok(out) => match out.shard_iterator() {
-                    Some(it) => shard.iterator = Some(it.to_string()),
+                    Some(it) => {
+                        shard.iterator = Some(it.to_string());
+                        if from == From::Start(Start::Latest) {
+                            // Should this iterator expire before a record arrives, renew at
+                            // the time it was taken (less a second for clocks), never at
+                            // LATEST again: records written meanwhile would be skipped.
+                            let ms = (asked_at.unix_timestamp_nanos() / 1_000_000) as i64 - 1000;
+                            shard.from = From::Start(Start::AtTimestamp(ms));
+                        }
+                    }
                     None => {
                         shard.phase = Phase::Draining;
+                        self.check_drained(id);
                         return Ok(());
                     }
                 },
@@ -446,7 +703,7 @@ impl Reader<'_> {
         let out = match block_on(src.client.get_records().shard_iterator(iterator).limit(MAX_RECORDS_PER_CALL).send()) {
             Ok(out) => out,
             Err(e) if e.as_service_error().is_some_and(|s| s.is_expired_iterator_exception()) => {
-                tracing::debug!(source = %src.node, shard = %id, "Shard iterator expired; renewing it.");
+                tracing::debug!(source = %src.node, shard = %id, after = ?shard.last_read, "Shard iterator expired; renewing it after the last record read.");
                 shard.iterator = None;
                 return Ok(());
             }
@@ -462,18 +719,37 @@ impl Reader<'_> {
             if shard.last_read.as_deref().is_some_and(|last| cmp_sequence(&seq, last).is_le()) {
                 continue;
             }
+            // Resuming inside an aggregated record: its sub-records up to the checkpoint's
+            // were done.
+            let skip_through = match &shard.from {
+                From::At(at, sub) if shard.last_read.is_none() => match cmp_sequence(&seq, at) {
+                    std::cmp::Ordering::Less => continue,
+                    std::cmp::Ordering::Equal => Some(*sub),
+                    std::cmp::Ordering::Greater => None,
+                },
+                _ => None,
+            };
             let arrival = r.approximate_arrival_timestamp.and_then(|t| t.to_millis().ok());
             let data = r.data.into_inner();
             match deaggregate::deaggregate(&data) {
                 Some(subs) => {
+                    shard.last_sub = subs.len().saturating_sub(1) as i64;
                     for (i, sub) in subs.into_iter().enumerate() {
+                        if skip_through.is_some_and(|t| i as i64 <= t) {
+                            continue;
+                        }
                         let keep = shard.range.is_none_or(|(lo, hi)| (lo..=hi).contains(&sub.hash_key()));
                         if keep {
                             ctx.ingest(Bytes::from(sub.data), format!("{id}:{seq}:{i}"), arrival);
                         }
                     }
                 }
-                None => ctx.ingest(Bytes::from(data), format!("{id}:{seq}"), arrival),
+                None => {
+                    shard.last_sub = 0;
+                    if skip_through.is_none() {
+                        ctx.ingest(Bytes::from(data), format!("{id}:{seq}"), arrival);
+                    }
+                }
             }
             shard.last_read = Some(seq);
             if ctx.batch_full() {
@@ -485,12 +761,12 @@ impl Reader<'_> {
         shard.caught_up = behind == Some(0) || (empty && behind.is_none());
         shard.next_poll =
             Instant::now() + if empty { src.parsed.poll_interval.max(MIN_CALL_GAP) } else { MIN_CALL_GAP };
-        // Kinesis ends a closed shard with a null iterator; an emulator may keep handing
-        // out iterators, so a closed shard (ListShards gave its ending sequence number)
-        // read empty to its end counts as ended too.
-        let closed_and_read = shard.ending.as_deref().is_some_and(|end| {
-            empty && (behind == Some(0) || shard.last_read.as_deref().is_some_and(|l| cmp_sequence(l, end).is_ge()))
-        });
+        // Kinesis ends a closed shard with a null iterator. moto keeps handing out
+        // iterators, so a closed shard whose record at its ending sequence number was read
+        // (moto: its last record's; an empty closed shard's is "0") ends at an empty read
+        // too. On Kinesis the ending number bounds the shard, so nothing can follow it.
+        let position = shard.last_read.as_deref().or(shard.from.seq()).unwrap_or("0");
+        let closed_and_read = empty && shard.ending.as_deref().is_some_and(|end| cmp_sequence(position, end).is_ge());
         match next.filter(|_| !closed_and_read) {
             Some(it) => shard.iterator = Some(it),
             None => {
@@ -524,11 +800,26 @@ impl Reader<'_> {
         for id in touched {
             let s = self.shards.get_mut(&id).expect("touched shards are listed");
             if let Some(pos) = s.acks.advance() {
+                s.committed = From::After(pos.seq.clone());
                 self.dirty.insert(id.clone(), pos);
             }
-            if s.acks.is_stalled() && !s.stalled_warned {
-                s.stalled_warned = true;
-                tracing::warn!(source = %self.src.node, shard = %id, "A batch was not fully handled; the shard's checkpoint stays before it.");
+            if s.acks.is_stalled() {
+                if !self.finishing && matches!(s.phase, Phase::Reading | Phase::Draining) {
+                    // Read the shard again from its last checkpoint, as a KCL worker does
+                    // after a failure: at least once, and its children are not held back.
+                    let delay = s.backoff.next_delay().max(MIN_CALL_GAP);
+                    tracing::warn!(source = %self.src.node, shard = %id, from = ?s.committed, retry_in = ?delay, "A batch was not fully handled; reading the shard again from its last checkpoint.");
+                    let from = s.committed.clone();
+                    s.restart(from);
+                    s.phase = Phase::Reading;
+                    s.next_poll = Instant::now() + delay;
+                    self.forget_in_flight(&id);
+                    continue;
+                }
+                if !s.stalled_warned {
+                    s.stalled_warned = true;
+                    tracing::warn!(source = %self.src.node, shard = %id, "A batch was not fully handled; the shard's checkpoint stays before it.");
+                }
             }
             self.check_drained(&id);
         }
@@ -539,18 +830,48 @@ impl Reader<'_> {
         let Some(s) = self.shards.get_mut(id) else { return };
         if s.phase == Phase::Draining && s.acks.in_flight() == 0 && !s.acks.is_stalled() {
             s.phase = Phase::Done;
-            self.dirty.insert(id.to_string(), SHARD_END.to_string());
+            self.dirty.insert(id.to_string(), Pos::shard_end());
             self.list_due = Instant::now();
         }
     }
 
     fn save(&mut self) -> anyhow::Result<()> {
         let dirty = std::mem::take(&mut self.dirty);
-        block_on(self.store.save(&dirty)).map_err(|e| e.context("saving checkpoints"))
+        match &mut self.positions {
+            Positions::File(store) => {
+                let seqs = dirty.into_iter().map(|(k, p)| (k, p.seq)).collect();
+                store.save(&seqs).map_err(|e| e.context("saving checkpoints"))
+            }
+            Positions::Fleet(fleet) => {
+                let mut lost = Vec::new();
+                for (shard, pos) in dirty {
+                    match fleet.checkpoint(&shard, &pos.seq, pos.sub) {
+                        Ok(true) => {}
+                        Ok(false) => lost.push(shard),
+                        Err(e) => {
+                            // DynamoDB did not answer: keep it for the next save (unless a
+                            // newer one came meanwhile).
+                            tracing::warn!(source = %self.src.node, shard = %shard, error = %e, "Writing a checkpoint failed; retrying.");
+                            self.dirty.entry(shard).or_insert(pos);
+                        }
+                    }
+                }
+                for id in lost {
+                    self.forget_in_flight(&id);
+                    if let Some(s) = self.shards.get_mut(&id) {
+                        s.restart(From::Start(Start::TrimHorizon));
+                        s.phase = Phase::Waiting;
+                        s.lease_counter = None;
+                    }
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Waits for every batch in flight to be acknowledged (or abandoned), then saves.
     fn finish(&mut self, ctx: &mut SourceContext) -> anyhow::Result<()> {
+        self.finishing = true;
         let mut stop = crate::flow::Shutdown::default(); // never requested: wait for the drain
         let mut last_save = Instant::now();
         loop {
@@ -577,7 +898,8 @@ fn flush(ctx: &mut SourceContext, shard: &mut Shard, batches: &mut HashMap<u64, 
     if ctx.flush_or_stop()?.is_some() {
         let local = shard.next_local;
         shard.next_local += 1;
-        shard.acks.register(local, shard.last_read.clone().unwrap_or_default());
+        let pos = Pos { seq: shard.last_read.clone().unwrap_or_default(), sub: shard.last_sub };
+        shard.acks.register(local, pos);
         batches.insert(global, (shard.id.clone(), local));
     }
     Ok(())
@@ -627,5 +949,43 @@ mod tests {
         assert!(e.starts_with("start:"), "{e}");
         let e = validate(&cfg("poll_interval = \"soon\"")).unwrap_err();
         assert!(e.starts_with("poll_interval:"), "{e}");
+    }
+
+    #[test]
+    fn fleet_keys_need_a_lease_table_and_a_sane_duration() {
+        let e = validate(&cfg("worker_id = \"a\"")).unwrap_err();
+        assert!(e.starts_with("worker_id:"), "{e}");
+        let e = validate(&cfg("lease_duration = \"5s\"")).unwrap_err();
+        assert!(e.starts_with("lease_duration:"), "{e}");
+        let table = "checkpoint = { dynamodb = \"t\" }\n";
+        assert!(validate(&cfg(&format!("{table}worker_id = \"a\"\nlease_duration = \"3s\""))).is_ok());
+        let e = validate(&cfg(&format!("{table}lease_duration = \"200ms\""))).unwrap_err();
+        assert!(e.starts_with("lease_duration:"), "{e}");
+        let e = validate(&cfg(&format!("{table}worker_id = \" \""))).unwrap_err();
+        assert!(e.starts_with("worker_id:"), "{e}");
+    }
+
+    #[test]
+    fn a_lease_checkpoint_says_where_reading_starts() {
+        let lease = |cp: &str, sub| Lease {
+            key: "s".into(),
+            owner: None,
+            counter: 0,
+            checkpoint: Some(cp.into()),
+            sub,
+            owner_switches: 0,
+            parents: vec![],
+        };
+        let t = Start::TrimHorizon;
+        assert_eq!(From::of_lease(&lease("TRIM_HORIZON", 0), Start::Latest), From::Start(Start::TrimHorizon));
+        assert_eq!(From::of_lease(&lease("LATEST", 0), t), From::Start(Start::Latest));
+        // The KCL keeps the timestamp in its configuration: ours, or the oldest record.
+        assert_eq!(
+            From::of_lease(&lease("AT_TIMESTAMP", 0), Start::AtTimestamp(5)),
+            From::Start(Start::AtTimestamp(5))
+        );
+        assert_eq!(From::of_lease(&lease("AT_TIMESTAMP", 0), t), From::Start(Start::TrimHorizon));
+        // A sequence number: at that record, past its sub-records up to the checkpoint's.
+        assert_eq!(From::of_lease(&lease("4959", 2), t), From::At("4959".into(), 2));
     }
 }
