@@ -118,7 +118,9 @@ fn test(root: &Path, extra: &[String]) -> anyhow::Result<()> {
     run(cargo(&root.join("plugins")).args(["fmt", "--all", "--", "--check"]))?;
     let moto = moto_server(root)?;
     // The tests drive the real binary: build it first.
-    run(cargo(root).args(["build", "--release", "-p", "ctrflow"]))?;
+    // Built with the whole workspace's features, so `cargo test --workspace` below reuses this
+    // build instead of compiling wasmtime and the AWS SDK a second time with other features.
+    run(cargo(root).args(["build", "--release", "--workspace", "--bins"]))?;
     let mut total = Counts::default();
     total += run_tests(
         cargo(root).args(["test", "--release", "--workspace"]).args(extra).env("CTRFLOW_MOTO_SERVER", &moto),
