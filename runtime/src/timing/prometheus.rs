@@ -86,6 +86,7 @@ pub fn render(timing: &Timing) -> String {
             s.push_str(&format!("ctrflow_plugin_counter_total{{node=\"{}\",name=\"{name}\"}} {v}\n", n.id));
         }
     }
+    super::ops_metrics::render(timing, &mut s);
     s
 }
 
