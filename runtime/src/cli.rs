@@ -33,16 +33,7 @@ pub struct Cli {
     pub log: String,
     /// Log lines as text, or as one JSON object per line (with the node's key).
     #[arg(long, global = true, value_enum, env = "CTRFLOW_LOG_FORMAT", default_value = "text")]
-    pub log_format: LogFormat,
-}
-
-/// `--log-format`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
+    pub log_format: crate::logs::LogFormat,
 }
 
 /// The subcommands.

@@ -36,7 +36,7 @@
 //!   [`transform`] and [`sink`] are the nodes' loops; [`monitor`] shows progress;
 //!   [`admin`] is the endpoint operators ask (`/metrics`, `/ready`, `/stats`, `/tap`) and
 //!   the `top` and `tap` commands that read it.
-//! - [`cli`] is the `ctrflow` command.
+//! - [`cli`] is the `ctrflow` command; [`logs`] writes its log lines (text or JSON).
 //!
 //! Each group imports only the groups listed before it (the model, then the contract, then
 //! connectors and host, then the runtime), never one after it.
@@ -60,6 +60,7 @@ pub mod dead_letter;
 pub mod flow;
 pub mod graph;
 pub mod host;
+pub mod logs;
 pub mod monitor;
 pub mod pipeline;
 pub mod record;
