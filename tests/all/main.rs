@@ -6,6 +6,7 @@ mod golden;
 mod host;
 mod layers;
 mod moto;
+mod ops;
 mod pipelines;
 mod record_faults;
 mod restart;

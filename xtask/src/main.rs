@@ -5,6 +5,8 @@
 //! - `cargo xtask test`  — everything CI runs: formatting, the workspace tests (which
 //!   start their own AWS emulator), and the plugins' native unit tests.
 //! - `cargo xtask bench` — the benchmarks (criterion).
+//! - `cargo xtask dist`  — the tarball to deploy: binary, systemd unit, Dockerfile (see
+//!   `deploy/README.md`).
 //!
 //! Each makes sure the `wasm32-wasip2` target is installed first (this machine sets
 //! `RUSTUP_AUTO_INSTALL=0`, so `rust-toolchain.toml` alone does not add it), and the test
@@ -15,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
+
+mod dist;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,15 +32,17 @@ fn main() -> anyhow::Result<()> {
         Some("demo") => demo(&root, &args[1..]),
         Some("test") => test(&root, &args[1..]),
         Some("bench") => bench(&root, &args[1..]),
+        Some("dist") => dist::dist(&root, &args[1..]),
         Some("moto") => {
             println!("{}", moto_server(&root)?.display());
             Ok(())
         }
         _ => {
-            eprintln!("usage: cargo xtask <demo | test | bench | moto> [args…]");
+            eprintln!("usage: cargo xtask <demo | test | bench | dist | moto> [args…]");
             eprintln!("  demo   run the local demo pipeline (pipelines/local-demo.toml)");
             eprintln!("  test   run every test CI runs");
             eprintln!("  bench  run the benchmarks");
+            eprintln!("  dist   build and check the tarball to deploy (binary, systemd unit, Dockerfile)");
             eprintln!("  moto   install the AWS emulator if needed and print its path");
             std::process::exit(2);
         }

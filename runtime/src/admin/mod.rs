@@ -61,6 +61,7 @@ impl Admin {
         shutdown: &Shutdown,
     ) -> anyhow::Result<Option<Admin>> {
         let Some(addr) = addr else { return Ok(None) };
+        let addr = &loopback_unless_named(addr);
         let state = Arc::new(State {
             timing: timing.clone(),
             taps: taps.clone(),
@@ -237,7 +238,26 @@ impl State {
     }
 }
 
+/// `":9601"` or `"9601"` (no host) means loopback; an address with a host is taken as is.
+fn loopback_unless_named(addr: &str) -> String {
+    let port = addr.strip_prefix(':').unwrap_or(addr);
+    if port.chars().all(|c| c.is_ascii_digit()) { format!("127.0.0.1:{port}") } else { addr.to_string() }
+}
+
 /// A Prometheus label value, escaped.
 fn label(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_without_a_host_is_loopback() {
+        assert_eq!(loopback_unless_named(":9601"), "127.0.0.1:9601");
+        assert_eq!(loopback_unless_named("9601"), "127.0.0.1:9601");
+        assert_eq!(loopback_unless_named("0.0.0.0:9601"), "0.0.0.0:9601");
+        assert_eq!(loopback_unless_named("[::1]:9601"), "[::1]:9601");
+    }
 }
