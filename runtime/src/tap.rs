@@ -27,10 +27,13 @@ use crate::record::Record;
 /// How many documents one subscriber's buffer holds before it drops for the tap.
 pub const BUFFER: usize = 1024;
 
-/// Every tap point of a pipeline, by node id and output (`None`: the default output).
+/// A node id and one of its outputs (`None`: the default output).
+type PointKey = (String, Option<String>);
+
+/// Every tap point of a pipeline, by node and output.
 #[derive(Clone, Default)]
 pub struct Taps {
-    points: Arc<Mutex<BTreeMap<(String, Option<String>), Arc<TapPoint>>>>,
+    points: Arc<Mutex<BTreeMap<PointKey, Arc<TapPoint>>>>,
 }
 
 impl Taps {

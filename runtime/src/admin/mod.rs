@@ -210,19 +210,21 @@ impl State {
     /// Prometheus lines the endpoint adds to the metrics of `metrics_addr`.
     fn extra_metrics(&self) -> String {
         let stats = self.stats();
+        // Labelled by node id, as the rest of the metrics are.
+        let id = |key: &str| label(key.split_once('.').map_or(key, |(_, id)| id));
         let mut s = String::new();
         s.push_str("# HELP ctrflow_queue_batches Batches waiting in the node's input channel.\n");
         s.push_str("# TYPE ctrflow_queue_batches gauge\n");
         for n in stats.nodes.iter() {
             if let Some(q) = n.queue {
-                s.push_str(&format!("ctrflow_queue_batches{{node=\"{}\"}} {q}\n", label(&n.key)));
+                s.push_str(&format!("ctrflow_queue_batches{{node=\"{}\"}} {q}\n", id(&n.key)));
             }
         }
         s.push_str("# HELP ctrflow_queue_capacity_batches The node's input channel capacity.\n");
         s.push_str("# TYPE ctrflow_queue_capacity_batches gauge\n");
         for n in stats.nodes.iter() {
             if let Some(q) = n.queue_capacity {
-                s.push_str(&format!("ctrflow_queue_capacity_batches{{node=\"{}\"}} {q}\n", label(&n.key)));
+                s.push_str(&format!("ctrflow_queue_capacity_batches{{node=\"{}\"}} {q}\n", id(&n.key)));
             }
         }
         s.push_str("# HELP ctrflow_tap_subscribers Taps watching the pipeline now.\n");

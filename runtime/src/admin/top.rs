@@ -197,7 +197,7 @@ pub fn run(addrs: &[String], interval: Duration, once: bool) -> anyhow::Result<(
             return Ok(());
         }
         // Clear the terminal and draw from its top left.
-        print!("\x1b[2J\x1b[H{screen}(every {:.1}s; Ctrl-C to quit)\n", interval.as_secs_f64());
+        println!("\x1b[2J\x1b[H{screen}(every {:.1}s; Ctrl-C to quit)", interval.as_secs_f64());
         let _ = std::io::Write::flush(&mut std::io::stdout());
         before = now.into_iter().map(Result::ok).collect();
     }
