@@ -9,7 +9,7 @@
 //! distroless/cc instead of scratch).
 //!
 //! Before packing, the staged files are checked: the binary runs, lists its plugins,
-//! validates the example pipeline and runs a small local pipeline end to end; the unit
+//! validates the example pipeline and runs the local demo end to end; the unit
 //! passes `systemd-analyze verify` (when the machine has it) and carries the hardening
 //! and drain settings the README promises. It builds no container image: that needs a
 //! container engine, which the Dockerfile's instructions leave to wherever one runs.
@@ -97,7 +97,7 @@ pub fn dist(root: &Path, args: &[String]) -> anyhow::Result<()> {
     };
     std::fs::write(stage.join("Dockerfile"), dockerfile)?;
 
-    check(&stage)?;
+    check(root, &stage)?;
 
     let tarball = dist_dir.join(format!("{name}.tar.gz"));
     run(Command::new("tar").arg("-C").arg(&dist_dir).arg("-czf").arg(&tarball).arg(&name))?;
@@ -123,7 +123,7 @@ fn installed_targets(root: &Path) -> Vec<String> {
 }
 
 /// Checks the staged package; fails naming what is wrong.
-pub fn check(stage: &Path) -> anyhow::Result<()> {
+pub fn check(root: &Path, stage: &Path) -> anyhow::Result<()> {
     let bin = stage.join("bin/ctrflow");
     let output = |cmd: &mut Command| -> anyhow::Result<String> {
         let out = cmd.output().with_context(|| format!("run {}", bin.display()))?;
@@ -146,7 +146,7 @@ pub fn check(stage: &Path) -> anyhow::Result<()> {
 
     // The example pipeline, with the example environment.
     let mut validate = Command::new(&bin);
-    validate.arg("validate").arg(stage.join("pipeline.toml")).env("CTRFLOW_CACHE_DIR", &work);
+    validate.arg("validate").arg(stage.join("pipeline.toml"));
     for line in std::fs::read_to_string(stage.join("ctrflow.env"))?.lines() {
         if let Some((k, v)) = line.split_once('=').filter(|_| !line.trim_start().starts_with('#')) {
             validate.env(k.trim(), v.trim());
@@ -154,18 +154,19 @@ pub fn check(stage: &Path) -> anyhow::Result<()> {
     }
     output(&mut validate)?;
 
-    // A small local pipeline, end to end.
-    std::fs::write(
-        work.join("p.toml"),
-        "[runtime]\nplugin_cache = \"\"\n[sources.gen]\ntype = \"generator\"\ncount = 1000\nseed = 1\n\
-         [transforms.redact]\nplugin = \"redact-pii\"\ninputs = [\"gen\"]\n\
-         [sinks.out]\ntype = \"file\"\ninputs = [\"redact\"]\npath = \"out.jsonl\"\n",
+    // The local demo, end to end, with the packed binary (1,000 contacts).
+    copy_dir(&root.join("pipelines"), &work.join("pipelines"))?;
+    output(
+        Command::new(&bin)
+            .current_dir(&work)
+            .args(["run", "pipelines/local-demo.toml", "--quiet"])
+            .env("DEMO_COUNT", "1000"),
     )?;
-    output(Command::new(&bin).current_dir(&work).args(["run", "p.toml", "--quiet"]))?;
-    let written = std::fs::read_to_string(work.join("out.jsonl"))?.lines().count();
+    let lake = work.join("out/demo/lake");
+    let demo_ok = work.join("out/demo/contacts.db").is_file() && lake.is_dir();
     let _ = std::fs::remove_dir_all(&work);
-    if written != 1000 {
-        bail!("the packed binary wrote {written} of 1000 records");
+    if !demo_ok {
+        bail!("the packed binary ran the demo but wrote no SQLite database or lake");
     }
 
     check_unit(stage, &bin)
@@ -202,6 +203,19 @@ fn check_unit(stage: &Path, bin: &Path) -> anyhow::Result<()> {
         bail!("systemd-analyze verify ctrflow.service:\n{said}");
     }
     eprintln!("ctrflow.service: systemd-analyze verify passed");
+    Ok(())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)?.flatten() {
+        let (p, d) = (e.path(), to.join(e.file_name()));
+        if p.is_dir() {
+            copy_dir(&p, &d)?;
+        } else {
+            std::fs::copy(&p, &d)?;
+        }
+    }
     Ok(())
 }
 
