@@ -85,6 +85,11 @@ pub fn dist(root: &Path, args: &[String]) -> anyhow::Result<()> {
     std::fs::create_dir_all(stage.join("state"))?;
     std::fs::write(stage.join("state/.keep"), "")?;
     std::fs::copy(&binary, stage.join("bin/ctrflow")).with_context(|| format!("copy {}", binary.display()))?;
+    // The release profile keeps debug info (for profiling); a deployed binary needs none.
+    match which("strip") {
+        Some(strip) => run(Command::new(strip).arg(stage.join("bin/ctrflow")))?,
+        None => eprintln!("note: no `strip` on PATH; the packed binary keeps its debug info"),
+    }
     for f in DEPLOY_FILES {
         std::fs::copy(root.join("deploy").join(f), stage.join(f)).with_context(|| format!("copy deploy/{f}"))?;
     }

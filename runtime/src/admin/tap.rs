@@ -144,8 +144,9 @@ pub fn run(
             let _ = out.flush();
             let dropped = end["dropped"].as_u64().unwrap_or(0);
             let reason = end["reason"].as_str().unwrap_or("ended");
+            let records = if printed == 1 { "record" } else { "records" };
             eprintln!(
-                "tap: {printed} records from {node} ({reason}); {dropped} passed while this tap's buffer was full (the pipeline did not wait for them)"
+                "tap: {printed} {records} from {node} ({reason}); {dropped} passed while this tap's buffer was full (the pipeline did not wait for them)"
             );
             return Ok(TapSummary { sent: printed, dropped });
         }
