@@ -126,3 +126,54 @@ where
         writeln!(writer, "{}", Value::Object(line))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_json_line_has_the_level_target_node_fields_and_message() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(JsonFields)
+            .event_format(JsonLines)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("node", node = "sinks.db");
+            span.in_scope(|| tracing::warn!(contact_id = "c-1", records = 3u64, ok = false, "Say \"hi\"."));
+            tracing::info!("Outside any node.");
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<Value> =
+            text.lines().map(|l| serde_json::from_str(l).expect("one JSON object a line")).collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let l = &lines[0];
+        assert_eq!(l["level"], "WARN");
+        assert_eq!(l["target"], "ctrflow::logs::tests");
+        assert_eq!(l["node"], "sinks.db");
+        assert_eq!(l["contact_id"], "c-1");
+        assert_eq!(l["records"], 3);
+        assert_eq!(l["ok"], false);
+        assert_eq!(l["message"], "Say \"hi\".");
+        assert!(l["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{l}");
+        assert!(lines[1].get("node").is_none(), "{}", lines[1]);
+    }
+}
