@@ -110,6 +110,11 @@ where
         line.insert("timestamp".into(), Value::String(ts));
         line.insert("level".into(), Value::String(meta.level().as_str().to_string()));
         line.insert("target".into(), Value::String(meta.target().to_string()));
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        line.extend(fields.0);
+        // The span's fields win: its `node` is the node's full key (`transforms.p`), where
+        // an event may name the node by its id.
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
                 let ext = span.extensions();
@@ -120,9 +125,6 @@ where
                 }
             }
         }
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        line.extend(fields.0);
         writeln!(writer, "{}", Value::Object(line))
     }
 }
