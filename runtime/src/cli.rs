@@ -1,4 +1,5 @@
-//! The `ctrflow` command: `run`, `validate`, `graph`, `plugins`.
+//! The `ctrflow` command: `run`, `validate`, `graph`, `plugins`, and for running processes
+//! `top` and `tap`.
 //!
 //! Exit codes: 0 success; 1 the pipeline is invalid or the run failed; 2 bad usage.
 
@@ -30,6 +31,9 @@ pub struct Cli {
     /// Log filter (`info`, `debug`, `ctrflow=trace`…); also `RUST_LOG`.
     #[arg(long, global = true, env = "CTRFLOW_LOG", default_value = "info")]
     pub log: String,
+    /// Log lines as text, or as one JSON object per line (with the node's key).
+    #[arg(long, global = true, value_enum, env = "CTRFLOW_LOG_FORMAT", default_value = "text")]
+    pub log_format: crate::logs::LogFormat,
 }
 
 /// The subcommands.
@@ -73,6 +77,34 @@ pub enum Command {
         /// The time between the two scans that tell a live lease from a still one.
         #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "5s")]
         interval: Duration,
+    },
+    /// A live view of running processes (their `[runtime] admin_addr`): per node rates,
+    /// queue fill, latency, dead letters, retries; per stream source, lag and shards.
+    Top {
+        /// A process's admin address; repeat for a fleet.
+        #[arg(long, value_name = "HOST:PORT", default_value = crate::admin::client::DEFAULT_ADDR)]
+        addr: Vec<String>,
+        /// Refresh this often (and, with `--once`, measure rates over this long).
+        #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "1s")]
+        interval: Duration,
+        /// Print one snapshot as plain text and exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Print the records leaving a node of a running process, as JSON lines. They are
+    /// customer data, as they leave the node (after `redact`: redacted).
+    Tap {
+        /// The node: `redact`, `transforms.redact`, or `route.VOICE` for a named output.
+        node: String,
+        /// The process's admin address.
+        #[arg(long, value_name = "HOST:PORT", default_value = crate::admin::client::DEFAULT_ADDR)]
+        addr: String,
+        /// Only this named output of the node (default: all its outputs).
+        #[arg(long, value_name = "NAME")]
+        output: Option<String>,
+        /// Stop after this many records (default: until the pipeline ends or Ctrl-C).
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
     },
 }
 
@@ -174,6 +206,13 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             for (name, bytes) in BUNDLED {
                 println!("{name:<16} {:>7} bytes", bytes.len());
             }
+            Ok(())
+        }
+        Command::Top { addr, interval, once } => crate::admin::top::run(&addr, interval, once),
+        Command::Tap { node, addr, output, limit } => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            crate::admin::tap::run(&addr, &node, output.as_deref(), limit, &mut out)?;
             Ok(())
         }
         Command::Run { pipeline, report, report_interval, quiet } => {

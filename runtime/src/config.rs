@@ -76,6 +76,11 @@ pub struct RuntimeConfig {
     pub max_record_size: String,
     /// Serve Prometheus metrics on this address, e.g. `"127.0.0.1:9598"`. Default: off.
     pub metrics_addr: Option<String>,
+    /// Serve the admin endpoint (metrics, `/health`, `/ready`, `/stats` for `ctrflow top`,
+    /// `/tap` for `ctrflow tap`) on this address, e.g. `"127.0.0.1:9601"`. Default: off.
+    /// The tap serves customer data: keep it on loopback unless something in front
+    /// authenticates.
+    pub admin_addr: Option<String>,
     /// Where compiled plugins are cached. Default `~/.cache/ctrflow/plugins`; `""` turns
     /// the cache off.
     pub plugin_cache: Option<String>,
@@ -89,6 +94,7 @@ impl Default for RuntimeConfig {
             channel_capacity: 8,
             max_record_size: "1MiB".into(),
             metrics_addr: None,
+            admin_addr: None,
             plugin_cache: None,
         }
     }

@@ -109,6 +109,18 @@ impl DeadLetter {
         DeadLetter { record, node, kind, reason, at_ms: now_ms() }
     }
 
+    /// One `debug` line naming the record, never showing it: the reason may quote record
+    /// contents, so it stays in the dead letter itself.
+    fn log(&self) {
+        tracing::debug!(
+            node = %self.node,
+            contact_id = self.record.contact_id(),
+            position = %self.record.meta.position,
+            kind = self.kind.as_str(),
+            "Record dead-lettered."
+        );
+    }
+
     /// The dead letter as the JSON object that is written.
     pub fn to_json(&self) -> Value {
         let meta = &self.record.meta;
@@ -151,6 +163,7 @@ impl DeadLetters {
 
     /// Sends from a thread (blocks while the writer is behind).
     pub fn send_blocking(&self, letter: DeadLetter) {
+        letter.log();
         if let Err(e) = self.tx.blocking_send(letter) {
             // The writer is gone (the run is ending): the record is not written, so its
             // acknowledgement is abandoned when it drops here, and nothing is checkpointed
@@ -161,6 +174,7 @@ impl DeadLetters {
 
     /// Sends from async code.
     pub async fn send(&self, letter: DeadLetter) {
+        letter.log();
         if let Err(e) = self.tx.send(letter).await {
             tracing::error!(node = %e.0.node, "Dead-letter output closed; record not written.");
         }

@@ -19,6 +19,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 
 use crate::record::Record;
+use crate::tap::TapPoint;
 
 /// Records moving together, with the clocks of their path.
 #[derive(Debug)]
@@ -51,12 +52,20 @@ pub struct Closed;
 #[derive(Clone, Default)]
 pub struct Output {
     senders: Vec<mpsc::Sender<Batch>>,
+    /// Where `ctrflow tap` watches this output (see [`crate::tap`]).
+    tap: Option<Arc<TapPoint>>,
 }
 
 impl Output {
     /// An output feeding these channels.
     pub fn new(senders: Vec<mpsc::Sender<Batch>>) -> Self {
-        Output { senders }
+        Output { senders, tap: None }
+    }
+
+    /// The same output, watched by `tap`: one atomic load per batch while nobody taps.
+    pub fn tapped(mut self, tap: Arc<TapPoint>) -> Self {
+        self.tap = Some(tap);
+        self
     }
 
     /// Whether anything reads this output.
@@ -67,6 +76,11 @@ impl Output {
     /// One batch per reader: clones (of `Arc`s) for all but the last.
     fn fan(&self, mut batch: Batch) -> Vec<(mpsc::Sender<Batch>, Batch)> {
         batch.sent_at = Instant::now();
+        if let Some(tap) = &self.tap
+            && tap.is_tapped()
+        {
+            tap.offer(&batch.records);
+        }
         let mut out = Vec::with_capacity(self.senders.len());
         if let Some((last, rest)) = self.senders.split_last() {
             for s in rest {

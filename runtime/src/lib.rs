@@ -18,6 +18,7 @@
 //!
 //! The contract — what connectors and the runtime agree on:
 //! - [`flow`]: batches, the bounded channels between nodes, the stop signal.
+//! - [`tap`]: copies of the records leaving a node, for `ctrflow tap`, never waited for.
 //! - [`dead_letter`]: refused records, their stable kinds, and the dead-letter writer.
 //! - [`contract`]: the connector traits (source, sink, table), the context a source runs
 //!   with, the items and outcomes a sink writer deals in, and what every node shares.
@@ -32,8 +33,10 @@
 //! Running it:
 //! - [`pipeline`] builds: the named checks that all add to one list of problems.
 //! - [`topology`] opens the connectors, wires the channels and starts one thread per node;
-//!   [`transform`] and [`sink`] are the nodes' loops; [`monitor`] shows progress.
-//! - [`cli`] is the `ctrflow` command.
+//!   [`transform`] and [`sink`] are the nodes' loops; [`monitor`] shows progress;
+//!   [`admin`] is the endpoint operators ask (`/metrics`, `/ready`, `/stats`, `/tap`) and
+//!   the `top` and `tap` commands that read it.
+//! - [`cli`] is the `ctrflow` command; [`logs`] writes its log lines (text or JSON).
 //!
 //! Each group imports only the groups listed before it (the model, then the contract, then
 //! connectors and host, then the runtime), never one after it.
@@ -48,6 +51,7 @@
 pub type Allocator = mimalloc::MiMalloc;
 
 pub mod ack;
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod connectors;
@@ -56,10 +60,12 @@ pub mod dead_letter;
 pub mod flow;
 pub mod graph;
 pub mod host;
+pub mod logs;
 pub mod monitor;
 pub mod pipeline;
 pub mod record;
 pub mod sink;
+pub mod tap;
 pub mod timing;
 pub mod topology;
 pub mod transform;

@@ -8,11 +8,7 @@ static GLOBAL: ctrflow::Allocator = mimalloc::MiMalloc;
 fn main() -> std::process::ExitCode {
     let cli = ctrflow::cli::Cli::parse();
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    ctrflow::logs::init(&filter, cli.log_format);
     match ctrflow::cli::main(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

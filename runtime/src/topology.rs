@@ -36,7 +36,9 @@ pub struct RunOutcome {
 type NodeThread = (String, std::thread::JoinHandle<anyhow::Result<()>>);
 
 fn spawn(key: String, f: impl FnOnce() -> anyhow::Result<()> + Send + 'static) -> anyhow::Result<NodeThread> {
-    let handle = std::thread::Builder::new().name(format!("ctrflow-{key}")).spawn(f)?;
+    // Every log line from the node's thread carries its key (`node=transforms.redact`).
+    let span = tracing::info_span!("node", node = %key);
+    let handle = std::thread::Builder::new().name(format!("ctrflow-{key}")).spawn(move || span.in_scope(f))?;
     Ok((key, handle))
 }
 
@@ -72,6 +74,7 @@ pub fn run(pipeline: Pipeline, shutdown: Shutdown, opts: RunOptions) -> anyhow::
         senders.insert(n.id.clone(), tx);
         receivers.insert(n.id.clone(), rx);
     }
+    let taps = crate::tap::Taps::default();
     let output_of = |id: &str, output: Option<&str>| {
         Output::new(
             graph
@@ -80,6 +83,7 @@ pub fn run(pipeline: Pipeline, shutdown: Shutdown, opts: RunOptions) -> anyhow::
                 .filter_map(|(reader, _)| senders.get(&reader.id).cloned())
                 .collect(),
         )
+        .tapped(taps.point(id, output))
     };
 
     // Dead letters: to a file, or to a sink (whose own refusals go to the file).
@@ -148,6 +152,7 @@ pub fn run(pipeline: Pipeline, shutdown: Shutdown, opts: RunOptions) -> anyhow::
         let ctx = SourceContext::new(&id, node, output_of(&id, None), source_settings.clone());
         threads.push(spawn(key, move || source.run(ctx))?);
     }
+    let _admin = crate::admin::Admin::start(cfg.runtime.admin_addr.as_deref(), &timing, &taps, &senders, &shutdown)?;
     // Only the nodes hold senders now: channels close as their writers finish.
     drop(senders);
     drop(dead);

@@ -10,10 +10,10 @@ use ctrflow_tests::repo_root;
 /// The layers, lowest first. Inside one layer modules may use each other, without cycles.
 const LAYERS: &[&[&str]] = &[
     &["units", "config", "graph", "record", "ack", "timing"],
-    &["flow", "dead_letter", "contract"],
+    &["flow", "tap", "dead_letter", "contract"],
     &["connectors", "host"],
-    &["pipeline", "topology", "transform", "sink", "monitor"],
-    &["cli"],
+    &["pipeline", "topology", "transform", "sink", "monitor", "admin"],
+    &["cli", "logs"],
 ];
 
 fn layer(module: &str) -> usize {

@@ -9,6 +9,7 @@ mod golden;
 mod host;
 mod layers;
 mod moto;
+mod ops;
 mod pipelines;
 mod restart;
 mod sink_faults;

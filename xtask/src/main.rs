@@ -9,6 +9,8 @@
 //!   ([`throughput`], docs/performance.md).
 //! - `cargo xtask fuzz [--seconds N] [target…]` — runs the fuzz targets in `fuzz/` for N
 //!   seconds each (default 60) and prints executions and findings; not part of `test`.
+//! - `cargo xtask dist`  — the tarball to deploy: binary, systemd unit, Dockerfile (see
+//!   `deploy/README.md`).
 //!
 //! Each makes sure the `wasm32-wasip2` target is installed first (this machine sets
 //! `RUSTUP_AUTO_INSTALL=0`, so `rust-toolchain.toml` alone does not add it), and the test
@@ -20,6 +22,7 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
+mod dist;
 mod fuzz;
 mod throughput;
 
@@ -36,16 +39,18 @@ fn main() -> anyhow::Result<()> {
         Some("test") => test(&root, &args[1..]),
         Some("bench") => bench(&root, &args[1..]),
         Some("fuzz") => fuzz::fuzz(&root, &args[1..]),
+        Some("dist") => dist::dist(&root, &args[1..]),
         Some("moto") => {
             println!("{}", moto_server(&root)?.display());
             Ok(())
         }
         _ => {
-            eprintln!("usage: cargo xtask <demo | test | bench | fuzz | moto> [args…]");
+            eprintln!("usage: cargo xtask <demo | test | bench | fuzz | dist | moto> [args…]");
             eprintln!("  demo   run the local demo pipeline (pipelines/local-demo.toml)");
             eprintln!("  test   run every test CI runs");
             eprintln!("  bench  run the benchmarks (`bench throughput [--records N]`: the throughput comparison)");
             eprintln!("  fuzz   run each fuzz target for a while: [--seconds N] [target…]");
+            eprintln!("  dist   build and check the tarball to deploy (binary, systemd unit, Dockerfile)");
             eprintln!("  moto   install the AWS emulator if needed and print its path");
             std::process::exit(2);
         }

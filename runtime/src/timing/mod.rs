@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub mod html;
+pub mod ops_metrics;
 pub mod prometheus;
 
 use hdrhistogram::Histogram;
@@ -126,6 +127,11 @@ pub struct Counters {
     pub degraded: AtomicU64,
     /// Records a sink gave back unwritten because the run stopped while it was failing.
     pub unwritten: AtomicU64,
+    /// Stream sources: how far behind the stream's tip the latest reads are (the largest
+    /// `MillisBehindLatest` over the shards read), in ms.
+    pub behind_ms: AtomicU64,
+    /// Stream sources: the shards this process reads (the leases it holds, in a fleet).
+    pub shards: AtomicU64,
 }
 
 impl Counters {

@@ -116,6 +116,7 @@ pub fn render(timing: &Timing) -> String {
             s.push_str(&format!("ctrflow_plugin_counter_total{{node=\"{node}\",name=\"{name}\"}} {v}\n"));
         }
     }
+    super::ops_metrics::render(timing, &mut s);
     s
 }
 

@@ -395,6 +395,8 @@ struct Shard {
     next_poll: Instant,
     backoff: Backoff,
     caught_up: bool,
+    /// `MillisBehindLatest` of the shard's latest read.
+    behind_ms: Option<i64>,
     acks: Checkpointer<Pos>,
     next_local: u64,
     stalled_warned: bool,
@@ -474,7 +476,10 @@ impl Reader<'_> {
                 .map(|s| (s.id.clone(), s.next_poll));
             let now = Instant::now();
             match next {
-                Some((id, at)) if at <= now => self.poll(ctx, &id)?,
+                Some((id, at)) if at <= now => {
+                    self.poll(ctx, &id)?;
+                    self.report_lag(ctx);
+                }
                 other => {
                     let until = other.map_or(now + MIN_CALL_GAP, |(_, at)| at).min(self.list_due);
                     let completion = wait(ctx, &mut stop, until);
@@ -482,6 +487,16 @@ impl Reader<'_> {
                 }
             }
         }
+    }
+
+    /// For `ctrflow top` and the metrics: how far behind the stream's tip the shards being
+    /// read are (the furthest), and how many this process reads.
+    fn report_lag(&self, ctx: &SourceContext) {
+        let reading = || self.shards.values().filter(|s| s.phase == Phase::Reading);
+        let behind = reading().filter_map(|s| s.behind_ms).max().unwrap_or(0).max(0) as u64;
+        let c = &ctx.node.timing.counters;
+        c.behind_ms.store(behind, std::sync::atomic::Ordering::Relaxed);
+        c.shards.store(reading().count() as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether every shard (in a fleet: every shard of the stream, all of them held here or
@@ -579,6 +594,7 @@ impl Reader<'_> {
                     next_poll: Instant::now(),
                     backoff: Backoff::default(),
                     caught_up: false,
+                    behind_ms: None,
                     acks: Checkpointer::default(),
                     next_local: 0,
                     stalled_warned: false,
@@ -759,6 +775,7 @@ impl Reader<'_> {
         flush(ctx, shard, &mut self.batches)?;
         shard.backoff.reset();
         shard.caught_up = behind == Some(0) || (empty && behind.is_none());
+        shard.behind_ms = behind;
         shard.next_poll =
             Instant::now() + if empty { src.parsed.poll_interval.max(MIN_CALL_GAP) } else { MIN_CALL_GAP };
         // Kinesis ends a closed shard with a null iterator. moto keeps handing out

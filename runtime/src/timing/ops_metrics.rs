@@ -1,0 +1,91 @@
+//! The operational metrics beyond hop times and record counts, in Prometheus text: how a
+//! node fares against the outside world — writes retried after infrastructure faults,
+//! whether its destination is failing now, records left unwritten at a stop — and, for
+//! stream sources, how far behind the stream they read and how many shards they hold.
+//!
+//! Appended to [`super::prometheus::render`]'s text; the admin endpoint serves the same.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{Counters, Timing};
+use crate::graph::Section;
+
+/// `(metric, type, help, counter, applies to sources only)`.
+type Row = (&'static str, &'static str, &'static str, fn(&Counters) -> &AtomicU64, bool);
+
+const ROWS: [Row; 5] = [
+    (
+        "ctrflow_write_retries_total",
+        "counter",
+        "Writes retried after an infrastructure fault (throttling, a 5xx, a busy or full disk).",
+        |c| &c.retries,
+        false,
+    ),
+    (
+        "ctrflow_degraded",
+        "gauge",
+        "1 while the node's destination is failing and being retried.",
+        |c| &c.degraded,
+        false,
+    ),
+    (
+        "ctrflow_records_unwritten_total",
+        "counter",
+        "Records a sink gave back unwritten (unacknowledged) because the run stopped while it was failing.",
+        |c| &c.unwritten,
+        false,
+    ),
+    (
+        "ctrflow_source_behind_milliseconds",
+        "gauge",
+        "Stream sources: MillisBehindLatest of the latest reads, the largest over the shards read.",
+        |c| &c.behind_ms,
+        true,
+    ),
+    (
+        "ctrflow_source_shards",
+        "gauge",
+        "Stream sources: shards this process reads (leases held, in a fleet).",
+        |c| &c.shards,
+        true,
+    ),
+];
+
+/// Appends the metrics to `out`.
+pub fn render(timing: &Timing, out: &mut String) {
+    for (metric, kind, help, counter, sources_only) in ROWS {
+        out.push_str(&format!("# HELP {metric} {help}\n# TYPE {metric} {kind}\n"));
+        for n in timing.nodes().filter(|n| !sources_only || n.section == Section::Source) {
+            let v = counter(&n.counters).load(Ordering::Relaxed);
+            out.push_str(&format!("{metric}{{node=\"{}\"}} {v}\n", label(&n.id)));
+        }
+    }
+}
+
+/// A Prometheus label value, escaped (`\`, `"` and newlines).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_node_has_its_fault_metrics_and_sources_their_lag() {
+        let t = Timing::new(
+            true,
+            [("gen".to_string(), Section::Source, vec![]), ("db".to_string(), Section::Sink, vec!["gen".to_string()])],
+        );
+        Counters::add(&t.node("db").counters.retries, 3);
+        t.node("db").counters.degraded.store(1, Ordering::Relaxed);
+        t.node("gen").counters.behind_ms.store(1500, Ordering::Relaxed);
+        let mut s = String::new();
+        render(&t, &mut s);
+        assert!(s.contains("ctrflow_write_retries_total{node=\"db\"} 3\n"), "{s}");
+        assert!(s.contains("ctrflow_degraded{node=\"db\"} 1\n"), "{s}");
+        assert!(s.contains("ctrflow_records_unwritten_total{node=\"gen\"} 0\n"), "{s}");
+        assert!(s.contains("ctrflow_source_behind_milliseconds{node=\"gen\"} 1500\n"), "{s}");
+        assert!(!s.contains("ctrflow_source_shards{node=\"db\"}"), "{s}");
+    }
+}
