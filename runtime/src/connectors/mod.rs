@@ -13,6 +13,7 @@ pub mod aws;
 pub mod file;
 pub mod generator;
 pub mod memory_table;
+pub mod once;
 pub mod registry;
 pub mod sqlite;
 pub mod stdin;
