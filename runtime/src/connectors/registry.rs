@@ -34,6 +34,7 @@ pub static SINKS: &[Registration<dyn SinkConnector>] = &[
     Registration { name: "firehose", read: sink::<aws::firehose::FirehoseSink> },
     Registration { name: "kinesis", read: sink::<aws::kinesis_sink::KinesisSink> },
     Registration { name: "sns", read: sink::<aws::sns::SnsSink> },
+    Registration { name: "http", read: sink::<super::http::HttpSink> },
 ];
 
 /// `[tables.<id>]` types.
