@@ -185,7 +185,7 @@ impl SinkConnector for HttpSink {
     }
 
     fn destination(&self, _env: &Env) -> Destination {
-        Destination { unit: "requests' records", place: format!("HTTP POST {}", redacted(&self.url)), look: None }
+        Destination { unit: "records", place: format!("HTTP POST {}", redacted(&self.url)), look: None }
     }
 
     fn max_records(&self) -> usize {
@@ -292,7 +292,6 @@ impl HttpWriter {
             let resp = self.client.request(req).await?;
             let status = resp.status();
             let retry_after = resp.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(retry_after);
-            let location = resp.headers().get(hyper::header::LOCATION).map(|_| ());
             // Only a refusal's body is read (its start quoted in the dead letter); a success's
             // body is dropped unread.
             let body = if status.is_success() || status.is_server_error() {
@@ -300,10 +299,10 @@ impl HttpWriter {
             } else {
                 Limited::new(resp.into_body(), 64 * 1024).collect().await.map(|b| b.to_bytes()).unwrap_or_default()
             };
-            anyhow::Ok((status, retry_after, location, body))
+            anyhow::Ok((status, retry_after, body))
         })
         .await;
-        let (status, retry_after, _location, body) = match sent {
+        let (status, retry_after, body) = match sent {
             Err(_) => return Answer::Retry(format!("no answer within {:?}", self.timeout), None),
             Ok(Err(e)) => return Answer::Retry(format!("{e:#}"), None),
             Ok(Ok(v)) => v,
