@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The plugins embedded in the binary, by crate name.
-const BUNDLED: &[&str] = &["redact-pii", "enrich-lookup", "route-by-field", "ctr-flatten", "ctr-item"];
+const BUNDLED: &[&str] =
+    &["redact-pii", "enrich-lookup", "route-by-field", "ctr-flatten", "ctr-item", "notify-template", "filter"];
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));

@@ -56,6 +56,8 @@ pub enum DeadLetterKind {
     Trap,
     /// A plugin produced more than its output limit.
     OutputTooLarge,
+    /// An HTTP endpoint answered with a status that refuses the record (a 4xx other than 429).
+    HttpStatus,
 }
 
 impl DeadLetterKind {
@@ -78,6 +80,7 @@ impl DeadLetterKind {
             DeadLetterKind::Panic => "panic",
             DeadLetterKind::Trap => "trap",
             DeadLetterKind::OutputTooLarge => "output_too_large",
+            DeadLetterKind::HttpStatus => "http_status",
         }
     }
 }

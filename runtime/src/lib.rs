@@ -26,7 +26,7 @@
 //! The outside world and the sandbox (neither knows the other):
 //! - [`connectors`]: one module per connector, and the [`connectors::registry`] that maps
 //!   `type = "…"` to them: generator, files, stdin, SQLite, stdout, Kinesis, DynamoDB,
-//!   Firehose, lookup tables.
+//!   Firehose, SNS, HTTP, lookup tables.
 //! - [`host`] is the WebAssembly host: one engine, plugins compiled once and cached,
 //!   sandboxed instances with a memory cap and a deadline, traps contained.
 //!

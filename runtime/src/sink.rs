@@ -137,6 +137,7 @@ impl SinkNode {
                 }
                 Written::Refused { kind, reason } => self.node.refuse(item.record, kind, reason).await,
                 Written::Unwritten => unwritten += 1,
+                Written::Skipped => self.node.drop_record(item.record),
             }
         }
         if unwritten > 0 {

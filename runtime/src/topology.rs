@@ -54,7 +54,8 @@ pub fn run(pipeline: Pipeline, shutdown: Shutdown, opts: RunOptions) -> anyhow::
     let mut writers = HashMap::new();
     for (id, s) in &sinks {
         let health = Health::new(Arc::from(format!("sinks.{id}")), timing.node(id));
-        let options = SinkOptions { max_bytes: s.max_bytes, shutdown: shutdown.clone(), health };
+        let state_dir = cfg.resolve(&cfg.runtime.state_dir);
+        let options = SinkOptions { max_bytes: s.max_bytes, shutdown: shutdown.clone(), health, state_dir };
         let writer = s.connector.open(&env(cfg, id), options).with_context(|| format!("sinks.{id}"))?;
         writers.insert(id.clone(), writer);
     }

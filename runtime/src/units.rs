@@ -22,7 +22,7 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
     n.checked_mul(mult).ok_or_else(|| format!("{text:?} is too large"))
 }
 
-/// Parses `"5ms"`, `"2s"`, `"1m"`, `"250us"`.
+/// Parses `"5ms"`, `"2s"`, `"1m"`, `"250us"`, `"7d"`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
@@ -34,7 +34,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" | "" => n,
         "m" | "min" => n * 60.0,
         "h" => n * 3600.0,
-        other => return Err(format!("unknown duration unit {other:?} in {text:?} (use us, ms, s, m, h)")),
+        "d" => n * 86_400.0,
+        other => return Err(format!("unknown duration unit {other:?} in {text:?} (use us, ms, s, m, h, d)")),
     };
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("{text:?} is not a duration"));
@@ -52,5 +53,6 @@ mod tests {
         assert_eq!(parse_size("1000").unwrap(), 1000);
         assert_eq!(parse_duration("5ms").unwrap(), Duration::from_millis(5));
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86_400));
     }
 }

@@ -1,5 +1,6 @@
 //! ctrflow's integration tests: one binary (it links once), a module per area.
 
+mod actions;
 mod aws;
 mod connectors;
 mod data_plane;

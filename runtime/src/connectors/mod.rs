@@ -7,12 +7,17 @@
 //! |--------|-------|
 //! | source | [`generator`], [`file`], [`stdin`], `kinesis` ([`aws::kinesis`]) |
 //! | table  | `csv`, `json` ([`memory_table`]), `dynamodb` ([`aws::lookup`]) |
-//! | sink   | [`sqlite`], [`file`], [`stdout`], `dynamodb`, `firehose`, `kinesis` ([`aws`]) |
+//! | sink   | [`sqlite`], [`file`], [`stdout`], [`http`], `dynamodb`, `firehose`, `kinesis`, `sns` ([`aws`]) |
+//!
+//! [`once`] is not a connector: it is the `once_per` memory notifying sinks wrap their
+//! writer in (one message per contact).
 
 pub mod aws;
 pub mod file;
 pub mod generator;
+pub mod http;
 pub mod memory_table;
+pub mod once;
 pub mod registry;
 pub mod sqlite;
 pub mod stdin;

@@ -33,6 +33,8 @@ pub static SINKS: &[Registration<dyn SinkConnector>] = &[
     Registration { name: "dynamodb", read: sink::<aws::dynamodb::DynamoSink> },
     Registration { name: "firehose", read: sink::<aws::firehose::FirehoseSink> },
     Registration { name: "kinesis", read: sink::<aws::kinesis_sink::KinesisSink> },
+    Registration { name: "sns", read: sink::<aws::sns::SnsSink> },
+    Registration { name: "http", read: sink::<super::http::HttpSink> },
 ];
 
 /// `[tables.<id>]` types.

@@ -45,6 +45,8 @@ pub struct SinkOptions {
     pub shutdown: Shutdown,
     /// Where the writer reports that its destination is failing, and recovered.
     pub health: Health,
+    /// `runtime.state_dir`: where a sink may keep what it must remember across runs.
+    pub state_dir: std::path::PathBuf,
 }
 
 /// A writer's report on its destination: an infrastructure fault (throttling, a 5xx, a
@@ -175,6 +177,8 @@ pub enum Written {
     Refused { kind: DeadLetterKind, reason: String },
     /// Not written because the run is stopping: leave it unacknowledged.
     Unwritten,
+    /// Not written on purpose (already sent: `once_per`): acknowledged, counted as dropped.
+    Skipped,
 }
 
 /// Capped exponential backoff with full jitter (the AWS Architecture Blog's "full jitter").

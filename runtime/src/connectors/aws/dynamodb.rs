@@ -292,6 +292,7 @@ impl DynamoWriter {
                     // run): the same outcome. A refused winner leaves the rest undecided.
                     (Written::Ok, false) => results[i] = Some(Written::Ok),
                     (Written::Unwritten, false) => results[i] = Some(Written::Unwritten),
+                    (Written::Skipped, false) => results[i] = Some(Written::Skipped),
                     (Written::Refused { .. }, false) => {}
                 }
             }

@@ -21,6 +21,7 @@ pub mod firehose;
 pub mod kinesis;
 pub mod kinesis_sink;
 pub mod lookup;
+pub mod sns;
 
 use std::future::Future;
 use std::pin::Pin;
