@@ -285,10 +285,12 @@ mod tests {
         assert_eq!(docs("[{\"a\":1}, {\"a\" 2}, {\"a\":3}]", 0), ["{\"a\":1}", "BAD:{\"a\" 2}, {\"a\":3}]"]);
     }
 
-    // A JSON-lines file whose first line is an array must not lose the lines after it.
+    // A JSON-lines file whose first line is an array must not lose the lines after it. (Once
+    // the stream is documents, a later array is one document: the source refuses it as not a
+    // contact record, so it is dead-lettered, not lost.)
     #[test]
     fn documents_after_an_array_are_read_too() {
-        assert_eq!(docs("[{\"a\":1}]\n{\"a\":2}\n[{\"a\":3}]", 0), ["{\"a\":1}", "{\"a\":2}", "{\"a\":3}"]);
+        assert_eq!(docs("[{\"a\":1}]\n{\"a\":2}\n[{\"a\":3}]", 0), ["{\"a\":1}", "{\"a\":2}", "[{\"a\":3}]"]);
     }
 
     #[test]
