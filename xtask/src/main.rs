@@ -128,7 +128,10 @@ fn test(root: &Path, extra: &[String]) -> anyhow::Result<()> {
     run(cargo(root).args(["build", "--release", "--workspace", "--bins"]))?;
     let mut total = Counts::default();
     total += run_tests(
-        cargo(root).args(["test", "--release", "--workspace"]).args(extra).env("CTRFLOW_MOTO_SERVER", &moto),
+        cargo(root)
+            .args(["test", "--release", "--workspace", "--no-fail-fast"])
+            .args(extra)
+            .env("CTRFLOW_MOTO_SERVER", &moto),
     )?;
     // The plugins' own unit tests run natively (their workspace builds for wasm by default).
     let plugins_target = target_dir(root).join("plugins-native");
