@@ -196,12 +196,12 @@ pub fn run(pipeline: Pipeline, shutdown: Shutdown, opts: RunOptions) -> anyhow::
     monitor.stop();
 
     // Every root cause, not their echoes ("the pipeline stopped reading").
-    let mut causes: Vec<String> = errors.into_iter().filter(|e| !e.contains("stopped reading")).collect();
-    causes.dedup();
-    if causes.is_empty()
-        && let Some(reason) = shutdown.halted()
-    {
-        causes.push(reason);
+    // The reason a node halted the run comes first: what it left unwritten follows from it.
+    let mut causes: Vec<String> = shutdown.halted().into_iter().collect();
+    for e in errors.into_iter().filter(|e| !e.contains("stopped reading")) {
+        if !causes.contains(&e) {
+            causes.push(e);
+        }
     }
     if !causes.is_empty() {
         anyhow::bail!("{}", causes.join("\n"));

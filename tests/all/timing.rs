@@ -68,9 +68,13 @@ seed = 3
 [transforms.redact]
 plugin = "redact-pii"
 inputs = ["gen"]
+# One worker each: with several, a batch can also wait for the ones before it to be sent on
+# (the order-keeping buffer), a wait no hop counts.
+workers = 1
 [transforms.flatten]
 plugin = "ctr-flatten"
 inputs = ["redact"]
+workers = 1
 [sinks.lake]
 type = "file"
 inputs = ["flatten"]

@@ -174,7 +174,8 @@ impl FileWriter {
 
     fn write_once(&mut self, items: &[Item]) -> std::io::Result<()> {
         let mut touched: Vec<String> = Vec::new();
-        let result = self.append(items, &mut touched);
+        let mut rotated: Vec<(PathBuf, u64)> = Vec::new();
+        let result = self.append(items, &mut touched, &mut rotated);
         let result = result.and_then(|()| self.commit(&touched));
         if result.is_err() {
             // Cut every file this batch touched back to where the batch started, so the retry
@@ -185,22 +186,33 @@ impl FileWriter {
                     let _ = file.set_len(f.len);
                 }
             }
+            // Files this batch rotated away from mid-way: cut back to where the batch started.
+            for (path, len) in rotated {
+                if let Ok(file) = std::fs::OpenOptions::new().write(true).open(&path) {
+                    let _ = file.set_len(len);
+                }
+            }
         }
         result
     }
 
-    fn append(&mut self, items: &[Item], touched: &mut Vec<String>) -> std::io::Result<()> {
+    fn append(
+        &mut self,
+        items: &[Item],
+        touched: &mut Vec<String>,
+        rotated: &mut Vec<(PathBuf, u64)>,
+    ) -> std::io::Result<()> {
         for item in items {
             let target = self.target(&item.record.doc);
             let due = self.open.get(&target).is_some_and(|f| {
                 self.rotate_bytes.is_some_and(|b| f.bytes >= b)
                     || self.rotate_interval.is_some_and(|d| f.opened.elapsed() >= d)
             });
-            if due
-                && !touched.contains(&target)
-                && let Some(old) = self.open.remove(&target)
-            {
+            if due && let Some(old) = self.open.remove(&target) {
                 let index = old.index + 1;
+                if touched.contains(&target) {
+                    rotated.push((old.path.clone(), old.len));
+                }
                 self.close_file(old)?;
                 let next = self.open_file(&target, index)?;
                 self.open.insert(target.clone(), next);

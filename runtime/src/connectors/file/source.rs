@@ -237,7 +237,10 @@ fn read_files(
             tracing::info!(source = %ctx.id, file = %path.display(), offset = start, "Resuming.");
         }
         let input = open(path, start, gz)?;
-        let mut framer = Framer::new(input, start, array, ctx.settings.max_record_size);
+        // Documents a little over the limit are framed whole, so their dead letter keeps all
+        // their bytes; only a runaway one (no end in sight) is cut at the framing limit.
+        let framing_limit = ctx.settings.max_record_size.saturating_mul(4).max(4 << 20);
+        let mut framer = Framer::new(input, start, array, framing_limit);
         let name = path.display().to_string();
         let mut last = start;
         loop {
@@ -256,7 +259,7 @@ fn read_files(
                     position,
                     DeadLetterKind::Oversized,
                     format!(
-                        "document of at least {size} bytes exceeds runtime.max_record_size ({} bytes); its first bytes are kept",
+                        "document of at least {size} bytes exceeds runtime.max_record_size ({} bytes); its first {framing_limit} bytes are kept",
                         ctx.settings.max_record_size
                     ),
                 ),
