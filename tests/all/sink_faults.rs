@@ -105,21 +105,9 @@ fn a_locked_database_is_retried_and_a_stopped_run_exits_non_zero_then_resumes() 
     lock.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE ctr (_ctrflow_written_at INTEGER); BEGIN EXCLUSIVE;")
         .unwrap();
     let log = dir.join("stderr.txt");
-    let mut child = std::process::Command::new(ctrflow_bin())
-        .current_dir(&dir)
-        .args(["run", "p.toml", "--quiet"])
-        .env("CTRFLOW_CACHE_DIR", cache_dir())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    // Wait until the sink reports the database failing (each attempt waits out SQLite's
-    // 5 s busy timeout first).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string(&log).unwrap_or_default().contains("Destination failing") {
-        assert!(Instant::now() < deadline, "the sink never reported the locked database");
-        assert!(child.try_wait().unwrap().is_none(), "the run ended while the database was locked");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut child = spawn_logged(&dir, &log);
+    // Each attempt waits out SQLite's 5 s busy timeout before it reports the failure.
+    wait_for_degraded(&log, &mut child);
     // SIGTERM: stop reading and drain — but the destination still fails.
     signal(child.id(), 15);
     let status = child.wait().unwrap();
@@ -177,12 +165,23 @@ impl Drop for SmallDisk {
     }
 }
 
+/// Starts `ctrflow run p.toml` in `dir`, its log going to `log`.
+fn spawn_logged(dir: &std::path::Path, log: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(ctrflow_bin())
+        .current_dir(dir)
+        .args(["run", "p.toml", "--quiet"])
+        .env("CTRFLOW_CACHE_DIR", cache_dir())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
 /// Waits until the run reports its destination failing.
 fn wait_for_degraded(log: &std::path::Path, child: &mut std::process::Child) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !std::fs::read_to_string(log).unwrap_or_default().contains("Destination failing") {
-        assert!(Instant::now() < deadline, "the sink never reported the full disk");
-        assert!(child.try_wait().unwrap().is_none(), "the run ended although the disk was full");
+        assert!(Instant::now() < deadline, "the sink never reported its destination failing");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended while its destination was failing");
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -205,13 +204,7 @@ fn a_full_disk_is_waited_out_by_the_file_and_sqlite_sinks() {
     )
     .unwrap();
     let log = dir.join("stderr.txt");
-    let mut child = std::process::Command::new(ctrflow_bin())
-        .current_dir(&dir)
-        .args(["run", "p.toml", "--quiet"])
-        .env("CTRFLOW_CACHE_DIR", cache_dir())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_logged(&dir, &log);
     wait_for_degraded(&log, &mut child);
     disk.grow("64m");
     let status = child.wait().unwrap();
