@@ -193,7 +193,6 @@ fn setup(shards: i32) -> (Moto, tokio::runtime::Runtime, SdkConfig) {
 }
 
 #[test]
-#[ignore = "failed in its first run: a ResourceNotFoundException from the shared stream helper; see the closing note of issue 12"]
 fn two_processes_split_the_shards_and_a_killed_ones_are_taken_over_without_loss() {
     let (moto, rt, sdk) = setup(4);
     let dir = temp_dir("fleet-kill");
