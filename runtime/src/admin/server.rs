@@ -4,7 +4,7 @@
 //! Not a web framework on purpose: five read-only paths do not justify one. It does not
 //! authenticate anyone; see the module above for where it may listen.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -101,17 +101,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 fn read_head(stream: &mut TcpStream) -> std::io::Result<String> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut buf = [0u8; 4096];
-    let mut head = Vec::new();
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    Ok(String::from_utf8_lossy(&head).into_owned())
+    crate::timing::prometheus::read_head(stream, Duration::from_secs(5))
 }
 
 fn respond(mut stream: TcpStream, state: &State) -> std::io::Result<()> {

@@ -133,17 +133,8 @@ pub fn serve(addr: &str, timing: Arc<Timing>) -> std::io::Result<std::net::Socke
 }
 
 fn respond(mut stream: TcpStream, timing: &Timing) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     // Read the request head; its content does not matter: every path answers the metrics.
-    let mut buf = [0u8; 4096];
-    let mut head = Vec::new();
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
+    read_head(&mut stream, Duration::from_secs(2))?;
     let body = render(timing);
     write!(
         stream,
@@ -167,4 +158,19 @@ mod tests {
         assert!(!escaped.contains('\n'), "{escaped}");
         assert!(!escaped.replace("\\\"", "").contains('"'), "an unescaped quote: {escaped}");
     }
+}
+
+/// Reads an HTTP request's head (up to the blank line, at most 64 KiB) within `timeout`.
+pub fn read_head(stream: &mut TcpStream, timeout: Duration) -> std::io::Result<String> {
+    stream.set_read_timeout(Some(timeout))?;
+    let mut buf = [0u8; 4096];
+    let mut head = Vec::new();
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    Ok(String::from_utf8_lossy(&head).into_owned())
 }
