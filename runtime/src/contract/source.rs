@@ -247,7 +247,12 @@ impl SourceContext {
         read_ms: i64,
         ack: AckRef,
     ) {
-        let event_ms = self.settings.event_field.get(&doc).and_then(Value::as_str).and_then(ctr::parse_timestamp);
+        // The event time feeds only the hop clocks (and `annotate`, which needs them on).
+        let event_ms = if self.node.timing_enabled {
+            self.settings.event_field.get(&doc).and_then(Value::as_str).and_then(ctr::parse_timestamp)
+        } else {
+            None
+        };
         let arrival_ms = arrival_ms.unwrap_or(read_ms);
         if self.node.timing_enabled
             && let Some(e) = event_ms
