@@ -11,42 +11,18 @@
 #[global_allocator]
 static GLOBAL: ctrflow::Allocator = mimalloc::MiMalloc;
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use common::{bundled, ctr, test_plugin};
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use ctrflow::host::{Decision, Host, Limits, NodeContext, TEST_PLUGIN_DIR, TransformPlugin};
+use ctrflow::host::{Decision, Host};
 use ctrflow::record::Record;
 use serde_json::{Map, Value as Json};
 
 const BATCH: usize = 256;
-const RECORD_BYTES: usize = 3500;
-
-/// The real v1 sample (3.1 KB), its attributes padded to [`RECORD_BYTES`] of JSON.
-fn ctr() -> Json {
-    let text = include_str!("../../tests/fixtures/ctr/kyopark-voice-inbound-update-v1.json");
-    let mut doc: Json = serde_json::from_str(text).expect("the fixture is JSON");
-    doc["Attributes"]["notes"] = Json::String(String::new());
-    let pad = RECORD_BYTES.saturating_sub(doc.to_string().len());
-    doc["Attributes"]["notes"] = Json::String("n".repeat(pad));
-    doc
-}
-
-fn bundled(host: &Host, name: &str) -> TransformPlugin {
-    let compiled = host.load(name, Path::new(".")).unwrap_or_else(|e| panic!("{name}: {e}"));
-    host.transform(&compiled, NodeContext::new("bench", name), &Json::Null, Limits::default())
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
-fn test_plugin(host: &Host, name: &str) -> TransformPlugin {
-    let file = PathBuf::from(TEST_PLUGIN_DIR).join(format!("{}.wasm", name.replace('-', "_")));
-    let wasm = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-    let compiled = host.compile(name, &wasm).unwrap_or_else(|e| panic!("{name}: {e}"));
-    host.transform(&compiled, NodeContext::new("bench", name), &Json::Null, Limits::default())
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
 /// `ctr-flatten`'s default flattening, natively on the host's record: nested objects to
 /// `Parent_Child` columns, arrays to their JSON text, an empty object to null, sorted.
 fn flatten_native(records: &mut [Record]) {

@@ -38,6 +38,15 @@ fn run_through(moto: &Moto, proxy: &FaultProxy, dir: &Path, args: &[&str], env: 
     stderr
 }
 
+/// The emulator with the founding pipeline's resources (`shards` on its stream).
+fn founding(shards: i32) -> (Moto, tokio::runtime::Runtime, aws_config::SdkConfig) {
+    let moto = Moto::start();
+    let rt = rt();
+    let sdk = rt.block_on(moto.sdk());
+    rt.block_on(create_founding(&sdk, shards));
+    (moto, rt, sdk)
+}
+
 fn dead_letters(path: &Path) -> Vec<Value> {
     if path.exists() { read_jsonl(path) } else { Vec::new() }
 }
@@ -45,10 +54,7 @@ fn dead_letters(path: &Path) -> Vec<Value> {
 #[test]
 fn under_injected_faults_the_founding_pipeline_delivers_every_record_and_dead_letters_none() {
     const N: usize = 600;
-    let moto = Moto::start();
-    let rt = rt();
-    let sdk = rt.block_on(moto.sdk());
-    rt.block_on(create_founding(&sdk, 2));
+    let (moto, rt, sdk) = founding(2);
     let dir = temp_dir("faults-fanout");
     load(&moto, &dir, N); // straight to moto: the faults are for the pipeline under test
     let on_stream: Vec<Value> =
@@ -197,10 +203,7 @@ max_records = 20
 #[test]
 fn a_lookup_table_that_stalls_is_waited_out_and_nothing_is_dead_lettered() {
     const N: usize = 40;
-    let moto = Moto::start();
-    let rt = rt();
-    let sdk = rt.block_on(moto.sdk());
-    rt.block_on(create_founding(&sdk, 1));
+    let (moto, _rt, _sdk) = founding(1);
     let dir = temp_dir("faults-lookup-stall");
     let mut text = String::new();
     for i in 0..N {
