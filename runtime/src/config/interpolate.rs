@@ -79,6 +79,9 @@ fn lex(text: &str) -> Lexed {
             while j < rest.len() && !rest.as_bytes()[j..].starts_with(d.as_bytes()) {
                 if basic && rest.as_bytes()[j] == b'\\' {
                     j += 1;
+                    if j == rest.len() {
+                        break; // a backslash that ends the file: the TOML parser says so
+                    }
                 }
                 if d.len() == 1 && rest.as_bytes()[j] == b'\n' {
                     break; // an unterminated one-line string: let the TOML parser say so
@@ -277,6 +280,15 @@ mod tests {
     fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+
+    /// Found by `cargo xtask fuzz pipeline_config`: a basic string whose last byte is a
+    /// backslash read past the end of the text.
+    #[test]
+    fn a_backslash_ending_the_text_inside_a_string_is_left_to_the_toml_parser() {
+        for text in ["x = \"abc\\", "x = \"${A}\\", "[aws]\nendpoint_url = \"${AWS_E\0\0\"\"\u{1}'\\"] {
+            let _ = interpolate(text, &env(&[("A", "1")]));
+        }
     }
 
     #[test]
