@@ -15,7 +15,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::batch::PluginBatch;
 use super::limiter::Limiter;
-use super::lookup::Lookup;
+use super::lookup::{Lookup, LookupRetry};
 use super::services::{COUNTERS_REFUSED, LOG_SUPPRESSED, LogGate, PathCache};
 
 /// What every instance of a node's plugin shares: who it is, what it was granted, and
@@ -37,6 +37,8 @@ pub struct NodeContext {
     /// (`plugin_log = "verbatim"`) instead of with customer data masked
     /// ([`super::log_redact`]).
     pub log_verbatim: bool,
+    /// How the node's lookups retry a table that does not answer.
+    pub lookup_retry: LookupRetry,
 }
 
 impl NodeContext {
@@ -50,6 +52,7 @@ impl NodeContext {
             log_gate: Mutex::new(LogGate::default()),
             counters_refused: AtomicU64::new(0),
             log_verbatim: false,
+            lookup_retry: LookupRetry::default(),
         }
     }
 
@@ -77,7 +80,8 @@ pub struct PluginState {
     pub(crate) ctx: Arc<NodeContext>,
     /// The batch of the call in progress.
     pub(crate) batch: Option<PluginBatch>,
-    /// When the call in progress must end: blocking WASI calls wait no longer (`wasi.rs`).
+    /// When the call in progress must end: blocking WASI calls wait no longer (`wasi.rs`),
+    /// and the epoch callback traps past it. Time in host lookups moves it (`lookup.rs`).
     pub(crate) deadline: Option<Instant>,
 }
 
