@@ -268,7 +268,9 @@ pub fn lookup(table: &str, key: &str) -> Result<Option<serde_json::Value>, Error
 }
 
 /// Writes a line to the runtime's log, tagged with the node. Keep it off the per-record
-/// path above `Debug`.
+/// path above `Debug`. At `Info` and above the host masks what looks like customer data
+/// (quoted values, e-mail addresses, long numbers) unless the node sets
+/// `plugin_log = "verbatim"`: put record values in `Debug` or `Trace` lines.
 pub fn log(level: LogLevel, message: &str) {
     #[cfg(target_arch = "wasm32")]
     bindings::enrich::ctrflow::plugin::host::log(level, message);

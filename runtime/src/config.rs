@@ -77,8 +77,8 @@ pub struct RuntimeConfig {
     /// Serve Prometheus metrics on this address, e.g. `"127.0.0.1:9598"`. Default: off.
     pub metrics_addr: Option<String>,
     /// Serve the admin endpoint (metrics, `/health`, `/ready`, `/stats` for `ctrflow top`,
-    /// `/tap` for `ctrflow tap`) on this address, e.g. `"127.0.0.1:9601"`. Default: off.
-    /// The tap serves customer data: keep it on loopback unless something in front
+    /// `/tap` for `ctrflow tap`) on this address, e.g. `"127.0.0.1:9601"`. Default: off;
+    /// an empty value (`"${ADMIN_ADDR:-}"` unset) is off too. The tap serves customer data: keep it on loopback unless something in front
     /// authenticates.
     pub admin_addr: Option<String>,
     /// Where compiled plugins are cached. Default `~/.cache/ctrflow/plugins`; `""` turns
@@ -160,6 +160,19 @@ pub enum OnError {
     Halt,
 }
 
+/// How a node's plugin's own log lines at `info` and above are written.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum PluginLog {
+    /// With what looks like customer data masked (quoted values, e-mail addresses, phone
+    /// and other long numbers): the default.
+    #[default]
+    Redacted,
+    /// As the plugin wrote them: the pipeline vouches that its plugin logs no customer data,
+    /// or accepts that the log holds some.
+    Verbatim,
+}
+
 // ---------------------------------------------------------------------------------------
 // Sources, tables, sinks: connector nodes
 
@@ -221,6 +234,9 @@ pub struct TransformConfig {
     /// plugin instance; its output keeps the input's order. Default: the machine's cores
     /// (at most 4).
     pub workers: Option<usize>,
+    /// How the plugin's `info`+ log lines are written (default: customer data masked).
+    #[serde(default)]
+    pub plugin_log: PluginLog,
 }
 
 /// `limits = { … }` as written in TOML (resolved over the defaults by the host).
@@ -274,10 +290,23 @@ pub struct SinkCommon {
     pub max_bytes: Option<String>,
     /// How long a partial batch may wait for more records, e.g. `"200ms"`. Default `"100ms"`.
     pub linger: Option<String>,
+    /// How the sink plugin's `info`+ log lines are written (default: customer data masked).
+    #[serde(default)]
+    pub plugin_log: PluginLog,
 }
 
-const SINK_COMMON_KEYS: &[&str] =
-    &["inputs", "plugin", "config", "config_env", "limits", "on_error", "max_records", "max_bytes", "linger"];
+const SINK_COMMON_KEYS: &[&str] = &[
+    "inputs",
+    "plugin",
+    "config",
+    "config_env",
+    "limits",
+    "on_error",
+    "max_records",
+    "max_bytes",
+    "linger",
+    "plugin_log",
+];
 
 // ---------------------------------------------------------------------------------------
 // Reading

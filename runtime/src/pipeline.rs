@@ -198,6 +198,7 @@ fn load_transforms(
             }
         };
         let mut ctx = NodeContext::new(id.clone(), t.plugin.clone());
+        ctx.log_verbatim = t.plugin_log == crate::config::PluginLog::Verbatim;
         for table in &t.tables {
             if let Some(l) = lookups.get(table) {
                 ctx.tables.insert(table.clone(), l.clone());
@@ -286,7 +287,11 @@ fn read_sinks(cfg: &PipelineConfig, host: &Host, problems: &mut Vec<GraphError>)
             let built = Limits::from_config(&c.limits).and_then(|limits| {
                 let config = toml_to_json(c.config.as_ref());
                 host.load(p, &cfg.base_dir)
-                    .and_then(|compiled| host.sink(&compiled, NodeContext::new(id.clone(), p.clone()), &config, limits))
+                    .and_then(|compiled| {
+                        let mut ctx = NodeContext::new(id.clone(), p.clone());
+                        ctx.log_verbatim = c.plugin_log == crate::config::PluginLog::Verbatim;
+                        host.sink(&compiled, ctx, &config, limits)
+                    })
                     .map_err(|e| e.to_string())
             });
             built.map_err(|detail| problems.push(GraphError::Plugin { node: node.clone(), detail })).ok()

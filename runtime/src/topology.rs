@@ -154,7 +154,13 @@ pub fn run(pipeline: Pipeline, shutdown: Shutdown, opts: RunOptions) -> anyhow::
         let ctx = SourceContext::new(&id, node, output_of(&id, None), source_settings.clone());
         threads.push(spawn(key, move || source.run(ctx))?);
     }
-    let _admin = crate::admin::Admin::start(cfg.runtime.admin_addr.as_deref(), &timing, &taps, &senders, &shutdown)?;
+    let _admin = crate::admin::Admin::start(
+        cfg.runtime.admin_addr.as_deref().filter(|a| !a.is_empty()),
+        &timing,
+        &taps,
+        &senders,
+        &shutdown,
+    )?;
     // Only the nodes hold senders now: channels close as their writers finish.
     drop(senders);
     drop(dead);

@@ -52,7 +52,7 @@ struct Worker {
 impl Worker {
     fn start(moto: &Moto, dir: &Path, name: &str, lease_duration: &str) -> Worker {
         let pipeline = format!(
-            "[runtime]\nstate_dir = \"state-{name}\"\n[dead_letter]\npath = \"dead-{name}.jsonl\"\n\
+            "[runtime]\nstate_dir = \"state-{name}\"\nadmin_addr = \"127.0.0.1:0\"\n[dead_letter]\npath = \"dead-{name}.jsonl\"\n\
              [sources.in]\ntype = \"kinesis\"\nstream = \"{STREAM}\"\npoll_interval = \"100ms\"\n\
              checkpoint = {{ dynamodb = \"{LEASES}\" }}\nworker_id = \"{name}\"\nlease_duration = \"{lease_duration}\"\n\
              [sinks.out]\ntype = \"file\"\ninputs = [\"in\"]\npath = \"out-{name}.jsonl\"\n"
@@ -83,6 +83,17 @@ impl Worker {
             .iter()
             .find(|(t, l)| *t >= since && parts.iter().all(|p| l.contains(p)))
             .map(|(t, _)| *t)
+    }
+
+    /// The admin endpoint's address, from its start-up log line.
+    fn admin_addr(&self) -> String {
+        until(Duration::from_secs(60), "the admin endpoint is served", || {
+            let log = self.log.lock().unwrap();
+            let line = log.iter().map(|(_, l)| l).find(|l| l.contains("admin endpoint"))?;
+            let at = line.find("127.0.0.1:")?;
+            let port: String = line[at + 10..].chars().take_while(char::is_ascii_digit).collect();
+            Some(format!("127.0.0.1:{port}"))
+        })
     }
 
     fn log_text(&self) -> String {
@@ -543,4 +554,127 @@ fn killed_many_times_at_random_points_a_kinesis_run_still_delivers_everything() 
         assert_eq!(rows.get(id), Some(lut), "{id}: the newest version won");
     }
     assert!(!dir.join("dead.jsonl").exists(), "nothing dead-lettered");
+}
+
+/// Three processes on four shards while records arrive: the shards spread 2/1/1 and each
+/// process says so on its admin endpoint (`/ready`, the `ctrflow_lease_*` metrics); one
+/// holding two is killed -9 mid-load and the other two take its shards over (2/2); every
+/// record reaches a sink, and the only duplicates are records the killed process wrote and
+/// had not checkpointed (its crash window), at most a few seconds of its shards' traffic;
+/// restarted, it gets its share back (2/1/1).
+#[test]
+fn three_processes_share_four_shards_and_a_kill_costs_only_its_crash_windows_duplicates() {
+    const N: usize = 2400;
+    const RATE: usize = 200;
+    let (moto, rt, sdk) = setup(4);
+    let dir = temp_dir("fleet-three");
+    let names = ["a", "b", "c"];
+    let mut workers: BTreeMap<&str, Worker> = names.iter().map(|n| (*n, Worker::start(&moto, &dir, n, "3s"))).collect();
+    let split = |o: &BTreeMap<String, Option<String>>, who: &[&str]| -> Vec<usize> {
+        who.iter().map(|n| held_by(o, n).len()).collect()
+    };
+    let spread = until(Duration::from_secs(60), "the shards spread over three processes (2/1/1)", || {
+        let o = owners(&rt, &sdk);
+        let counts = split(&o, &names);
+        (o.len() == 4 && counts.iter().sum::<usize>() == 4 && counts.iter().all(|c| (1..=2).contains(c)))
+            .then_some(counts)
+    });
+    println!("fleet: three processes hold {spread:?} of four shards");
+    // Each process is ready once settled on its share, and its metrics say what it holds.
+    for (name, w) in &workers {
+        let addr = w.admin_addr();
+        until(Duration::from_secs(20), "each process is ready with its lease metrics", || {
+            let want = held_by(&owners(&rt, &sdk), name).len();
+            let (status, body) = crate::ops::get(&addr, "/ready");
+            let (_, metrics) = crate::ops::get(&addr, "/metrics");
+            let held = format!("ctrflow_leases_held{{node=\"in\",worker=\"{name}\"}} {want}\n");
+            let settled = format!("ctrflow_lease_settled{{node=\"in\",worker=\"{name}\"}} 1\n");
+            (status == 200 && body.contains("\"ready\":true") && metrics.contains(&held) && metrics.contains(&settled))
+                .then_some(())
+        });
+    }
+
+    let mut loader = command(
+        &moto,
+        &repo_root(),
+        &["run", "pipelines/load-kinesis.toml", "--quiet"],
+        &[
+            ("LOAD_COUNT", N.to_string()),
+            ("LOAD_RATE", RATE.to_string()),
+            ("LOAD_SEED", "5".into()),
+            ("CTR_STREAM", STREAM.into()),
+            ("CTRFLOW_STATE_DIR", dir.join("load-state").display().to_string()),
+            ("CTRFLOW_DEAD_LETTERS", dir.join("load-dead-letters.jsonl").display().to_string()),
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    // Mid-load: a quarter of the records are through.
+    until(Duration::from_secs(60), "a quarter of the records reach the sinks", || {
+        (outputs(&dir).len() >= N / 4).then_some(())
+    });
+    let o = owners(&rt, &sdk);
+    let victim = *names.iter().find(|n| held_by(&o, n).len() == 2).expect("one process holds two shards");
+    let survivors: Vec<&str> = names.iter().copied().filter(|n| *n != victim).collect();
+    let killed = Instant::now();
+    workers.get_mut(victim).unwrap().kill();
+    let taken = until(Duration::from_secs(30), "the two survivors take the killed one's shards (2/2)", || {
+        (split(&owners(&rt, &sdk), &survivors) == [2, 2]).then(Instant::now)
+    });
+    println!("fleet: kill -9 of {victim} (2 shards) → 2/2 between {survivors:?} after {:?}", taken - killed);
+    assert!(wait_exit(&mut loader, Duration::from_secs(60)).success(), "the loader failed");
+    until_delivered(&rt, &sdk, &dir, Duration::from_secs(60));
+
+    // Duplicates: per record version, lines in the sinks beyond its copies on the stream.
+    let mut on_stream: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for d in rt.block_on(crate::aws::stream_records(&sdk, STREAM)) {
+        let v: Value = serde_json::from_slice(&d).unwrap();
+        *on_stream.entry((s_of(&v, "ContactId"), s_of(&v, "LastUpdateTimestamp"))).or_default() += 1;
+    }
+    assert_eq!(on_stream.values().sum::<usize>(), N);
+    let mut in_sinks: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for v in outputs(&dir) {
+        *in_sinks.entry((s_of(&v, "ContactId"), s_of(&v, "LastUpdateTimestamp"))).or_default() += 1;
+    }
+    let victim_wrote: HashSet<(String, String)> = std::fs::read_to_string(dir.join(format!("out-{victim}.jsonl")))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|v| (s_of(&v, "ContactId"), s_of(&v, "LastUpdateTimestamp")))
+        .collect();
+    let mut duplicates = 0;
+    for (key, n) in &in_sinks {
+        let extra = n.saturating_sub(on_stream.get(key).copied().unwrap_or(0));
+        if extra > 0 {
+            assert!(victim_wrote.contains(key), "{key:?} is duplicated but the killed process never wrote it");
+            duplicates += extra;
+        }
+    }
+    // The killed process checkpoints once a second; its two shards carry about half of the
+    // stream's RATE. Three seconds of that is a generous bound for a loaded machine.
+    let bound = RATE / 2 * 3;
+    println!(
+        "fleet: {N} records loaded at {RATE}/s, {} lines in the sinks, {duplicates} duplicates (all from {victim}'s crash window; bound {bound})",
+        in_sinks.values().sum::<usize>()
+    );
+    assert!(duplicates <= bound, "{duplicates} duplicates after one kill");
+
+    // The killed process comes back under its own name and gets its share again.
+    workers.insert(victim, Worker::start(&moto, &dir, victim, "3s"));
+    let back = until(Duration::from_secs(40), "the split evens out again (2/1/1)", || {
+        let counts = split(&owners(&rt, &sdk), &names);
+        (counts.iter().sum::<usize>() == 4 && counts.iter().all(|c| (1..=2).contains(c))).then_some(counts)
+    });
+    println!("fleet: after the restart the three hold {back:?}");
+    for w in workers.values_mut() {
+        w.terminate();
+    }
+    assert!(owners(&rt, &sdk).values().all(Option::is_none), "every lease released at the stop");
+}
+
+/// A string field of a record.
+fn s_of(v: &Value, field: &str) -> String {
+    v[field].as_str().unwrap_or_default().to_string()
 }

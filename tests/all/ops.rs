@@ -90,7 +90,7 @@ impl Drop for Running {
     }
 }
 
-fn get(addr: &str, path: &str) -> (u16, String) {
+pub(crate) fn get(addr: &str, path: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let mut text = String::new();
@@ -394,4 +394,53 @@ fn log_lines_are_json_objects_filtered_per_module_by_rust_log() {
     for dead in dead {
         assert!(dead.get("reason").is_none() && !dead.to_string().contains("not json"), "no record content: {dead}");
     }
+}
+
+/// A plugin's own `info` line with a phone number, an e-mail address and a quoted name:
+/// masked by default (and marked `redacted`), verbatim at `debug`, and verbatim at `info`
+/// only when the node says `plugin_log = "verbatim"`.
+#[test]
+fn a_plugins_info_lines_carry_no_customer_data_unless_the_node_asks() {
+    let dir = temp_dir("ops-plugin-log");
+    std::fs::write(dir.join("leak.wasm"), ctrflow_tests::test_plugin("hostile-host")).unwrap();
+    std::fs::write(
+        dir.join("in.jsonl"),
+        "{\"ContactId\":\"c-1\",\"CustomerEndpoint\":{\"Address\":\"+61401004854\"},\"Attributes\":{\"hostile\":\"leak\"}}\n",
+    )
+    .unwrap();
+    let pipeline = |extra: &str| {
+        format!(
+            "[sources.in]\ntype = \"file\"\npath = \"in.jsonl\"\ncheckpoint = false\n\
+             [transforms.p]\nplugin = \"leak.wasm\"\ninputs = [\"in\"]\n{extra}\n\
+             [sinks.out]\ntype = \"file\"\ninputs = [\"p\"]\npath = \"out.jsonl\"\n"
+        )
+    };
+    let plugin_lines = |p: &Running| -> Vec<Value> {
+        p.log_lines().into_iter().filter(|l| l["plugin"] == "leak.wasm").collect::<Vec<_>>()
+    };
+    let secrets = ["+61401004854", "jane.doe@example.com", "Jane Doe"];
+
+    let mut p = Running::start(&dir, &pipeline(""), &[("RUST_LOG", "info")]);
+    assert!(p.wait().success(), "{}", std::fs::read_to_string(&p.log).unwrap());
+    let lines = plugin_lines(&p);
+    assert_eq!(lines.len(), 1, "the info line only: {lines:?}");
+    assert_eq!(lines[0]["message"], "caller <number> wrote from <email> as \"…\"", "{}", lines[0]);
+    assert_eq!(lines[0]["redacted"], true, "{}", lines[0]);
+    let whole = std::fs::read_to_string(&p.log).unwrap();
+    for s in secrets {
+        assert!(!whole.contains(s), "{s} in the info log:\n{whole}");
+    }
+
+    let mut p = Running::start(&dir, &pipeline(""), &[("RUST_LOG", "debug")]);
+    assert!(p.wait().success());
+    let debug: Vec<Value> = plugin_lines(&p).into_iter().filter(|l| l["level"] == "DEBUG").collect();
+    assert!(debug[0]["message"].as_str().unwrap().contains("+61401004854"), "debug lines are verbatim: {debug:?}");
+
+    let mut p = Running::start(&dir, &pipeline("plugin_log = \"verbatim\""), &[("RUST_LOG", "info")]);
+    assert!(p.wait().success(), "{}", std::fs::read_to_string(&p.log).unwrap());
+    let lines = plugin_lines(&p);
+    assert_eq!(
+        lines[0]["message"], "caller +61401004854 wrote from jane.doe@example.com as \"Jane Doe\"",
+        "verbatim when the node asks: {lines:?}"
+    );
 }

@@ -2,7 +2,8 @@
 //!
 //! - `/metrics`: the Prometheus text of `metrics_addr`, plus queue fill and tap counts;
 //! - `/health`: 200 while the process lives (liveness), with the sinks now failing;
-//! - `/ready`: 200 while the pipeline runs, 503 once it is stopping (readiness);
+//! - `/ready`: 200 while the pipeline runs and every fleet source holds its fair share of
+//!   the leases; 503 before that, and once it is stopping (readiness);
 //! - `/stats`: a JSON snapshot of every node, what `ctrflow top` shows;
 //! - `/tap?node=…[&output=…][&limit=N]`: the records leaving a node, as JSON lines.
 //!
@@ -99,8 +100,12 @@ pub struct Stats {
     pub pid: u32,
     /// Seconds since the pipeline started.
     pub elapsed_s: f64,
-    /// Whether the pipeline is running (not stopping).
+    /// Whether the process is ready: running (not stopping), and every fleet source
+    /// settled on its share of the leases. See [`State::readiness`].
     pub ready: bool,
+    /// Why it is not ready (`stopping`, or the fleet sources waiting for their leases).
+    #[serde(default)]
+    pub not_ready: Option<String>,
     /// Documents dropped for taps, all time.
     pub tap_dropped: u64,
     /// Every node, in path order.
@@ -178,12 +183,37 @@ impl State {
                 }
             })
             .collect();
+        let readiness = self.readiness();
         Stats {
             pid: std::process::id(),
             elapsed_s: self.started.elapsed().as_secs_f64(),
-            ready: !self.shutdown.is_requested(),
+            ready: readiness.is_ok(),
+            not_ready: readiness.err(),
             tap_dropped: self.taps.dropped(),
             nodes,
+        }
+    }
+
+    /// Whether the process is ready for traffic, and if not, why: it is stopping, or a
+    /// source in a fleet has not yet settled on its share of the leases (see
+    /// [`crate::timing::LeaseCounters::settled`]). A source outside a fleet is ready once
+    /// the pipeline runs.
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.shutdown.is_requested() {
+            return Err("stopping".into());
+        }
+        let waiting: Vec<String> = self
+            .timing
+            .nodes()
+            .filter(|n| {
+                n.counters.leases.worker.get().is_some() && n.counters.leases.settled.load(Ordering::Relaxed) == 0
+            })
+            .map(|n| format!("{}.{}", n.section.key(), n.id))
+            .collect();
+        if waiting.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("waiting for its share of the leases: {}", waiting.join(", ")))
         }
     }
 
@@ -233,7 +263,7 @@ impl State {
         s.push_str("# HELP ctrflow_tap_dropped_total Records a tap missed because its buffer was full (never the pipeline's).\n");
         s.push_str("# TYPE ctrflow_tap_dropped_total counter\n");
         s.push_str(&format!("ctrflow_tap_dropped_total {}\n", stats.tap_dropped));
-        s.push_str("# HELP ctrflow_ready 1 while the pipeline runs, 0 once it is stopping.\n");
+        s.push_str("# HELP ctrflow_ready 1 while the pipeline runs (in a fleet: once it holds its share of the leases), 0 before and once it is stopping.\n");
         s.push_str("# TYPE ctrflow_ready gauge\n");
         s.push_str(&format!("ctrflow_ready {}\n", u8::from(stats.ready)));
         s

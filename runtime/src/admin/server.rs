@@ -119,13 +119,13 @@ fn respond(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
             let body = serde_json::json!({ "status": "alive", "degraded": degraded });
             reply(stream, 200, "application/json", &format!("{body}\n"))
         }
-        "/ready" => {
-            if state.shutdown.is_requested() {
-                reply(stream, 503, "application/json", "{\"ready\":false,\"reason\":\"stopping\"}\n")
-            } else {
-                reply(stream, 200, "application/json", "{\"ready\":true}\n")
+        "/ready" => match state.readiness() {
+            Ok(()) => reply(stream, 200, "application/json", "{\"ready\":true}\n"),
+            Err(reason) => {
+                let body = serde_json::json!({ "ready": false, "reason": reason });
+                reply(stream, 503, "application/json", &format!("{body}\n"))
             }
-        }
+        },
         "/stats" => {
             let body = serde_json::to_string(&state.stats()).map_err(std::io::Error::other)?;
             reply(stream, 200, "application/json", &(body + "\n"))

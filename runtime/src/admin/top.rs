@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::time::Duration;
 
 use super::{NodeStats, Stats, client};
@@ -155,7 +156,11 @@ pub fn screen(addrs: &[String], before: &[Option<Stats>], now: &[anyhow::Result<
     for (i, addr) in addrs.iter().enumerate() {
         match &now[i] {
             Ok(stats) => {
-                let state = if stats.ready { "running" } else { "stopping" };
+                let state = match (stats.ready, &stats.not_ready) {
+                    (true, _) => "running",
+                    (false, Some(why)) => why.as_str(),
+                    (false, None) => "stopping",
+                };
                 let _ = writeln!(
                     s,
                     "{addr}  pid {}  up {:.0}s  {state}  tap drops {}",
@@ -192,13 +197,20 @@ pub fn run(addrs: &[String], interval: Duration, once: bool) -> anyhow::Result<(
         std::thread::sleep(interval);
         let now = fetch();
         let screen = screen(addrs, &before, &now);
-        if once {
-            print!("{screen}");
-            return Ok(());
+        let mut out = std::io::stdout().lock();
+        let written = if once {
+            write!(out, "{screen}")
+        } else {
+            // Clear the terminal and draw from its top left.
+            writeln!(out, "\x1b[2J\x1b[H{screen}(every {:.1}s; Ctrl-C to quit)", interval.as_secs_f64())
+        };
+        match written.and_then(|()| out.flush()) {
+            // The reader went away (`ctrflow top | head`): done, quietly.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(e.into()),
+            Ok(()) if once => return Ok(()),
+            Ok(()) => {}
         }
-        // Clear the terminal and draw from its top left.
-        println!("\x1b[2J\x1b[H{screen}(every {:.1}s; Ctrl-C to quit)", interval.as_secs_f64());
-        let _ = std::io::Write::flush(&mut std::io::stdout());
         before = now.into_iter().map(Result::ok).collect();
     }
 }
@@ -212,6 +224,7 @@ mod tests {
             pid,
             elapsed_s,
             ready: true,
+            not_ready: None,
             tap_dropped: 0,
             nodes: vec![NodeStats {
                 key: "transforms.redact".into(),

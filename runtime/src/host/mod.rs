@@ -21,6 +21,7 @@ mod bundled;
 mod cache;
 mod limiter;
 mod limits;
+pub mod log_redact;
 mod lookup;
 mod plugin;
 mod services;

@@ -160,12 +160,24 @@ impl host::Host for PluginState {
         if dropped > 0 {
             tracing::warn!(node, plugin, dropped, "The plugin logged faster than the host allows; lines were dropped.");
         }
-        match level {
-            LogLevel::Trace => tracing::trace!(node, plugin, "{message}"),
-            LogLevel::Debug => tracing::debug!(node, plugin, "{message}"),
-            LogLevel::Info => tracing::info!(node, plugin, "{message}"),
-            LogLevel::Warn => tracing::warn!(node, plugin, "{message}"),
-            LogLevel::Error => tracing::error!(node, plugin, "{message}"),
+        // At info and above, customer data is masked unless the node asked for the
+        // plugin's words verbatim (`plugin_log = "verbatim"`); debug and trace are verbatim.
+        let shown = match level {
+            LogLevel::Trace | LogLevel::Debug => std::borrow::Cow::Borrowed(&*message),
+            _ if self.ctx.log_verbatim => std::borrow::Cow::Borrowed(&*message),
+            _ => super::log_redact::redact(&message),
+        };
+        let redacted = matches!(shown, std::borrow::Cow::Owned(_));
+        let message = shown.as_ref();
+        match (level, redacted) {
+            (LogLevel::Trace, _) => tracing::trace!(node, plugin, "{message}"),
+            (LogLevel::Debug, _) => tracing::debug!(node, plugin, "{message}"),
+            (LogLevel::Info, false) => tracing::info!(node, plugin, "{message}"),
+            (LogLevel::Info, true) => tracing::info!(node, plugin, redacted, "{message}"),
+            (LogLevel::Warn, false) => tracing::warn!(node, plugin, "{message}"),
+            (LogLevel::Warn, true) => tracing::warn!(node, plugin, redacted, "{message}"),
+            (LogLevel::Error, false) => tracing::error!(node, plugin, "{message}"),
+            (LogLevel::Error, true) => tracing::error!(node, plugin, redacted, "{message}"),
         }
     }
 

@@ -33,6 +33,10 @@ pub struct NodeContext {
     pub(crate) log_gate: Mutex<LogGate>,
     /// Counter increments refused for their name.
     pub(crate) counters_refused: AtomicU64,
+    /// Whether the plugin's `info`+ log lines are written as the plugin wrote them
+    /// (`plugin_log = "verbatim"`) instead of with customer data masked
+    /// ([`super::log_redact`]).
+    pub log_verbatim: bool,
     /// How the node's lookups retry a table that does not answer.
     pub lookup_retry: LookupRetry,
 }
@@ -47,6 +51,7 @@ impl NodeContext {
             counters: Mutex::new(HashMap::new()),
             log_gate: Mutex::new(LogGate::default()),
             counters_refused: AtomicU64::new(0),
+            log_verbatim: false,
             lookup_retry: LookupRetry::default(),
         }
     }

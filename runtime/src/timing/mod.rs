@@ -132,6 +132,30 @@ pub struct Counters {
     pub behind_ms: AtomicU64,
     /// Stream sources: the shards this process reads (the leases it holds, in a fleet).
     pub shards: AtomicU64,
+    /// Fleet sources (a shared lease table): this process's lease events.
+    pub leases: LeaseCounters,
+}
+
+/// A fleet source's lease counters, per process: what `/metrics` shows as
+/// `ctrflow_lease_*` and what `/ready` waits for.
+#[derive(Default)]
+pub struct LeaseCounters {
+    /// This process's `worker_id` once the source joined a fleet; unset otherwise.
+    pub worker: std::sync::OnceLock<String>,
+    /// Leases held now.
+    pub held: AtomicU64,
+    /// Leases taken (unowned, expired, or its own after a restart).
+    pub takes: AtomicU64,
+    /// Leases stolen from a more loaded worker to even the split.
+    pub steals: AtomicU64,
+    /// Leases lost: taken by another worker, or not renewed within `lease_duration`.
+    pub losses: AtomicU64,
+    /// Renewals that failed for an error (not for another owner); retried.
+    pub renew_failures: AtomicU64,
+    /// 1 once the latest round of the lease thread left this process with its fair share
+    /// (or with nothing it could take or steal); 0 before the first round, or when the lease
+    /// table has not been read for `lease_duration`.
+    pub settled: AtomicU64,
 }
 
 impl Counters {

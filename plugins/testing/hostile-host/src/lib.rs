@@ -10,7 +10,9 @@
 //! - `"set-tiny"`: sets an integer 1,000,000 times, counting the accepted sets in
 //!   `edits_accepted`, then keeps the record;
 //! - `"metrics"`: counts under a name that would forge a Prometheus series if written
-//!   unescaped (see [`FORGED`]).
+//!   unescaped (see [`FORGED`]);
+//! - `"leak"`: logs the caller's phone number (`CustomerEndpoint.Address`), an e-mail
+//!   address and a quoted name at `info` and at `debug`, then keeps the record.
 //!
 //! Other records are kept unchanged.
 use ctrflow_plugin_sdk::bindings::enrich::ctrflow::plugin::host;
@@ -22,11 +24,16 @@ pub const FORGED: &str = "x\"} 1\nctrflow_records_out_total{node=\"victim\"} 999
 pub struct Flood {
     hostile: Path,
     flood: Path,
+    caller: Path,
 }
 
 impl Transform for Flood {
     fn init(init: &mut Init) -> Result<Self, Error> {
-        Ok(Flood { hostile: init.path("Attributes.hostile")?, flood: init.path("Attributes.flood")? })
+        Ok(Flood {
+            hostile: init.path("Attributes.hostile")?,
+            flood: init.path("Attributes.flood")?,
+            caller: init.path("CustomerEndpoint.Address")?,
+        })
     }
     fn process(&mut self, record: &mut Record<'_>) -> Outcome {
         match record.get_str(&self.hostile).as_deref() {
@@ -55,6 +62,12 @@ impl Transform for Flood {
                 ctrflow_plugin_sdk::count("edits_accepted", accepted as i64);
             }
             Some("metrics") => ctrflow_plugin_sdk::count(FORGED, 1),
+            Some("leak") => {
+                let caller = record.get_str(&self.caller).unwrap_or_default();
+                let line = format!("caller {caller} wrote from jane.doe@example.com as \"Jane Doe\"");
+                ctrflow_plugin_sdk::log(LogLevel::Info, &line);
+                ctrflow_plugin_sdk::log(LogLevel::Debug, &format!("debug: {line}"));
+            }
             _ => {}
         }
         Outcome::Keep

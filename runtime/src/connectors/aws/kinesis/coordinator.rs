@@ -27,7 +27,7 @@
 //! It does not read records or decide positions within a shard: that is [`super::source`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use super::lease::{Lease, LeaseTable};
 use crate::connectors::aws::block_on;
+use crate::timing::{LeaseCounters, NodeTiming};
 
 /// How often the stream's shards are listed to create leases for new shards.
 const SYNC_EVERY: Duration = Duration::from_secs(30);
@@ -52,17 +53,6 @@ pub struct FleetConfig {
     pub kinesis: aws_sdk_kinesis::Client,
     /// The stream name.
     pub stream: String,
-}
-
-/// Counters of lease events, for logs and the run's report.
-#[derive(Debug, Default)]
-pub struct LeaseStats {
-    /// Leases taken (unowned, expired, or own after a restart).
-    pub takes: AtomicU64,
-    /// Leases stolen from a more loaded worker.
-    pub steals: AtomicU64,
-    /// Leases lost (taken by another worker, or not renewed in time).
-    pub losses: AtomicU64,
 }
 
 struct Held {
@@ -87,7 +77,9 @@ struct Shared {
     cfg: FleetConfig,
     state: Mutex<State>,
     sync_now: AtomicBool,
-    stats: LeaseStats,
+    /// The source node's counters: the lease events and gauges land in its
+    /// [`LeaseCounters`], for `/metrics` and `/ready`.
+    node: Arc<NodeTiming>,
 }
 
 /// A process's membership in a fleet sharing one lease table.
@@ -99,14 +91,11 @@ pub struct Fleet {
 
 impl Fleet {
     /// Starts the lease thread; its first round runs at once.
-    pub fn start(table: LeaseTable, cfg: FleetConfig) -> Fleet {
-        let shared = Arc::new(Shared {
-            table,
-            cfg,
-            state: Mutex::new(State::default()),
-            sync_now: AtomicBool::new(true),
-            stats: LeaseStats::default(),
-        });
+    pub fn start(table: LeaseTable, cfg: FleetConfig, node: Arc<NodeTiming>) -> Fleet {
+        let _ = node.counters.leases.worker.set(cfg.worker_id.clone());
+        node.counters.leases.settled.store(0, Ordering::Relaxed);
+        let shared =
+            Arc::new(Shared { table, cfg, state: Mutex::new(State::default()), sync_now: AtomicBool::new(true), node });
         let (stop, stopped) = mpsc::channel::<()>();
         let worker = shared.clone();
         let thread = std::thread::Builder::new()
@@ -134,9 +123,9 @@ impl Fleet {
         self.shared.state.lock().expect("lease state").all_mine
     }
 
-    /// The lease event counters.
-    pub fn stats(&self) -> &LeaseStats {
-        &self.shared.stats
+    /// The lease event counters (the source node's).
+    pub fn stats(&self) -> &LeaseCounters {
+        self.shared.leases()
     }
 
     /// Writes a checkpoint of a held lease, fenced by its owner and counter. `Ok(false)`:
@@ -151,6 +140,7 @@ impl Fleet {
                 if checkpoint == super::checkpoint::SHARD_END {
                     // Finished: nothing left to renew; its children may now be taken.
                     state.held.remove(shard);
+                    sh.leases().held.store(state.held.len() as u64, Ordering::Relaxed);
                     state.finished.insert(shard.to_string());
                     sh.sync_now.store(true, Ordering::Relaxed);
                 } else if let Some(h) = state.held.get_mut(shard) {
@@ -164,7 +154,8 @@ impl Fleet {
             }
             None => {
                 state.held.remove(shard);
-                sh.stats.losses.fetch_add(1, Ordering::Relaxed);
+                sh.leases().losses.fetch_add(1, Ordering::Relaxed);
+                sh.leases().held.store(state.held.len() as u64, Ordering::Relaxed);
                 tracing::warn!(worker = %sh.cfg.worker_id, shard, "Lease lost at a checkpoint (another worker took it); its checkpoint was not written.");
                 Ok(false)
             }
@@ -177,6 +168,8 @@ impl Fleet {
         self.stop_thread();
         let sh = &self.shared;
         let held = std::mem::take(&mut sh.state.lock().expect("lease state").held);
+        sh.leases().held.store(0, Ordering::Relaxed);
+        sh.leases().settled.store(0, Ordering::Relaxed);
         for (shard, h) in held {
             match block_on(sh.table.release(&shard, &sh.cfg.worker_id, h.counter)) {
                 Ok(true) => tracing::info!(worker = %sh.cfg.worker_id, shard = %shard, "Lease released."),
@@ -211,12 +204,18 @@ struct Seen {
 }
 
 impl Shared {
+    fn leases(&self) -> &LeaseCounters {
+        &self.node.counters.leases
+    }
+
     fn run(&self, stopped: mpsc::Receiver<()>) {
         let tick = (self.cfg.lease_duration / 3).max(Duration::from_millis(100));
         let mut seen: HashMap<String, Seen> = HashMap::new();
         let mut next_sync = Instant::now();
         let mut listed: Vec<String> = Vec::new();
         let mut round = Instant::now();
+        // When the lease table was last read, for `LeaseCounters::settled`.
+        let mut scanned: Option<Instant> = None;
         loop {
             self.renew();
             if self.sync_now.swap(false, Ordering::Relaxed) || Instant::now() >= next_sync {
@@ -231,9 +230,21 @@ impl Shared {
                     }
                 }
             }
-            if let Err(e) = self.balance(&mut seen, &listed) {
-                tracing::warn!(worker = %self.cfg.worker_id, error = %e, "Reading the lease table failed; retrying.");
+            match self.balance(&mut seen, &listed) {
+                Ok(settled) => {
+                    scanned = Some(Instant::now());
+                    self.leases().settled.store(u64::from(settled), Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::warn!(worker = %self.cfg.worker_id, error = %e, "Reading the lease table failed; retrying.");
+                    // Not ready once the table has been out of reach for a lease duration:
+                    // by then this process may hold nothing the others respect.
+                    if scanned.is_none_or(|t| t.elapsed() >= self.cfg.lease_duration) {
+                        self.leases().settled.store(0, Ordering::Relaxed);
+                    }
+                }
             }
+            self.leases().held.store(self.state.lock().expect("lease state").held.len() as u64, Ordering::Relaxed);
             // Rounds start every `tick` however long the calls took (a slow table must not
             // stretch the renewals towards the lease duration).
             round += tick;
@@ -262,15 +273,17 @@ impl Shared {
                 }
                 Ok(None) => {
                     state.held.remove(&shard);
-                    self.stats.losses.fetch_add(1, Ordering::Relaxed);
+                    self.leases().losses.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(worker = %self.cfg.worker_id, shard = %shard, "Lease lost: another worker took it.");
                 }
                 Err(e) if h.renewed.elapsed() >= self.cfg.lease_duration => {
                     state.held.remove(&shard);
-                    self.stats.losses.fetch_add(1, Ordering::Relaxed);
+                    self.leases().renew_failures.fetch_add(1, Ordering::Relaxed);
+                    self.leases().losses.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(worker = %self.cfg.worker_id, shard = %shard, error = %e, "Lease not renewed within lease_duration; giving it up.");
                 }
                 Err(e) => {
+                    self.leases().renew_failures.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(worker = %self.cfg.worker_id, shard = %shard, error = %e, "Renewing a lease failed; retrying.")
                 }
             }
@@ -315,7 +328,9 @@ impl Shared {
     }
 
     /// Scans the table, then takes available leases up to the fair share, or steals one.
-    fn balance(&self, seen: &mut HashMap<String, Seen>, listed: &[String]) -> anyhow::Result<()> {
+    /// Returns whether this process is settled: it holds its fair share, or nothing is left
+    /// that it could take or steal.
+    fn balance(&self, seen: &mut HashMap<String, Seen>, listed: &[String]) -> anyhow::Result<bool> {
         let leases = block_on(self.table.list())?;
         let now = Instant::now();
         for l in &leases {
@@ -339,7 +354,7 @@ impl Shared {
             .collect();
         for k in stolen {
             state.held.remove(&k);
-            self.stats.losses.fetch_add(1, Ordering::Relaxed);
+            self.leases().losses.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(worker = %me, shard = %k, "Lease lost: another worker took it.");
         }
         let parent_done = |p: &String| match by_key.get(p.as_str()) {
@@ -372,14 +387,19 @@ impl Shared {
         // Workers starting together begin at different leases, so fewer takes collide.
         available.sort_by_key(|l| spread(me, &l.key));
         let mut taken = 0;
+        // Every available lease is tried this round (up to the share): the ones not taken
+        // went to another worker, so none is left waiting for this one.
+        let untried = available.len().saturating_sub(target.saturating_sub(mine));
         for l in available.into_iter().take(target.saturating_sub(mine)) {
             if let Some(counter) = block_on(self.table.take(l, me))? {
-                self.stats.takes.fetch_add(1, Ordering::Relaxed);
+                self.leases().takes.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(worker = %me, shard = %l.key, from = ?l.owner, checkpoint = ?l.checkpoint, "Lease taken.");
                 state.held.insert(l.key.clone(), Held { counter, renewed: Instant::now(), taken: l.clone() });
                 taken += 1;
             }
         }
+        let busiest = load.values().map(Vec::len).max().unwrap_or(0);
+        let mut stole = 0;
         if taken == 0 && mine < target {
             // Steal one, only from a worker with at least two more: a fleet converges to an
             // even split without leases bouncing between equals.
@@ -389,7 +409,8 @@ impl Shared {
             {
                 let l = ls.iter().min_by_key(|l| spread(me, &l.key)).expect("a loaded worker has leases");
                 if let Some(counter) = block_on(self.table.take(l, me))? {
-                    self.stats.steals.fetch_add(1, Ordering::Relaxed);
+                    stole = 1;
+                    self.leases().steals.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(worker = %me, shard = %l.key, from = %owner, "Lease stolen to even the split.");
                     state.held.insert(l.key.clone(), Held { counter, renewed: Instant::now(), taken: (*l).clone() });
                 }
@@ -399,8 +420,17 @@ impl Shared {
             && leases
                 .iter()
                 .all(|l| l.finished() || state.finished.contains(&l.key) || state.held.contains_key(&l.key));
-        Ok(())
+        let mine_now = mine + taken + stole;
+        Ok(settled(mine_now, target, untried, busiest.saturating_sub(stole)))
     }
+}
+
+/// Whether a process holding `mine` leases after a round wants no more: it has its share
+/// (`target`), or no lease was left untried (`untried`) and the busiest other worker
+/// (`busiest` leases) has fewer than two more than it (so nothing may be stolen either).
+/// A process that starts up settles in its first round when every take succeeds.
+fn settled(mine: usize, target: usize, untried: usize, busiest: usize) -> bool {
+    mine >= target || (untried == 0 && busiest < mine + 2)
 }
 
 /// A per-worker order of shards (FNV-1a of worker and shard).
@@ -411,4 +441,22 @@ fn spread(worker: &str, shard: &str) -> u64 {
         h = h.wrapping_mul(0x100_0000_01b3);
     }
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_is_settled_with_its_share_or_with_nothing_left_to_take_or_steal() {
+        // 4 leases, 3 workers: the share is 2; a process with 1 beside 2 + 1 is settled.
+        assert!(settled(2, 2, 0, 1));
+        assert!(settled(1, 2, 0, 2), "nothing to take, and stealing from a worker with 2 would not even anything");
+        assert!(!settled(1, 2, 0, 3), "a worker with 3 is stolen from next round");
+        assert!(!settled(0, 2, 1, 0), "a lease was left untried (another worker's take collided)");
+        // More workers than leases: a process with none stands by, ready.
+        assert!(settled(0, 1, 0, 1));
+        // Before any lease exists (the stream has no shards listed yet), nothing is owed.
+        assert!(settled(0, 0, 0, 0));
+    }
 }

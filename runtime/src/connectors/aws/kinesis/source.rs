@@ -273,6 +273,7 @@ impl KinesisSource {
                         kinesis: self.client.clone(),
                         stream: self.stream.clone(),
                     },
+                    ctx.node.timing.clone(),
                 ))
             }
             None => Positions::File(Store::file(&ctx.settings.state_dir, &ctx.id, &self.stream)?),
@@ -308,6 +309,7 @@ impl KinesisSource {
                 takes = stats.takes.load(std::sync::atomic::Ordering::Relaxed),
                 steals = stats.steals.load(std::sync::atomic::Ordering::Relaxed),
                 losses = stats.losses.load(std::sync::atomic::Ordering::Relaxed),
+                renew_failures = stats.renew_failures.load(std::sync::atomic::Ordering::Relaxed),
                 "Leaving the fleet."
             );
             fleet.release_all();
