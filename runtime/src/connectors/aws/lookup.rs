@@ -27,7 +27,7 @@ use crate::contract::{Env, Lookup, TableConnector};
 use crate::units::parse_duration;
 
 /// `type = "dynamodb"`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DynamoTable {
     /// The DynamoDB table name.
