@@ -128,13 +128,14 @@ pub fn checkout_for(request: &Request) -> anyhow::Result<PathBuf> {
             anyhow::anyhow!(
                 "{} is not inside a ctrflow checkout, and the plugin SDK is used from one: \
                  pass --ctrflow <path to the checkout>, or create the plugin inside it",
-                request.parent.display()
+                absolute(&request.parent).display()
             )
         }),
     }
 }
 
-fn absolute(path: &Path) -> PathBuf {
+/// `path` made absolute (against the working directory) and clean.
+pub fn absolute(path: &Path) -> PathBuf {
     let joined =
         if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir().unwrap_or_default().join(path) };
     crate::config::clean(&joined)

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{ProjectFile, Request, SAMPLE_CTR, TOOLCHAIN, World, checkout_for, relative, type_name};
+use super::{ProjectFile, Request, SAMPLE_CTR, TOOLCHAIN, World, absolute, checkout_for, relative, type_name};
 
 const CARGO_TOML: &str = include_str!("rust/Cargo.toml.in");
 const TRANSFORM: &str = include_str!("rust/transform.rs.in");
@@ -20,7 +20,12 @@ const GITIGNORE: &str = "/target\n/Cargo.lock\n/out\n";
 /// The project's files for `request`, to be written into `dir`.
 pub fn files(request: &Request, dir: &Path) -> anyhow::Result<Vec<ProjectFile>> {
     let checkout = checkout_for(request)?;
-    let sdk = relative(dir, &checkout.join("plugin-sdk"));
+    // Inside the checkout the path is relative, so the checkout can move; outside, absolute.
+    let sdk = if absolute(dir).starts_with(&checkout) {
+        relative(dir, &checkout.join("plugin-sdk"))
+    } else {
+        checkout.join("plugin-sdk")
+    };
     let world = request.world;
     let render = |template: &str| {
         template
