@@ -43,6 +43,9 @@ pub struct FaultPlan {
     pub seed: u64,
     /// The share of requests that meet a fault (0.0–1.0).
     pub rate: f64,
+    /// An outage: every request of one operation (its `X-Amz-Target`, e.g.
+    /// `DynamoDB_20120810.GetItem`) fails with a 500 for this long after the proxy starts.
+    pub outage: Option<(&'static str, Duration)>,
 }
 
 /// What the proxy did, by kind.
@@ -121,6 +124,7 @@ pub struct FaultProxy {
 struct Shared {
     upstream: String,
     plan: FaultPlan,
+    started: std::time::Instant,
     rng: Mutex<u64>,
     stats: Arc<Stats>,
 }
@@ -135,6 +139,7 @@ impl FaultProxy {
         let shared = Arc::new(Shared {
             upstream: upstream.trim_start_matches("http://").trim_end_matches('/').to_string(),
             plan,
+            started: std::time::Instant::now(),
             rng: Mutex::new(plan.seed),
             stats: stats.clone(),
         });
@@ -328,7 +333,10 @@ fn handle(request: &Message, shared: &Shared) -> std::io::Result<Option<Vec<u8>>
         operation.as_str(),
         "Kinesis_20131202.PutRecords" | "Firehose_20150804.PutRecordBatch" | "DynamoDB_20120810.BatchWriteItem"
     );
-    let fault = if operation.is_empty() || !shared.chance(shared.plan.rate) {
+    let in_outage = shared.plan.outage.is_some_and(|(op, until)| op == operation && shared.started.elapsed() < until);
+    let fault = if in_outage {
+        Some(Fault::ServerError)
+    } else if operation.is_empty() || !shared.chance(shared.plan.rate) {
         None
     } else {
         // Batch writes are few next to reads and single writes: half their faults are

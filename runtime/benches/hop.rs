@@ -14,22 +14,21 @@
 //!
 //! Run: `cargo bench -p ctrflow --bench hop` (add `-- --quick` while iterating).
 
+mod common;
+
 #[global_allocator]
 static GLOBAL: ctrflow::Allocator = mimalloc::MiMalloc;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
+use common::{ctr, test_plugin as plugin};
 use criterion::{BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use ctrflow::host::{Decision, Host, Limits, NodeContext, TEST_PLUGIN_DIR, TransformPlugin};
+use ctrflow::host::{Decision, Host};
 use ctrflow::record::Record;
 use ctrflow_plugin_sdk::path::FieldPath;
 use serde_json::Value as Json;
 
 const BATCHES: [usize; 3] = [1, 64, 256];
-
-/// The record size (JSON bytes) the targets are stated for.
-const RECORD_BYTES: usize = 3500;
 
 /// How many fresh records criterion holds for one timed run of iterations: about one batch,
 /// as a pipeline holds a batch it has just parsed, so the records are in cache. (Criterion's
@@ -37,26 +36,6 @@ const RECORD_BYTES: usize = 3500;
 /// measured 2.5x slower for native and wasm alike, being DRAM-bound on `BTreeMap` key
 /// compares rather than measuring the hop.)
 const RECORDS_PER_BATCH: usize = 256;
-
-/// The real v1 sample (3.1 KB), its attributes padded to [`RECORD_BYTES`] of JSON.
-fn ctr() -> Json {
-    let text = include_str!("../../tests/fixtures/ctr/kyopark-voice-inbound-update-v1.json");
-    let mut doc: Json = serde_json::from_str(text).expect("the fixture is JSON");
-    doc["Attributes"]["notes"] = Json::String(String::new());
-    let pad = RECORD_BYTES.saturating_sub(doc.to_string().len());
-    doc["Attributes"]["notes"] = Json::String("n".repeat(pad));
-    assert_eq!(doc.to_string().len(), RECORD_BYTES);
-    doc
-}
-
-fn plugin(host: &Host, name: &str) -> TransformPlugin {
-    let file = PathBuf::from(TEST_PLUGIN_DIR).join(format!("{}.wasm", name.replace('-', "_")));
-    let wasm =
-        std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e} (the runtime's build.rs builds it)", file.display()));
-    let compiled = host.compile(name, &wasm).unwrap_or_else(|e| panic!("{name}: {e}"));
-    host.transform(&compiled, NodeContext::new("bench", name), &Json::Null, Limits::default())
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
-}
 
 /// `bench-edit`'s edit, natively: `Attributes.route_key = "<Channel>:<Agent.Username>"`.
 struct NativeEdit {

@@ -70,7 +70,7 @@ pub struct RuntimeConfig {
     pub state_dir: String,
     /// Records per batch read from a source. Default 256.
     pub batch_size: usize,
-    /// Batches each node's input channel holds before it pushes back. Default 8.
+    /// Batches each node's input channel holds before it pushes back. Default 4.
     pub channel_capacity: usize,
     /// The largest record accepted from a source, e.g. `"1MiB"` (Kinesis's own limit).
     /// Larger records go to the dead letters.
@@ -92,7 +92,7 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             state_dir: ".ctrflow-state".into(),
             batch_size: 256,
-            channel_capacity: 8,
+            channel_capacity: 4,
             max_record_size: "1MiB".into(),
             metrics_addr: None,
             admin_addr: None,

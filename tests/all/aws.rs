@@ -22,7 +22,7 @@ use crate::moto::Moto;
 
 pub(crate) const STREAM: &str = "ctrflow-ctr";
 pub(crate) const TABLE: &str = "ctrflow-contacts";
-const AGENTS: &str = "ctrflow-agents";
+pub(crate) const AGENTS: &str = "ctrflow-agents";
 pub(crate) const BUCKET: &str = "ctrflow-lake";
 pub(crate) const DELIVERY: &str = "ctrflow-ctr-lake";
 
