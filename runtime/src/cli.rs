@@ -67,6 +67,23 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "dot")]
         format: GraphFormat,
     },
+    /// Run a pipeline's unit tests (default: the `<name>.tests.toml` beside it): records put
+    /// into nodes, conditions on where they went. Nothing is read or written. Exit 1 on a
+    /// failure, with a diff.
+    Test {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Test files (default: the pipeline's sidecar `<name>.tests.toml`).
+        tests: Vec<PathBuf>,
+    },
+    /// Print the JSON Schema of the pipeline file (for editors: README, "Editing pipelines").
+    Schema,
+    /// Write plugins: `ctrflow plugin new <name> --world transform|enrich|sink`.
+    Plugin {
+        /// What to do.
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
     /// List the bundled plugins.
     Plugins,
     /// Print the KCL lease table of each `kinesis` source with `checkpoint = { dynamodb = … }`:
@@ -105,6 +122,30 @@ pub enum Command {
         /// Stop after this many records (default: until the pipeline ends or Ctrl-C).
         #[arg(long, value_name = "N")]
         limit: Option<u64>,
+    },
+}
+
+/// `ctrflow plugin …`.
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Create a plugin project (code, README, a native test on a real CTR, an example
+    /// pipeline and its tests) that builds and runs in a pipeline as it is.
+    New {
+        /// The plugin's name (lowercase letters, digits, `-`); also its folder's.
+        name: String,
+        /// What it is: a transform, an enrich (a transform with lookups) or a sink plugin.
+        #[arg(long, value_enum)]
+        world: crate::scaffold::World,
+        /// Its language.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: crate::scaffold::Lang,
+        /// Where its folder is created.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+        /// The ctrflow checkout whose plugin SDK it builds with (default: the checkout it is
+        /// created in).
+        #[arg(long = "ctrflow", value_name = "CHECKOUT")]
+        checkout: Option<PathBuf>,
     },
 }
 
@@ -200,6 +241,30 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
                     );
                 }
             }
+            Ok(())
+        }
+        Command::Test { pipeline, tests } => {
+            let read =
+                PipelineConfig::read(&pipeline).map_err(|e| Invalid(e.into_iter().map(GraphError::from).collect()))?;
+            let host = host_for(&read.config)?;
+            let summary = crate::pipeline_tests::run(&pipeline, &tests, &host, &mut std::io::stdout().lock())?;
+            if summary.failed > 0 {
+                anyhow::bail!("{} pipeline test(s) failed", summary.failed);
+            }
+            Ok(())
+        }
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&crate::schema::pipeline_schema())?);
+            Ok(())
+        }
+        Command::Plugin { command: PluginCommand::New { name, world, lang, dir, checkout } } => {
+            let request = crate::scaffold::Request { name, world, parent: dir, checkout };
+            let created = crate::scaffold::create(&request, lang)?;
+            println!("Created {} ({} plugin). Next:", created.display(), world.as_str());
+            println!("  cd {}", created.display());
+            println!("  cargo test                                      # native tests, on a real CTR");
+            println!("  cargo build --release --target wasm32-wasip2    # the component");
+            println!("  ctrflow run pipeline.toml && ctrflow test pipeline.toml");
             Ok(())
         }
         Command::Plugins => {

@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -62,7 +63,7 @@ pub struct PipelineConfig {
 }
 
 /// `[runtime]`: how the process runs.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeConfig {
     /// Where checkpoints live (relative to the pipeline file). Default `.ctrflow-state`.
@@ -102,7 +103,7 @@ impl Default for RuntimeConfig {
 
 /// `[aws]`: settings every AWS connector shares. Credentials come from the default chain
 /// (environment, profile, instance role).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AwsConfig {
     /// Region, e.g. `"eu-west-2"`. Default: from the environment / profile.
@@ -113,7 +114,7 @@ pub struct AwsConfig {
 }
 
 /// `[timing]`: how hop times are taken.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TimingConfig {
     /// The record field holding the event time. Default `LastUpdateTimestamp`.
@@ -132,7 +133,7 @@ impl Default for TimingConfig {
 }
 
 /// `[dead_letter]`: where refused records go.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeadLetterConfig {
     /// A JSON-lines file (relative to the pipeline file). Default `dead-letters.jsonl`.
@@ -148,7 +149,7 @@ impl Default for DeadLetterConfig {
 }
 
 /// What happens to a record a node refuses (or traps on).
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnError {
     /// Write it to the dead-letter output with the reason (default).
@@ -208,7 +209,7 @@ pub type TableConfig = ConnectorTable;
 // Transforms
 
 /// `[transforms.<id>]`: a transform or enrich plugin.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransformConfig {
     /// A bundled plugin's name (`redact-pii`) or a path to a `.wasm` component.
@@ -220,6 +221,7 @@ pub struct TransformConfig {
     pub tables: Vec<String>,
     /// Handed to the plugin's `init`.
     #[serde(default)]
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
     pub config: Option<toml::Table>,
     /// The environment variables `config` may read as `${VAR}` (none unless listed).
     #[serde(default)]
@@ -240,7 +242,7 @@ pub struct TransformConfig {
 }
 
 /// `limits = { … }` as written in TOML (resolved over the defaults by the host).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Memory cap per instance, e.g. `"32MiB"` (default 64MiB).
@@ -266,7 +268,7 @@ pub struct SinkConfig {
 }
 
 /// The keys every sink has.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SinkCommon {
     /// The nodes it reads from.
@@ -274,6 +276,7 @@ pub struct SinkCommon {
     /// A sink plugin that encodes records for this destination (e.g. `ctr-item`).
     pub plugin: Option<String>,
     /// Handed to the sink plugin's `init`.
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
     pub config: Option<toml::Table>,
     /// The environment variables `config` may read as `${VAR}` (none unless listed).
     #[serde(default)]

@@ -36,6 +36,11 @@
 //!   [`transform`] and [`sink`] are the nodes' loops; [`monitor`] shows progress;
 //!   [`admin`] is the endpoint operators ask (`/metrics`, `/ready`, `/stats`, `/tap`) and
 //!   the `top` and `tap` commands that read it.
+//! - [`pipeline_tests`] is `ctrflow test`: records walked through a built pipeline's real
+//!   plugins, and conditions on where they went, with nothing read or written.
+//! - [`schema`] is `ctrflow schema`: the pipeline file's JSON Schema, generated from the
+//!   config types and each connector's options.
+//! - [`scaffold`] is `ctrflow plugin new`: a plugin project from templates, per language.
 //! - [`cli`] is the `ctrflow` command; [`logs`] writes its log lines (text or JSON).
 //!
 //! Each group imports only the groups listed before it (the model, then the contract, then
@@ -63,7 +68,10 @@ pub mod host;
 pub mod logs;
 pub mod monitor;
 pub mod pipeline;
+pub mod pipeline_tests;
 pub mod record;
+pub mod scaffold;
+pub mod schema;
 pub mod sink;
 pub mod tap;
 pub mod timing;

@@ -65,13 +65,24 @@ pub struct Pipeline {
 impl Pipeline {
     /// Checks everything and loads the plugins; returns every problem found.
     pub fn build(read: ReadConfig, host: &Host) -> Result<Pipeline, Vec<GraphError>> {
+        Self::build_with_tables(read, host, HashMap::new())
+    }
+
+    /// Like [`Pipeline::build`], with some tables answered by `given` instead of being opened
+    /// from their declaration (`ctrflow test` gives rows inline; their declared options are
+    /// still read and checked).
+    pub fn build_with_tables(
+        read: ReadConfig,
+        host: &Host,
+        given: HashMap<String, Arc<dyn Lookup>>,
+    ) -> Result<Pipeline, Vec<GraphError>> {
         let mut problems: Vec<GraphError> = read.problems.into_iter().map(GraphError::from).collect();
         let (graph, structure) = Graph::check(read.config);
         problems.extend(structure);
         let cfg = &graph.config;
 
         let sources = read_sources(cfg, &mut problems);
-        let (tables, lookups) = open_tables(cfg, &mut problems);
+        let (tables, lookups) = open_tables(cfg, given, &mut problems);
         let transforms = load_transforms(cfg, host, &lookups, &mut problems);
         check_outputs(&graph, &transforms, &mut problems);
         let sinks = read_sinks(cfg, host, &mut problems);
@@ -150,9 +161,13 @@ fn read_sources(cfg: &PipelineConfig, problems: &mut Vec<GraphError>) -> BTreeMa
 type Tables = (BTreeMap<String, Box<dyn TableConnector>>, HashMap<String, Arc<dyn Lookup>>);
 
 /// Step 2: each table's options read, and the table loaded (or connected to).
-fn open_tables(cfg: &PipelineConfig, problems: &mut Vec<GraphError>) -> Tables {
+fn open_tables(
+    cfg: &PipelineConfig,
+    given: HashMap<String, Arc<dyn Lookup>>,
+    problems: &mut Vec<GraphError>,
+) -> Tables {
     let mut connectors = BTreeMap::new();
-    let mut lookups = HashMap::new();
+    let mut lookups = given;
     for (id, table) in &cfg.tables {
         let node = format!("tables.{id}");
         let c = match registry::read(registry::TABLES, "table", table) {
@@ -163,7 +178,7 @@ fn open_tables(cfg: &PipelineConfig, problems: &mut Vec<GraphError>) -> Tables {
             }
         };
         let found = c.validate(&env(cfg, id));
-        if found.is_empty() {
+        if found.is_empty() && !lookups.contains_key(id) {
             match c.open(&env(cfg, id)) {
                 Ok(l) => {
                     lookups.insert(id.clone(), l);

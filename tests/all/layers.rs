@@ -12,8 +12,8 @@ const LAYERS: &[&[&str]] = &[
     &["units", "config", "graph", "record", "ack", "timing"],
     &["flow", "tap", "dead_letter", "contract"],
     &["connectors", "host"],
-    &["pipeline", "topology", "transform", "sink", "monitor", "admin"],
-    &["cli", "logs"],
+    &["pipeline", "topology", "transform", "sink", "monitor", "admin", "pipeline_tests", "schema"],
+    &["cli", "logs", "scaffold"],
 ];
 
 fn layer(module: &str) -> usize {

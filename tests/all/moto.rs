@@ -16,7 +16,7 @@ pub struct Moto {
     pub endpoint: String,
 }
 
-fn server_path() -> PathBuf {
+pub fn server_path() -> PathBuf {
     if let Some(p) = std::env::var_os("CTRFLOW_MOTO_SERVER") {
         return PathBuf::from(p);
     }

@@ -44,7 +44,7 @@ use crate::flow::Shutdown;
 use crate::units::parse_duration;
 
 /// `type = "http"`.
-#[derive(Clone, Deserialize, PartialEq)]
+#[derive(Clone, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSink {
     /// Where to POST (`http://` or `https://`).
@@ -74,7 +74,7 @@ fn json_type() -> String {
 }
 
 /// A header value as configured.
-#[derive(Clone, Deserialize, PartialEq)]
+#[derive(Clone, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(untagged)]
 pub enum Header {
     /// The value as written.

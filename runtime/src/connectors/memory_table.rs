@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use crate::contract::{Env, Lookup, LookupError, TableConnector};
 
 /// `type = "csv"` / `type = "json"`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FileTableOptions {
     /// The file, relative to the pipeline file.
@@ -24,12 +24,12 @@ pub struct FileTableOptions {
 }
 
 /// `type = "csv"`: a CSV file with a header row.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(transparent)]
 pub struct CsvTable(pub FileTableOptions);
 
 /// `type = "json"`: a JSON array of objects, or JSON lines.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(transparent)]
 pub struct JsonTable(pub FileTableOptions);
 
@@ -102,16 +102,22 @@ impl MemoryTable {
                 .collect::<Result<_, _>>()
                 .map_err(|e| format!("path: {}: {e}", path.display()))?
         };
+        Ok(MemoryTable::from_rows(items, &cfg.key))
+    }
+
+    /// A table of rows given as JSON objects, keyed by their field `key` (rows without it
+    /// are left out). `ctrflow test` uses it for rows written inline in a test.
+    pub fn from_rows(items: Vec<Value>, key: &str) -> Self {
         let mut rows = HashMap::new();
         for item in items {
-            let key = match item.get(&cfg.key) {
+            let key = match item.get(key) {
                 Some(Value::String(s)) => s.clone(),
                 Some(Value::Null) | None => continue,
                 Some(other) => other.to_string(),
             };
             rows.insert(key, item);
         }
-        Ok(MemoryTable { rows })
+        MemoryTable { rows }
     }
 }
 

@@ -2,6 +2,7 @@
 //! its module plus one line in [`SOURCES`], [`SINKS`] or [`TABLES`]; nothing else in the
 //! runtime names a connector type.
 
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::de::DeserializeOwned;
 
 use super::{aws, file, generator, memory_table, sqlite, stdin, stdout};
@@ -15,33 +16,55 @@ pub struct Registration<C: ?Sized> {
     pub name: &'static str,
     /// Reads the options (every key of the node's table but `type`); the error names the key.
     pub read: fn(toml::Table) -> Result<Box<C>, String>,
+    /// The JSON Schema of its options, generated from the options struct (`ctrflow schema`).
+    pub schema: fn(&mut SchemaGenerator) -> Schema,
 }
 
 /// `[sources.<id>]` types.
 pub static SOURCES: &[Registration<dyn SourceConnector>] = &[
-    Registration { name: "generator", read: source::<generator::Generator> },
-    Registration { name: "file", read: source::<file::FileSource> },
-    Registration { name: "stdin", read: source::<stdin::Stdin> },
-    Registration { name: "kinesis", read: source::<aws::kinesis::KinesisSourceOptions> },
+    Registration { name: "generator", read: source::<generator::Generator>, schema: schema::<generator::Generator> },
+    Registration { name: "file", read: source::<file::FileSource>, schema: schema::<file::FileSource> },
+    Registration { name: "stdin", read: source::<stdin::Stdin>, schema: schema::<stdin::Stdin> },
+    Registration {
+        name: "kinesis",
+        read: source::<aws::kinesis::KinesisSourceOptions>,
+        schema: schema::<aws::kinesis::KinesisSourceOptions>,
+    },
 ];
 
 /// `[sinks.<id>]` types.
 pub static SINKS: &[Registration<dyn SinkConnector>] = &[
-    Registration { name: "sqlite", read: sink::<sqlite::SqliteSink> },
-    Registration { name: "file", read: sink::<file::FileSink> },
-    Registration { name: "stdout", read: sink::<stdout::Stdout> },
-    Registration { name: "dynamodb", read: sink::<aws::dynamodb::DynamoSink> },
-    Registration { name: "firehose", read: sink::<aws::firehose::FirehoseSink> },
-    Registration { name: "kinesis", read: sink::<aws::kinesis_sink::KinesisSink> },
-    Registration { name: "sns", read: sink::<aws::sns::SnsSink> },
-    Registration { name: "http", read: sink::<super::http::HttpSink> },
+    Registration { name: "sqlite", read: sink::<sqlite::SqliteSink>, schema: schema::<sqlite::SqliteSink> },
+    Registration { name: "file", read: sink::<file::FileSink>, schema: schema::<file::FileSink> },
+    Registration { name: "stdout", read: sink::<stdout::Stdout>, schema: schema::<stdout::Stdout> },
+    Registration {
+        name: "dynamodb",
+        read: sink::<aws::dynamodb::DynamoSink>,
+        schema: schema::<aws::dynamodb::DynamoSink>,
+    },
+    Registration {
+        name: "firehose",
+        read: sink::<aws::firehose::FirehoseSink>,
+        schema: schema::<aws::firehose::FirehoseSink>,
+    },
+    Registration {
+        name: "kinesis",
+        read: sink::<aws::kinesis_sink::KinesisSink>,
+        schema: schema::<aws::kinesis_sink::KinesisSink>,
+    },
+    Registration { name: "sns", read: sink::<aws::sns::SnsSink>, schema: schema::<aws::sns::SnsSink> },
+    Registration { name: "http", read: sink::<super::http::HttpSink>, schema: schema::<super::http::HttpSink> },
 ];
 
 /// `[tables.<id>]` types.
 pub static TABLES: &[Registration<dyn TableConnector>] = &[
-    Registration { name: "csv", read: table::<memory_table::CsvTable> },
-    Registration { name: "json", read: table::<memory_table::JsonTable> },
-    Registration { name: "dynamodb", read: table::<aws::lookup::DynamoTable> },
+    Registration { name: "csv", read: table::<memory_table::CsvTable>, schema: schema::<memory_table::CsvTable> },
+    Registration { name: "json", read: table::<memory_table::JsonTable>, schema: schema::<memory_table::JsonTable> },
+    Registration {
+        name: "dynamodb",
+        read: table::<aws::lookup::DynamoTable>,
+        schema: schema::<aws::lookup::DynamoTable>,
+    },
 ];
 
 /// Finds the connector a node's `type` names and reads its options. Errors name the key:
@@ -70,6 +93,10 @@ fn options<T: DeserializeOwned>(table: toml::Table) -> Result<T, String> {
         let detail = crate::config::tidy(&e.into_inner().to_string());
         if path == "." || path.is_empty() { detail } else { format!("{path}: {detail}") }
     })
+}
+
+fn schema<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<T>()
 }
 
 fn source<T: SourceConnector + DeserializeOwned + 'static>(t: toml::Table) -> Result<Box<dyn SourceConnector>, String> {

@@ -37,7 +37,7 @@ use crate::dead_letter::DeadLetterKind;
 use crate::flow::Shutdown;
 
 /// `type = "sqlite"`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SqliteSink {
     /// The database file, relative to the pipeline file (created if missing).
@@ -58,7 +58,7 @@ fn yes() -> bool {
 }
 
 /// How the table treats a record whose key it already holds.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum SqliteMode {
     /// Every record is a new row.

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::contract::{Env, Source, SourceConnector, SourceContext};
 
 /// `type = "stdin"`.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Stdin {}
 

@@ -19,6 +19,7 @@ mod batch;
 mod bindings;
 mod bundled;
 mod cache;
+pub mod contract_version;
 mod limiter;
 mod limits;
 pub mod log_redact;
@@ -56,6 +57,12 @@ use state::PluginState;
 
 /// The epoch tick: deadlines are measured in these.
 pub const TICK: Duration = Duration::from_millis(1);
+
+/// The version of the plugin contract this host implements: the package version of
+/// `wit/ctrflow.wit` (`ctrflow:plugin@0.1.0`). A plugin declares the version it was built
+/// for in the names of the interfaces it imports and exports
+/// (`ctrflow:plugin/transformer@0.1.0`); [`contract_version`] checks the two agree.
+pub const CONTRACT_VERSION: &str = "0.1.0";
 
 const TRANSFORMER: &str = "ctrflow:plugin/transformer@0.1.0";
 const ENCODER: &str = "ctrflow:plugin/encoder@0.1.0";
@@ -103,6 +110,11 @@ pub enum HostError {
     /// The plugin trapped outside a record (in `init`).
     #[error("plugin {plugin:?} (node {node:?}) {detail}")]
     Trapped { plugin: String, node: String, kind: FailureKind, detail: String },
+    /// The plugin was built for a contract version this host does not implement.
+    #[error(
+        "plugin {name:?} was built for the ctrflow plugin contract {plugin_version} (ctrflow:plugin@{plugin_version}), but this ctrflow implements {host_version}: rebuild it against this ctrflow's wit/ctrflow.wit (its plugin SDK), or use a ctrflow that implements {plugin_version}"
+    )]
+    ContractVersion { name: String, plugin_version: String, host_version: String },
     /// The engine could not be set up.
     #[error("WebAssembly engine: {0}")]
     Engine(String),
@@ -213,6 +225,16 @@ impl Host {
 
     fn kind_of(&self, name: &str, component: &Component) -> Result<PluginKind, HostError> {
         let ty = component.component_type();
+        // The contract version first: a plugin built for another version exports its
+        // interfaces under other names, and "exports neither" would hide why.
+        let names = ty.imports(&self.engine).map(|(n, _)| n).chain(ty.exports(&self.engine).map(|(n, _)| n));
+        if let Some(plugin_version) = contract_version::incompatible(names, CONTRACT_VERSION) {
+            return Err(HostError::ContractVersion {
+                name: name.to_string(),
+                plugin_version,
+                host_version: CONTRACT_VERSION.to_string(),
+            });
+        }
         let mut kind = None;
         for (export, item) in ty.exports(&self.engine) {
             if matches!(item.ty, ComponentItem::ComponentInstance(_)) {

@@ -36,7 +36,7 @@ use crate::dead_letter::DeadLetterKind;
 use crate::flow::Shutdown;
 
 /// `type = "dynamodb"`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DynamoSink {
     /// The table name.
@@ -49,7 +49,7 @@ pub struct DynamoSink {
 }
 
 /// How the table treats an item whose key it already holds.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum DynamoMode {
     /// An unconditional put (BatchWriteItem): the last write wins.

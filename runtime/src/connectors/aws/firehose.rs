@@ -21,7 +21,7 @@ use crate::dead_letter::DeadLetterKind;
 use crate::flow::Shutdown;
 
 /// `type = "firehose"`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FirehoseSink {
     /// The delivery stream name.

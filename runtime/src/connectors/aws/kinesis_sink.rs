@@ -23,7 +23,7 @@ use crate::dead_letter::DeadLetterKind;
 use crate::flow::Shutdown;
 
 /// `type = "kinesis"` (as a sink).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct KinesisSink {
     /// The stream name.

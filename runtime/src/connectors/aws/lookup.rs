@@ -32,7 +32,7 @@ use crate::contract::{Env, Lookup, LookupError, TableConnector};
 use crate::units::parse_duration;
 
 /// `type = "dynamodb"`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DynamoTable {
     /// The DynamoDB table name.

@@ -32,7 +32,7 @@ use crate::dead_letter::DeadLetterKind;
 use crate::flow::Shutdown;
 
 /// `type = "sns"`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SnsSink {
     /// The topic's ARN.

@@ -29,7 +29,7 @@ use crate::record::now_ms;
 use crate::units::{parse_duration, parse_size};
 
 /// `type = "file"`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FileSink {
     /// The file, relative to the pipeline file. May hold date placeholders taken from the

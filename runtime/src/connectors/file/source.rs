@@ -25,7 +25,7 @@ use crate::contract::{CheckpointFile, Env, Source, SourceConnector, SourceContex
 use crate::dead_letter::DeadLetterKind;
 
 /// `type = "file"`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FileSource {
     /// A file or a glob (`data/*.jsonl.gz`), relative to the pipeline file. Files ending

@@ -29,7 +29,7 @@ use serde::Deserialize;
 use crate::contract::{Env, Source, SourceConnector, SourceContext};
 
 /// `type = "generator"`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Generator {
     /// How many records; default 1000. `0` means no end.

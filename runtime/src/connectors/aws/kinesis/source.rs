@@ -135,7 +135,7 @@ fn parse(cfg: &KinesisSourceOptions) -> Result<Parsed, String> {
 }
 
 /// `type = "kinesis"`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct KinesisSourceOptions {
     /// The stream name.
@@ -176,7 +176,7 @@ fn default_start() -> String {
 }
 
 /// `checkpoint = { dynamodb = "<table>" }`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct KinesisCheckpoint {
     /// A DynamoDB table holding shard leases and checkpoints (KCL schema).
