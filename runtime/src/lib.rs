@@ -64,6 +64,9 @@ pub mod logs;
 pub mod monitor;
 pub mod pipeline;
 pub mod record;
+// Python and JavaScript plugin projects, until `ctrflow plugin new` (scaffold/) wires them.
+#[path = "scaffold/lang.rs"]
+pub mod scaffold_lang;
 pub mod sink;
 pub mod tap;
 pub mod timing;

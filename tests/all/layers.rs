@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["flow", "tap", "dead_letter", "contract"],
     &["connectors", "host"],
     &["pipeline", "topology", "transform", "sink", "monitor", "admin"],
-    &["cli", "logs"],
+    &["cli", "logs", "scaffold"],
 ];
 
 fn layer(module: &str) -> usize {
