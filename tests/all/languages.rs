@@ -121,7 +121,13 @@ fn python_and_js_plugins_deliver_what_their_rust_originals_deliver() {
             if file.exists() { by_contact(read_jsonl(&file)) } else { Vec::new() }
         };
         let (rust, other) = (read("rs"), read("js"));
-        assert_eq!(rust.len(), other.len(), "output {output}: {} records from Rust, {} from Python → JS", rust.len(), other.len());
+        assert_eq!(
+            rust.len(),
+            other.len(),
+            "output {output}: {} records from Rust, {} from Python → JS",
+            rust.len(),
+            other.len()
+        );
         assert!(rust == other, "output {output}: the Python → JS chain changed records differently from the Rust one");
         for record in &other {
             let channel = record["Channel"].as_str().unwrap_or_default();
