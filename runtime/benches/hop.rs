@@ -6,7 +6,11 @@
 //! - `native/<batch>`: the same edit in Rust on the host's record (`FieldPath` get/get/set
 //!   on `Arc::make_mut(&mut record.doc)`), the floor the host could reach;
 //! - `wasm_json_bytes/<batch>`: the `bench-json` plugin, the whole record crossing the
-//!   boundary as JSON text both ways, as engines that ship JSON to wasm do.
+//!   boundary as JSON text both ways, as engines that ship JSON to wasm do;
+//! - `python_sdk/<batch>` and `js_sdk/<batch>`: the same edit as `bench-edit`, written in
+//!   Python (componentize-py) and JavaScript (componentize-js) with their guest libraries
+//!   (`plugins/lang-testing/`), built here by `plugin-sdk/tools/build-plugin.sh`, which
+//!   installs the pinned tools on first use (docs/plugins-in-other-languages.md).
 //!
 //! Throughput is in records, so criterion's `thrpt` is records per second and `time / batch`
 //! is the per-record cost. Records are built fresh for every iteration (a clone of the parsed
@@ -14,21 +18,22 @@
 //!
 //! Run: `cargo bench -p ctrflow --bench hop` (add `-- --quick` while iterating).
 
-mod common;
-
 #[global_allocator]
 static GLOBAL: ctrflow::Allocator = mimalloc::MiMalloc;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use common::{ctr, test_plugin as plugin};
 use criterion::{BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use ctrflow::host::{Decision, Host};
+use ctrflow::host::{Decision, Host, Limits, NodeContext, TEST_PLUGIN_DIR, TransformPlugin};
 use ctrflow::record::Record;
 use ctrflow_plugin_sdk::path::FieldPath;
 use serde_json::Value as Json;
 
 const BATCHES: [usize; 3] = [1, 64, 256];
+
+/// The record size (JSON bytes) the targets are stated for.
+const RECORD_BYTES: usize = 3500;
 
 /// How many fresh records criterion holds for one timed run of iterations: about one batch,
 /// as a pipeline holds a batch it has just parsed, so the records are in cache. (Criterion's
@@ -36,6 +41,46 @@ const BATCHES: [usize; 3] = [1, 64, 256];
 /// measured 2.5x slower for native and wasm alike, being DRAM-bound on `BTreeMap` key
 /// compares rather than measuring the hop.)
 const RECORDS_PER_BATCH: usize = 256;
+
+/// The real v1 sample (3.1 KB), its attributes padded to [`RECORD_BYTES`] of JSON.
+fn ctr() -> Json {
+    let text = include_str!("../../tests/fixtures/ctr/kyopark-voice-inbound-update-v1.json");
+    let mut doc: Json = serde_json::from_str(text).expect("the fixture is JSON");
+    doc["Attributes"]["notes"] = Json::String(String::new());
+    let pad = RECORD_BYTES.saturating_sub(doc.to_string().len());
+    doc["Attributes"]["notes"] = Json::String("n".repeat(pad));
+    assert_eq!(doc.to_string().len(), RECORD_BYTES);
+    doc
+}
+
+fn plugin(host: &Host, name: &str) -> TransformPlugin {
+    let file = PathBuf::from(TEST_PLUGIN_DIR).join(format!("{}.wasm", name.replace('-', "_")));
+    let wasm =
+        std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e} (the runtime's build.rs builds it)", file.display()));
+    instantiate(host, name, &wasm)
+}
+
+/// A Python or JavaScript plugin of `plugins/lang-testing/`, built by the script plugin
+/// authors use.
+fn lang_plugin(host: &Host, lang: &str, name: &str) -> TransformPlugin {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = PathBuf::from(TEST_PLUGIN_DIR).join("lang").join(format!("{}.wasm", name.replace('-', "_")));
+    let status = std::process::Command::new("bash")
+        .arg(root.join("plugin-sdk/tools/build-plugin.sh"))
+        .args([lang, "transform"])
+        .arg(root.join("plugins/lang-testing").join(name))
+        .arg(&out)
+        .status()
+        .expect("run build-plugin.sh");
+    assert!(status.success(), "building {name} failed ({status})");
+    instantiate(host, name, &std::fs::read(&out).expect("the build wrote the component"))
+}
+
+fn instantiate(host: &Host, name: &str, wasm: &[u8]) -> TransformPlugin {
+    let compiled = host.compile(name, wasm).unwrap_or_else(|e| panic!("{name}: {e}"));
+    host.transform(&compiled, NodeContext::new("bench", name), &Json::Null, Limits::default())
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
 
 /// `bench-edit`'s edit, natively: `Attributes.route_key = "<Channel>:<Agent.Username>"`.
 struct NativeEdit {
@@ -71,6 +116,8 @@ fn hop(c: &mut Criterion) {
     let host = Host::new(None).expect("the engine starts");
     let resource = plugin(&host, "bench-edit");
     let json_bytes = plugin(&host, "bench-json");
+    let python = lang_plugin(&host, "python", "bench-edit-py");
+    let js = lang_plugin(&host, "js", "bench-edit-js");
     let native = NativeEdit::new();
 
     // All three must do the same edit, or the comparison means nothing.
@@ -83,12 +130,16 @@ fn hop(c: &mut Criterion) {
     assert_eq!(expected["Attributes"]["route_key"], "VOICE:Steve.Lusk");
     assert_eq!(kept(resource.process(fresh(&doc, 1))), expected, "bench-edit differs from the native edit");
     assert_eq!(kept(json_bytes.process(fresh(&doc, 1))), expected, "bench-json differs from the native edit");
+    assert_eq!(kept(python.process(fresh(&doc, 1))), expected, "bench-edit-py differs from the native edit");
+    assert_eq!(kept(js.process(fresh(&doc, 1))), expected, "bench-edit-js differs from the native edit");
 
     group(c, "wasm_resource", &doc, SamplingMode::Auto, |records| resource.process(records));
     group(c, "native", &doc, SamplingMode::Auto, |records| native.process(records));
     // Milliseconds per iteration: flat sampling, as criterion advises for long iterations,
     // instead of linear sampling's 5050 iterations per benchmark.
     group(c, "wasm_json_bytes", &doc, SamplingMode::Flat, |records| json_bytes.process(records));
+    group(c, "python_sdk", &doc, SamplingMode::Flat, |records| python.process(records));
+    group(c, "js_sdk", &doc, SamplingMode::Flat, |records| js.process(records));
 }
 
 /// One benchmark group: `run` on fresh batches of every size. Its output is returned to

@@ -72,6 +72,9 @@ pub mod pipeline_tests;
 pub mod record;
 pub mod scaffold;
 pub mod schema;
+// Python and JavaScript plugin projects, until `ctrflow plugin new` (scaffold/) wires them.
+#[path = "scaffold/lang.rs"]
+pub mod scaffold_lang;
 pub mod sink;
 pub mod tap;
 pub mod timing;

@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["flow", "tap", "dead_letter", "contract"],
     &["connectors", "host"],
     &["pipeline", "topology", "transform", "sink", "monitor", "admin", "pipeline_tests", "schema"],
-    &["cli", "logs", "scaffold"],
+    &["cli", "logs", "scaffold", "scaffold_lang"],
 ];
 
 fn layer(module: &str) -> usize {

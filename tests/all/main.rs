@@ -8,6 +8,7 @@ mod faults;
 mod fleet;
 mod golden;
 mod host;
+mod languages;
 mod layers;
 mod moto;
 mod ops;

@@ -15,7 +15,8 @@
 //! Each makes sure the `wasm32-wasip2` target is installed first (this machine sets
 //! `RUSTUP_AUTO_INSTALL=0`, so `rust-toolchain.toml` alone does not add it), and the test
 //! step makes sure the emulator (moto server, from PyPI) is installed in a virtual
-//! environment outside the clone.
+//! environment outside the clone, and that the tools for plugins in other languages
+//! (componentize-py, componentize-js) are in the cache ([`lang_tools`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,6 +45,7 @@ fn main() -> anyhow::Result<()> {
             println!("{}", moto_server(&root)?.display());
             Ok(())
         }
+        Some("lang-tools") => lang_tools(&root),
         _ => {
             eprintln!("usage: cargo xtask <demo | test | bench | fuzz | dist | moto> [args…]");
             eprintln!("  demo   run the local demo pipeline (pipelines/local-demo.toml)");
@@ -52,6 +54,7 @@ fn main() -> anyhow::Result<()> {
             eprintln!("  fuzz   run each fuzz target for a while: [--seconds N] [target…]");
             eprintln!("  dist   build and check the tarball to deploy (binary, systemd unit, Dockerfile)");
             eprintln!("  moto   install the AWS emulator if needed and print its path");
+            eprintln!("  lang-tools  install componentize-py and componentize-js (Python and JS plugins)");
             std::process::exit(2);
         }
     }
@@ -122,6 +125,7 @@ fn test(root: &Path, extra: &[String]) -> anyhow::Result<()> {
     run(cargo(root).args(["fmt", "--all", "--", "--check"]))?;
     run(cargo(&root.join("plugins")).args(["fmt", "--all", "--", "--check"]))?;
     let moto = moto_server(root)?;
+    lang_tools(root)?;
     // The tests drive the real binary: build it first.
     // Built with the whole workspace's features, so `cargo test --workspace` below reuses this
     // build instead of compiling wasmtime and the AWS SDK a second time with other features.
@@ -236,4 +240,16 @@ fn moto_server(root: &Path) -> anyhow::Result<PathBuf> {
         bail!("pip installed moto but {} is missing", server.display());
     }
     Ok(server)
+}
+
+/// Installs the pinned tools that build Python and JavaScript plugins (componentize-py in a
+/// virtual environment, componentize-js in an npm prefix) into the cache outside the clone,
+/// through the same script the plugin builds use, so the tests that build the example
+/// plugins do not spend their time installing (docs/plugins-in-other-languages.md).
+fn lang_tools(root: &Path) -> anyhow::Result<()> {
+    let script = root.join("plugin-sdk/tools/build-plugin.sh");
+    for lang in ["python", "js"] {
+        run(Command::new("bash").current_dir(root).arg(&script).args(["install", lang]))?;
+    }
+    Ok(())
 }

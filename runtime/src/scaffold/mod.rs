@@ -80,19 +80,29 @@ pub fn create(request: &Request, lang: Lang) -> anyhow::Result<PathBuf> {
     if dir.exists() && std::fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
         anyhow::bail!("{} exists and is not empty: choose another name or folder", dir.display());
     }
-    let files = match lang {
-        Lang::Rust => rust::files(request, &dir)?,
-        Lang::Python | Lang::Js => anyhow::bail!(
-            "--lang {}: not available yet in this ctrflow; `--lang rust` is",
-            if lang == Lang::Python { "python" } else { "js" }
-        ),
+    let files: Vec<(PathBuf, String)> = match lang {
+        Lang::Rust => rust::files(request, &dir)?.into_iter().map(|f| (PathBuf::from(f.path), f.text)).collect(),
+        Lang::Python | Lang::Js => {
+            use crate::scaffold_lang as other;
+            let world = match request.world {
+                World::Transform => other::World::Transform,
+                World::Enrich => other::World::Enrich,
+                World::Sink => other::World::Sink,
+            };
+            let lang = if lang == Lang::Python { other::Lang::Python } else { other::Lang::Js };
+            other::files(lang, &request.name, world)
+        }
     };
-    for f in files {
-        let path = dir.join(f.path);
+    for (rel, text) in files {
+        let path = dir.join(&rel);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        std::fs::write(&path, f.text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        std::fs::write(&path, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        if rel.extension().is_some_and(|e| e == "sh") {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+        }
     }
     Ok(dir)
 }
