@@ -35,7 +35,8 @@
 //! - [`topology`] opens the connectors, wires the channels and starts one thread per node;
 //!   [`transform`] and [`sink`] are the nodes' loops; [`monitor`] shows progress;
 //!   [`admin`] is the endpoint operators ask (`/metrics`, `/ready`, `/stats`, `/tap`) and
-//!   the `top` and `tap` commands that read it.
+//!   the `top` and `tap` commands that read it; [`lambda`] runs the pipeline as an AWS
+//!   Lambda function behind a Kinesis trigger.
 //! - [`cli`] is the `ctrflow` command; [`logs`] writes its log lines (text or JSON).
 //!
 //! Each group imports only the groups listed before it (the model, then the contract, then
@@ -60,6 +61,7 @@ pub mod dead_letter;
 pub mod flow;
 pub mod graph;
 pub mod host;
+pub mod lambda;
 pub mod logs;
 pub mod monitor;
 pub mod pipeline;

@@ -12,7 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["units", "config", "graph", "record", "ack", "timing"],
     &["flow", "tap", "dead_letter", "contract"],
     &["connectors", "host"],
-    &["pipeline", "topology", "transform", "sink", "monitor", "admin"],
+    &["pipeline", "topology", "transform", "sink", "monitor", "admin", "lambda"],
     &["cli", "logs"],
 ];
 
