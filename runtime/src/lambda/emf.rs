@@ -111,3 +111,45 @@ pub fn line(marks: &Marks, timing: &Timing, delivery: &Delivery, inv: &Invocatio
 fn round(ms: f64) -> f64 {
     (ms * 1000.0).round() / 1000.0
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_line_holds_only_this_invocations_hops_in_emf() {
+        let timing = Timing::new(
+            true,
+            [
+                ("ctrs".to_string(), Section::Source, vec![]),
+                ("db".to_string(), Section::Sink, vec!["ctrs".to_string()]),
+            ],
+        );
+        let db = timing.node("db");
+        // An earlier invocation's slow delivery must not show in this one's figures.
+        db.process.record(Duration::from_millis(900), 10);
+        let marks = mark(&timing);
+        db.process.record(Duration::from_millis(20), 4);
+        db.counters.dead_lettered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let delivery = Delivery { records: 5, delivered: 4, retry_from: Some("49".into()), timed_out: true };
+        let inv = Invocation { request_id: "r", namespace: "ns", pipeline: "p", elapsed_ms: 12.5, cold: false };
+        let v: Value = serde_json::from_str(&line(&marks, &timing, &delivery, &inv)).unwrap();
+        let deliver = v["db.deliver_ms"].as_f64().unwrap();
+        assert!((deliver - 20.0).abs() < 0.1, "{v}");
+        assert_eq!(
+            (v["Records"].as_u64(), v["Retried"].as_u64(), v["DeadLettered"].as_u64()),
+            (Some(5), Some(1), Some(1))
+        );
+        assert_eq!(v["RetryFrom"], "49");
+        let directive = &v["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], "ns");
+        assert_eq!(directive["Dimensions"], json!([["Pipeline"]]));
+        // Every metric named in the directive is a top-level member, as EMF requires.
+        for m in directive["Metrics"].as_array().unwrap() {
+            assert!(v.get(m["Name"].as_str().unwrap()).is_some(), "{m}");
+        }
+        assert!(v.get("db.event_to_ack_ms").is_none(), "no observation, no metric");
+    }
+}
