@@ -48,7 +48,7 @@ mod value;
 #[doc(hidden)]
 pub mod adapter;
 
-pub use bindings::types::{ErrorKind, LogLevel, Value};
+pub use bindings::types::{ErrorKind, Field, LogLevel, Value};
 pub use record::Record;
 pub use serde_json;
 

@@ -6,7 +6,7 @@
 //! is never copied whole. In a native `cargo test` it wraps a `serde_json::Value` and walks
 //! it with the same [`crate::path`] code the host uses.
 
-use crate::{Error, Path, Value, ctr};
+use crate::{Error, Field, Path, Value, ctr};
 
 /// One record, reached through [`Path`]s.
 pub struct Record<'a> {
@@ -100,8 +100,51 @@ impl<'a> Record<'a> {
         }
     }
 
+    /// Every field of the record, depth first, each object's fields in key order: the whole
+    /// record without a JSON round trip. An object is a [`Field`] without a value, its
+    /// fields following one level deeper; arrays come whole as [`Value::Json`].
+    pub fn walk(&self) -> Vec<Field> {
+        #[cfg(target_arch = "wasm32")]
+        return batch::walk(self.inner.index);
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let mut out = Vec::new();
+            if let Some(object) = self.inner.json.as_object() {
+                walk_into(&mut out, object, 0);
+            }
+            out
+        }
+    }
+
+    /// Replaces the whole record with an object of these fields, in this order (a later
+    /// duplicate key wins): a new record without a JSON round trip.
+    pub fn set_fields(&mut self, fields: &[(String, Value)]) -> Result<(), Error> {
+        #[cfg(target_arch = "wasm32")]
+        return batch::set_fields(self.inner.index, fields).map_err(Error::bad_record);
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let object = fields.iter().map(|(k, v)| (k.clone(), v.to_json())).collect();
+            *self.inner.json = serde_json::Value::Object(object);
+            Ok(())
+        }
+    }
+
     /// The record as the typed contact trace record model (a whole-record copy).
     pub fn ctr(&self) -> Result<ctr::ContactTraceRecord, Error> {
         ctr::ContactTraceRecord::from_value(self.to_json()).map_err(|e| Error::bad_record(e.to_string()))
+    }
+}
+
+/// The native [`Record::walk`]: the host's walk, over a JSON object.
+#[cfg(not(target_arch = "wasm32"))]
+fn walk_into(out: &mut Vec<Field>, object: &serde_json::Map<String, serde_json::Value>, depth: u32) {
+    for (key, value) in object {
+        match value {
+            serde_json::Value::Object(inner) => {
+                out.push(Field { depth, key: key.clone(), value: None });
+                walk_into(out, inner, depth + 1);
+            }
+            other => out.push(Field { depth, key: key.clone(), value: Some(Value::from_json(other)) }),
+        }
     }
 }

@@ -54,17 +54,26 @@ pub struct Output {
     senders: Vec<mpsc::Sender<Batch>>,
     /// Where `ctrflow tap` watches this output (see [`crate::tap`]).
     tap: Option<Arc<TapPoint>>,
+    /// Whether batches are stamped as they are sent (for the next node's queue wait):
+    /// not when hop timing is off.
+    timed: bool,
 }
 
 impl Output {
     /// An output feeding these channels.
     pub fn new(senders: Vec<mpsc::Sender<Batch>>) -> Self {
-        Output { senders, tap: None }
+        Output { senders, tap: None, timed: true }
     }
 
     /// The same output, watched by `tap`: one atomic load per batch while nobody taps.
     pub fn tapped(mut self, tap: Arc<TapPoint>) -> Self {
         self.tap = Some(tap);
+        self
+    }
+
+    /// The same output, sending batches without stamping them (hop timing is off).
+    pub fn untimed(mut self) -> Self {
+        self.timed = false;
         self
     }
 
@@ -75,7 +84,9 @@ impl Output {
 
     /// One batch per reader: clones (of `Arc`s) for all but the last.
     fn fan(&self, mut batch: Batch) -> Vec<(mpsc::Sender<Batch>, Batch)> {
-        batch.sent_at = Instant::now();
+        if self.timed {
+            batch.sent_at = Instant::now();
+        }
         if let Some(tap) = &self.tap
             && tap.is_tapped()
         {

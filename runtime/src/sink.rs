@@ -116,8 +116,8 @@ impl SinkNode {
         }
 
         let results = self.writer.write(&items).await;
-        let acked_at = Instant::now();
-        let acked_ms = now_ms();
+        let timed = self.node.timing_enabled;
+        let (acked_at, acked_ms) = if timed { (Some(Instant::now()), now_ms()) } else { (None, 0) };
         let mut event_us = Vec::new();
         let mut arrival_us = Vec::new();
         let mut ok = 0u64;
@@ -126,7 +126,7 @@ impl SinkNode {
             match result {
                 Written::Ok => {
                     ok += 1;
-                    if self.node.timing_enabled {
+                    if timed {
                         let meta = &item.record.meta;
                         if let Some(e) = meta.event_ms {
                             event_us.push(((acked_ms - e).max(0) as u64) * 1000);
@@ -146,7 +146,7 @@ impl SinkNode {
             tracing::warn!(sink = %self.id, records = unwritten, "Records left unwritten and unacknowledged.");
         }
         Counters::add(&self.node.timing.counters.records_out, ok);
-        if self.node.timing_enabled {
+        if let Some(acked_at) = acked_at {
             for (arrived, read_at, n) in groups {
                 self.node.timing.process.record(acked_at.saturating_duration_since(arrived), n as u64);
                 self.node.timing.read_to_ack.record(acked_at.saturating_duration_since(read_at), n as u64);

@@ -77,14 +77,15 @@ pub fn run(pipeline: Pipeline, shutdown: Shutdown, opts: RunOptions) -> anyhow::
     }
     let taps = crate::tap::Taps::default();
     let output_of = |id: &str, output: Option<&str>| {
-        Output::new(
+        let out = Output::new(
             graph
                 .readers(id)
                 .filter(|(_, input)| input.output.as_deref() == output)
                 .filter_map(|(reader, _)| senders.get(&reader.id).cloned())
                 .collect(),
         )
-        .tapped(taps.point(id, output))
+        .tapped(taps.point(id, output));
+        if cfg.timing.enabled { out } else { out.untimed() }
     };
 
     // Dead letters: to a file, or to a sink (whose own refusals go to the file).

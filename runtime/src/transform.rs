@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use crate::contract::NodeHandle;
+use crate::contract::{Health, NodeHandle};
 use crate::dead_letter::DeadLetterKind;
 use crate::flow::{Batch, Output};
 use crate::host::{Decision, FailureKind, TransformPlugin};
@@ -45,6 +45,8 @@ pub fn dead_letter_kind(kind: FailureKind) -> DeadLetterKind {
         FailureKind::Panic => DeadLetterKind::Panic,
         FailureKind::Trap => DeadLetterKind::Trap,
         FailureKind::OutputTooLarge => DeadLetterKind::OutputTooLarge,
+        // Never dead-lettered: `process` leaves such a record unacknowledged.
+        FailureKind::Stopped => DeadLetterKind::PluginError,
     }
 }
 
@@ -60,6 +62,9 @@ struct Reorder {
 impl TransformNode {
     /// Runs until its input closes.
     pub fn run(self, rx: mpsc::Receiver<Batch>, workers: usize) -> anyhow::Result<()> {
+        // Lookups retry a table that does not answer for as long as the run lasts.
+        let health = Health::lookups(self.node.key.clone(), self.node.timing.clone());
+        self.plugin.context().lookup_retry.attach(health, self.node.shutdown.clone());
         let input = Mutex::new((rx, 0u64));
         let reorder = Mutex::new(Reorder { next: 0, ready: BTreeMap::new() });
         std::thread::scope(|scope| {
@@ -70,6 +75,12 @@ impl TransformNode {
                 if result.is_ok() {
                     result = r;
                 }
+            }
+            let unwritten = self.node.timing.counters.unwritten.load(std::sync::atomic::Ordering::Relaxed);
+            if result.is_ok() && unwritten > 0 {
+                result = Err(anyhow::anyhow!(
+                    "{unwritten} record(s) left unprocessed and unacknowledged (a lookup table kept failing while the run stopped); they are read again on the next run"
+                ));
             }
             result
         })
@@ -105,9 +116,10 @@ impl TransformNode {
     /// Runs one batch through the plugin and sorts its records by output.
     fn process(&self, mut batch: Batch) -> Routed {
         let timing = &self.node.timing;
-        let start = Instant::now();
+        // No clock is read when hop timing is off.
+        let start = self.node.timing_enabled.then(Instant::now);
         let n = batch.records.len() as u64;
-        if self.node.timing_enabled {
+        if let Some(start) = start {
             timing.wait.record(start.saturating_duration_since(batch.sent_at), n);
         }
         Counters::add(&timing.counters.records_in, n);
@@ -125,10 +137,16 @@ impl TransformNode {
                     }
                     record.ack.complete();
                 }
+                Decision::Fail(f) if f.kind == FailureKind::Stopped => {
+                    // Not the record's fault: it stays unacknowledged (its batch is not
+                    // checkpointed) and is read again on the next run.
+                    Counters::add(&self.node.timing.counters.unwritten, 1);
+                    drop(record);
+                }
                 Decision::Fail(f) => self.node.refuse_blocking(record, dead_letter_kind(f.kind), f.message),
             }
         }
-        if self.node.timing_enabled {
+        if let Some(start) = start {
             timing.process.record(start.elapsed(), n);
         }
         std::iter::once(default).chain(named).map(|records| batch.with_records(records)).collect()

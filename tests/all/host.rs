@@ -14,8 +14,8 @@ use ctrflow::config::PipelineConfig;
 use ctrflow::graph::Section;
 use ctrflow::host::{
     BUNDLED, COUNTERS_REFUSED, CacheOutcome, CompileCache, Compiled, Decision, EDIT_MIN_BYTES, Failure, FailureKind,
-    Host, HostError, LOG_BURST, LOG_PER_SECOND, LOG_SUPPRESSED, Limits, Lookup, MAX_COUNTERS, MAX_PATHS, NodeContext,
-    PluginKind,
+    Host, HostError, LOG_BURST, LOG_PER_SECOND, LOG_SUPPRESSED, Limits, Lookup, LookupError, MAX_COUNTERS, MAX_PATHS,
+    NodeContext, PluginKind,
 };
 use ctrflow::record::Record;
 use ctrflow::timing::Timing;
@@ -125,9 +125,9 @@ struct TableFn<F>(F);
 
 impl<F> Lookup for TableFn<F>
 where
-    F: Fn(&str, &str) -> Result<Option<Json>, String> + Send + Sync,
+    F: Fn(&str, &str) -> Result<Option<Json>, LookupError> + Send + Sync,
 {
-    fn get(&self, table: &str, key: &str) -> Result<Option<Json>, String> {
+    fn get(&self, table: &str, key: &str) -> Result<Option<Json>, LookupError> {
         (self.0)(table, key)
     }
 }
@@ -240,11 +240,103 @@ fn a_huge_set_json_is_refused_and_the_record_fails() {
     assert!(f.message.contains("max_output"), "the message must name the limit: {}", f.message);
 }
 
-/// A lookup that takes longer than the whole batch's budget: the guest traps with
-/// `Deadline` as soon as the host call returns. The margin is wide (5x a batch of 3's
-/// budget) because epoch ticks come late on a loaded machine, stretching the deadline.
+/// A lookup that takes longer than the whole batch's budget (the time in a lookup is the
+/// host's, so it never makes the plugin trap; see below).
 const SLOW: Duration = Duration::from_millis(800);
 const BUDGET: Duration = Duration::from_millis(50);
+
+/// A plugin whose memory cannot hold [`HUGE_ROW`]: the row is copied into its memory as the
+/// lookup returns, and the instance traps on the cap (`memory_limit`) — a trap in the
+/// middle of a batch, after the records before it were edited.
+fn small_memory() -> Limits {
+    Limits { memory_bytes: 16 << 20, ..Limits::default() }
+}
+const HUGE_ROW: usize = 24 << 20;
+
+/// An enrich plugin whose lookups retry through a node health, as in a run.
+fn enrich_retrying(
+    table: impl Lookup + 'static,
+    budget: Duration,
+) -> (ctrflow::host::TransformPlugin, Arc<ctrflow::timing::NodeTiming>, ctrflow::flow::Shutdown) {
+    let config = json!({"table": "agents", "key": "Agent.Username", "target": "AgentInfo"});
+    let plugin = enrich(config, limits(budget), "agents", table);
+    let timing = Timing::new(true, [("enrich".to_string(), Section::Transform, vec![])]).node("enrich");
+    let shutdown = ctrflow::flow::Shutdown::default();
+    let health = ctrflow::contract::Health::lookups("transforms.enrich".into(), timing.clone());
+    plugin.context().lookup_retry.attach(health, shutdown.clone());
+    (plugin, timing, shutdown)
+}
+
+#[test]
+fn a_lookup_table_that_does_not_answer_is_retried_and_its_time_is_not_the_plugins() {
+    // The table fails twice for an infrastructure reason, slowly, then answers: the plugin
+    // sees the row (never `lookup-failed`), and the time lost — well past the 50 ms budget —
+    // does not trap it.
+    let failures = Arc::new(Mutex::new(0));
+    let seen = failures.clone();
+    let table = TableFn(move |_: &str, _: &str| {
+        let mut n = seen.lock().unwrap();
+        if *n < 2 {
+            *n += 1;
+            std::thread::sleep(SLOW);
+            return Err(LookupError::Unavailable("ThrottlingException: slow down".into()));
+        }
+        Ok(Some(json!({"team": "Refrigeration"})))
+    });
+    let (plugin, timing, _shutdown) = enrich_retrying(table, BUDGET);
+    let out = plugin.process(records(&[ctr(V1)]));
+    let (record, decision) = &out[0];
+    assert!(matches!(decision, Decision::Keep), "{decision:?}");
+    assert_eq!(record.doc["AgentInfo"], json!({"team": "Refrigeration"}));
+    assert_eq!(*failures.lock().unwrap(), 2);
+    let retries = timing.counters.retries.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(retries, 2, "each failed attempt is counted as a retry");
+    assert_eq!(timing.counters.degraded.load(std::sync::atomic::Ordering::Relaxed), 0, "recovered");
+}
+
+#[test]
+fn a_slow_lookup_is_the_hosts_time_not_the_plugins() {
+    // The answer takes 16x the batch's budget: the plugin still gets it, untrapped.
+    let table = TableFn(|_: &str, _: &str| {
+        std::thread::sleep(SLOW);
+        Ok(Some(json!({"team": "Refrigeration"})))
+    });
+    let (plugin, _, _) = enrich_retrying(table, BUDGET);
+    let out = plugin.process(records(&[ctr(V1)]));
+    assert!(matches!(out[0].1, Decision::Keep), "{:?}", out[0].1);
+    assert_eq!(out[0].0.doc["AgentInfo"], json!({"team": "Refrigeration"}));
+}
+
+#[test]
+fn a_refusal_from_the_table_reaches_the_plugin_as_lookup_failed() {
+    let table = TableFn(|_: &str, _: &str| Err(LookupError::Failed("ValidationException: bad key".into())));
+    let (plugin, _, _) = enrich_retrying(table, Limits::default().time_per_record);
+    let out = plugin.process(records(&[ctr(V1)]));
+    let f = failure(&out[0].1);
+    assert_eq!(f.kind, FailureKind::LookupFailed, "{f:?}");
+    assert!(f.message.contains("ValidationException"), "{f:?}");
+}
+
+#[test]
+fn a_run_stopping_while_the_table_is_down_leaves_the_batch_unprocessed_not_failed() {
+    let table = TableFn(|_: &str, _: &str| Err(LookupError::Unavailable("connection refused".into())));
+    let (plugin, timing, shutdown) = enrich_retrying(table, Limits::default().time_per_record);
+    let stop = shutdown.clone();
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        stop.request();
+    });
+    let docs = batch(3, None, "");
+    let out = plugin.process(records(&docs));
+    stopper.join().unwrap();
+    assert_eq!(out.len(), 3);
+    for (i, (record, decision)) in out.iter().enumerate() {
+        assert_eq!(failure(decision).kind, FailureKind::Stopped, "record #{i}");
+        assert_eq!(*record.doc, docs[i], "record #{i} comes back unchanged");
+    }
+    assert!(timing.counters.retries.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert_eq!(timing.counters.degraded.load(std::sync::atomic::Ordering::Relaxed), 1, "still degraded");
+}
 
 #[test]
 fn edits_of_a_trapped_batch_are_rolled_back_before_the_retry() {
@@ -252,15 +344,15 @@ fn edits_of_a_trapped_batch_are_rolled_back_before_the_retry() {
     // key, which enrich-lookup refuses as a bad record. So a record retried alone after the
     // trap succeeds only if its first enrichment (in the trapped batch) was rolled back.
     let table = TableFn(|_: &str, key: &str| {
-        if key == "slow" {
-            std::thread::sleep(SLOW);
+        if key == "huge" {
+            return Ok(Some(json!({"row": "x".repeat(HUGE_ROW)})));
         }
         Ok(Some(json!({"row": key})))
     });
     let config = json!({"table": "t", "key": "Attributes.k", "target": "Attributes.k"});
-    let plugin = enrich(config, limits(BUDGET), "t", table);
+    let plugin = enrich(config, small_memory(), "t", table);
     let mut docs = batch(3, None, "");
-    for (doc, key) in docs.iter_mut().zip(["a", "b", "slow"]) {
+    for (doc, key) in docs.iter_mut().zip(["a", "b", "huge"]) {
         doc["Attributes"]["k"] = json!(key);
     }
     let out = plugin.process(records(&docs));
@@ -271,7 +363,7 @@ fn edits_of_a_trapped_batch_are_rolled_back_before_the_retry() {
         assert_eq!(*record.doc, expected);
     }
     let (record, decision) = &out[2];
-    assert_eq!(failure(decision).kind, FailureKind::Deadline);
+    assert_eq!(failure(decision).kind, FailureKind::MemoryLimit);
     assert_eq!(*record.doc, docs[2]);
 }
 
@@ -283,22 +375,19 @@ fn rollback_removes_objects_the_trapped_batch_created() {
     // empty `Enriched` left behind by a leaf-only undo.
     let served = Mutex::new(false);
     let table = TableFn(move |_: &str, key: &str| match key {
-        "slow" => {
-            std::thread::sleep(SLOW);
-            Ok(None)
-        }
+        "huge" => Ok(Some(json!({"row": "x".repeat(HUGE_ROW)}))),
         _ if !std::mem::replace(&mut *served.lock().unwrap(), true) => Ok(Some(json!({"row": key}))),
         _ => Ok(None),
     });
     let config = json!({"table": "t", "key": "Attributes.k", "target": "Enriched.Row"});
-    let plugin = enrich(config, limits(BUDGET), "t", table);
+    let plugin = enrich(config, small_memory(), "t", table);
     let mut docs = batch(2, None, "");
     docs[0]["Attributes"]["k"] = json!("a");
-    docs[1]["Attributes"]["k"] = json!("slow");
+    docs[1]["Attributes"]["k"] = json!("huge");
     let out = plugin.process(records(&docs));
     assert!(matches!(out[0].1, Decision::Keep), "{:?}", out[0].1);
     assert_eq!(*out[0].0.doc, docs[0]);
-    assert_eq!(failure(&out[1].1).kind, FailureKind::Deadline);
+    assert_eq!(failure(&out[1].1).kind, FailureKind::MemoryLimit);
     assert_eq!(*out[1].0.doc, docs[1]);
 }
 

@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use ctrflow_plugin_sdk::{Error, Init, Outcome, Record, Transform};
+use ctrflow_plugin_sdk::{Error, Field, Init, Outcome, Record, Transform, Value};
 use serde::Deserialize;
 use serde_json::{Map, Value as Json};
 
@@ -87,26 +87,81 @@ impl Transform for CtrFlatten {
     }
 
     fn process(&mut self, record: &mut Record<'_>) -> Outcome {
-        let Json::Object(nested) = record.to_json() else {
-            return Outcome::Fail(Error::bad_record("the record is not a JSON object"));
-        };
-        let mut flat = match flatten(nested, &self.separator, self.arrays) {
+        // The record is walked in the host and the flat one handed back as typed fields:
+        // no JSON text crosses the boundary (but for arrays, which travel as their text).
+        let mut flat = match flatten_fields(record.walk(), &self.separator, self.arrays) {
             Ok(flat) => flat,
             Err(column) => {
                 return Outcome::Fail(Error::bad_record(format!("two fields flatten to the same column {column:?}")));
             }
         };
         if let Some(include) = &self.include {
-            flat = include.iter().map(|c| (c.clone(), flat.remove(c).unwrap_or(Json::Null))).collect();
+            flat = include.iter().map(|c| (c.clone(), flat.remove(c).unwrap_or(Value::Null))).collect();
         }
         flat.retain(|c, _| !self.exclude.contains(c));
-        // A BTreeMap iterates sorted, so the object is sorted even if serde_json keeps
-        // insertion order (its `preserve_order` feature).
-        let object: Map<String, Json> = flat.into_iter().collect();
-        match record.replace_json(&Json::Object(object)) {
+        // A BTreeMap iterates sorted, so the columns are sorted whatever the input's order.
+        let fields: Vec<(String, Value)> = flat.into_iter().collect();
+        match record.set_fields(&fields) {
             Ok(()) => Outcome::Keep,
             Err(e) => Outcome::Fail(e),
         }
+    }
+}
+
+/// Flattens a walked record ([`Record::walk`]: depth first, objects before their fields).
+/// On a collision, the column that two fields share.
+pub fn flatten_fields(fields: Vec<Field>, separator: &str, arrays: Arrays) -> Result<BTreeMap<String, Value>, String> {
+    let mut out = BTreeMap::new();
+    // The column prefix of each open object, by depth.
+    let mut prefixes: Vec<String> = Vec::new();
+    let mut fields = fields.into_iter().peekable();
+    while let Some(Field { depth, key, value }) = fields.next() {
+        prefixes.truncate(depth as usize);
+        let column = match prefixes.last() {
+            Some(prefix) => format!("{prefix}{separator}{key}"),
+            None => key,
+        };
+        let leaf = match value {
+            // An object: its fields follow one level deeper, unless it is empty.
+            None if fields.peek().is_some_and(|next| next.depth > depth) => {
+                prefixes.push(column);
+                continue;
+            }
+            None => Value::Null,
+            Some(Value::Json(text)) => match arrays {
+                Arrays::Json => Value::Text(text),
+                Arrays::First => {
+                    // Rare: the first element, flattened through JSON under the column.
+                    let first = match serde_json::from_str::<Json>(&text) {
+                        Ok(Json::Array(items)) => items.into_iter().next(),
+                        _ => None,
+                    };
+                    let Some(first) = first else {
+                        insert(&mut out, column, Value::Null)?;
+                        continue;
+                    };
+                    let mut nested = BTreeMap::new();
+                    flatten_into(&mut nested, column, first, separator, arrays)?;
+                    for (c, v) in nested {
+                        insert(&mut out, c, Value::from_json(&v))?;
+                    }
+                    continue;
+                }
+            },
+            Some(scalar) => scalar,
+        };
+        insert(&mut out, column, leaf)?;
+    }
+    Ok(out)
+}
+
+fn insert(out: &mut BTreeMap<String, Value>, column: String, value: Value) -> Result<(), String> {
+    match out.entry(column) {
+        std::collections::btree_map::Entry::Vacant(slot) => {
+            slot.insert(value);
+            Ok(())
+        }
+        std::collections::btree_map::Entry::Occupied(slot) => Err(slot.key().clone()),
     }
 }
 

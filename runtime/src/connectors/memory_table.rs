@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::contract::{Env, Lookup, TableConnector};
+use crate::contract::{Env, Lookup, LookupError, TableConnector};
 
 /// `type = "csv"` / `type = "json"`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -116,7 +116,7 @@ impl MemoryTable {
 }
 
 impl Lookup for MemoryTable {
-    fn get(&self, _table: &str, key: &str) -> Result<Option<Value>, String> {
+    fn get(&self, _table: &str, key: &str) -> Result<Option<Value>, LookupError> {
         Ok(self.rows.get(key).cloned())
     }
 }

@@ -34,7 +34,7 @@ pub use sink::{
     Backoff, Destination, Encoding, Health, Item, SinkConnector, SinkOptions, WriteFuture, Writer, Written,
 };
 pub use source::{CheckpointFile, Refusal, Source, SourceConnector, SourceContext, SourceSettings};
-pub use table::{Lookup, TableConnector};
+pub use table::{Lookup, LookupError, TableConnector};
 
 /// What a connector may see of the pipeline when it validates and opens.
 #[derive(Debug, Clone, Copy)]

@@ -56,27 +56,40 @@ pub struct SinkOptions {
 pub struct Health {
     timing: Arc<NodeTiming>,
     key: Arc<str>,
+    /// What is failing, for the log: a sink's destination or a transform's lookup table.
+    subject: &'static str,
 }
 
 impl Health {
-    /// The health of node `key` (`sinks.db`), kept in its counters.
+    /// The health of sink `key` (`sinks.db`)'s destination, kept in its counters.
     pub fn new(key: Arc<str>, timing: Arc<NodeTiming>) -> Self {
-        Health { timing, key }
+        Health { timing, key, subject: "Destination" }
     }
 
-    /// A write failed for a reason outside the records; it will be retried after `delay`.
+    /// The health of the lookup tables transform `key` (`transforms.enrich`) reads.
+    pub fn lookups(key: Arc<str>, timing: Arc<NodeTiming>) -> Self {
+        Health { timing, key, subject: "Lookup table" }
+    }
+
+    /// The node's key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// A write (or lookup) failed for a reason outside the records; it will be retried after
+    /// `delay`.
     pub fn retrying(&self, error: &dyn std::fmt::Display, attempt: u32, delay: Duration) {
         let c = &self.timing.counters;
         Counters::add(&c.retries, 1);
         if c.degraded.swap(1, Ordering::Relaxed) == 0 || attempt.is_power_of_two() {
-            tracing::warn!(sink = %self.key, attempt, delay_ms = delay.as_millis() as u64, error = %error, "Destination failing; retrying (records are kept, not dead-lettered).");
+            tracing::warn!(node = %self.key, attempt, delay_ms = delay.as_millis() as u64, error = %error, "{} failing; retrying (records are kept, not dead-lettered).", self.subject);
         }
     }
 
-    /// Writes go through again.
+    /// Writes (or lookups) go through again.
     pub fn recovered(&self) {
         if self.timing.counters.degraded.swap(0, Ordering::Relaxed) == 1 {
-            tracing::info!(sink = %self.key, "Destination recovered.");
+            tracing::info!(node = %self.key, "{} recovered.", self.subject);
         }
     }
 
@@ -98,7 +111,7 @@ impl Health {
                 }
                 Err(e) => {
                     if shutdown.is_requested() && backoff.attempts() >= 3 {
-                        tracing::warn!(sink = %self.key, error = %e, "Stopping while the destination still fails; leaving records unwritten.");
+                        tracing::warn!(node = %self.key, error = %e, "Stopping while the destination still fails; leaving records unwritten.");
                         return None;
                     }
                     let delay = backoff.next_delay();

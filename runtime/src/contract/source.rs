@@ -79,6 +79,9 @@ pub struct SourceContext {
     pending: Vec<Record>,
     batch_ack: Option<AckBatch>,
     batch_read_at: Option<Instant>,
+    /// The wall-clock time the current batch began, in ms: every record's read time when
+    /// hop timing is off (one clock read per batch, not per record).
+    batch_read_ms: i64,
     next_seq: u64,
 }
 
@@ -153,6 +156,7 @@ impl SourceContext {
             pending: Vec::new(),
             batch_ack: None,
             batch_read_at: None,
+            batch_read_ms: 0,
             next_seq: 0,
         }
     }
@@ -167,20 +171,22 @@ impl SourceContext {
         self.next_seq
     }
 
-    fn ack(&mut self) -> AckRef {
+    /// The record's share of the current batch's acknowledgement, and its read time.
+    fn ack(&mut self) -> (AckRef, i64) {
         if self.batch_ack.is_none() {
             self.batch_ack = Some(AckBatch::new(self.next_seq, self.completions_tx.clone()));
             self.batch_read_at = Some(Instant::now());
+            self.batch_read_ms = now_ms();
         }
-        self.batch_ack.as_ref().expect("set above").record()
+        let read_ms = if self.node.timing_enabled { now_ms() } else { self.batch_read_ms };
+        (self.batch_ack.as_ref().expect("set above").record(), read_ms)
     }
 
     /// Takes one document as read. `arrival_ms` is the stream's arrival time, when the
     /// medium has one. A document that is not a contact record is dead-lettered (and its
     /// batch still completes once the dead letter is written).
     pub fn ingest(&mut self, bytes: Bytes, position: String, arrival_ms: Option<i64>) {
-        let read_ms = now_ms();
-        let ack = self.ack();
+        let (ack, read_ms) = self.ack();
         Counters::add(&self.node.timing.counters.records_in, 1);
         match parse_ctr(&bytes, self.settings.max_record_size) {
             Ok(doc) => self.push(doc, Some(bytes), position, arrival_ms, read_ms, ack),
@@ -191,8 +197,7 @@ impl SourceContext {
     /// Takes one document its reader has parsed already (`raw` is its text), so it is not
     /// parsed twice.
     pub fn ingest_parsed(&mut self, doc: Value, raw: Bytes, position: String, arrival_ms: Option<i64>) {
-        let read_ms = now_ms();
-        let ack = self.ack();
+        let (ack, read_ms) = self.ack();
         Counters::add(&self.node.timing.counters.records_in, 1);
         let checked = if raw.len() > self.settings.max_record_size {
             Err(Refusal::TooLarge { size: raw.len(), limit: self.settings.max_record_size })
@@ -207,8 +212,7 @@ impl SourceContext {
 
     /// Takes one already-parsed document (the generator's).
     pub fn ingest_doc(&mut self, doc: Value, position: String) {
-        let read_ms = now_ms();
-        let ack = self.ack();
+        let (ack, read_ms) = self.ack();
         Counters::add(&self.node.timing.counters.records_in, 1);
         match check_ctr(doc) {
             Ok(doc) => self.push(doc, None, position, None, read_ms, ack),
@@ -219,16 +223,14 @@ impl SourceContext {
     /// Dead-letters bytes that could not even be split into documents (`message`: the
     /// parser's error).
     pub fn refuse_bytes(&mut self, bytes: Bytes, position: String, message: String) {
-        let read_ms = now_ms();
-        let ack = self.ack();
+        let (ack, read_ms) = self.ack();
         Counters::add(&self.node.timing.counters.records_in, 1);
         self.refuse(Refusal::Malformed(message), bytes, position, None, read_ms, ack);
     }
 
     /// Dead-letters bytes as `kind` (a document too large even to be framed whole).
     pub fn refuse_bytes_as(&mut self, bytes: Bytes, position: String, kind: DeadLetterKind, message: String) {
-        let read_ms = now_ms();
-        let ack = self.ack();
+        let (ack, read_ms) = self.ack();
         Counters::add(&self.node.timing.counters.records_in, 1);
         let meta =
             Meta { source: self.id.clone(), position, raw: Some(bytes), event_ms: None, arrival_ms: read_ms, read_ms };

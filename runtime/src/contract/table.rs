@@ -8,7 +8,27 @@ use super::Env;
 /// Answers an enrich plugin's `lookup(table, key)`.
 pub trait Lookup: Send + Sync {
     /// The row for `key` in `table`, as a JSON object.
-    fn get(&self, table: &str, key: &str) -> Result<Option<serde_json::Value>, String>;
+    fn get(&self, table: &str, key: &str) -> Result<Option<serde_json::Value>, LookupError>;
+}
+
+/// Why a table gave no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookupError {
+    /// The table did not answer this time (throttled, a 5xx, a timeout, a dropped
+    /// connection): never the record's fault. The host retries it, with backoff, for as long
+    /// as the run lasts; the plugin does not see it.
+    Unavailable(String),
+    /// The table answered with a refusal that asking again will not change (a malformed
+    /// key, a table that is gone): the plugin sees `lookup-failed` and decides.
+    Failed(String),
+}
+
+impl std::fmt::Display for LookupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LookupError::Unavailable(m) | LookupError::Failed(m) => f.write_str(m),
+        }
+    }
 }
 
 /// A table type's options (the keys of `[tables.<id>]` besides `type`).

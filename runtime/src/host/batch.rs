@@ -22,6 +22,7 @@ use serde_json::Value as Json;
 
 use super::bindings::Value;
 use super::bindings::transform::ctrflow::plugin::batch;
+use super::bindings::transform::ctrflow::plugin::types::Field;
 use super::state::PluginState;
 use super::values::{approx_size, from_wit, to_wit};
 use crate::record::Record;
@@ -210,7 +211,7 @@ impl batch::Host for PluginState {
     }
 
     fn to_json(&mut self, index: u32) -> String {
-        self.doc(index).map(Json::to_string).unwrap_or_default()
+        self.doc(index).and_then(|doc| serde_json::to_string(doc).ok()).unwrap_or_default()
     }
 
     fn set_json(&mut self, index: u32, json: String) -> Result<(), String> {
@@ -234,6 +235,42 @@ impl batch::Host for PluginState {
         let old = std::mem::replace(&mut record.doc, Arc::new(doc));
         b.log(index, Undo::Doc { index, old });
         Ok(())
+    }
+
+    fn walk(&mut self, index: u32) -> Vec<Field> {
+        let mut out = Vec::new();
+        if let Some(Json::Object(object)) = self.doc(index) {
+            walk_into(&mut out, object, 0);
+        }
+        out
+    }
+
+    fn set_fields(&mut self, index: u32, fields: Vec<(String, Value)>) -> Result<(), String> {
+        let b = self.batch.as_mut().ok_or("no batch outside process/encode")?;
+        // Charged as the JSON text of the object would be: keys, quotes, colons, commas.
+        let bytes = fields.iter().map(|(k, v)| k.len() + 4 + approx_size(v)).sum::<usize>() + 2;
+        b.charge(index, bytes)?;
+        let mut object = serde_json::Map::new();
+        for (key, value) in fields {
+            object.insert(key, from_wit(value)?);
+        }
+        let record = b.records.get_mut(index as usize).ok_or("record index out of range")?;
+        let old = std::mem::replace(&mut record.doc, Arc::new(Json::Object(object)));
+        b.log(index, Undo::Doc { index, old });
+        Ok(())
+    }
+}
+
+/// Appends the fields of `object`, `depth` deep, and of its objects below them, depth first.
+fn walk_into(out: &mut Vec<Field>, object: &serde_json::Map<String, Json>, depth: u32) {
+    for (key, value) in object {
+        match value {
+            Json::Object(inner) => {
+                out.push(Field { depth, key: key.clone(), value: None });
+                walk_into(out, inner, depth + 1);
+            }
+            other => out.push(Field { depth, key: key.clone(), value: Some(to_wit(other)) }),
+        }
     }
 }
 

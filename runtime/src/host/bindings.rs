@@ -8,6 +8,8 @@ pub mod transform {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "ctrflow:plugin/enrich",
+        // A lookup can be abandoned when the run stops (`lookup.rs`): it may trap.
+        imports: { "ctrflow:plugin/lookup.get": trappable },
     });
 }
 

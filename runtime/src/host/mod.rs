@@ -35,12 +35,13 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker, types::ComponentItem};
 use wasmtime::{Config, Engine};
 
+pub use crate::contract::LookupError;
 pub use batch::EDIT_MIN_BYTES;
 pub use bundled::{BUNDLED, TEST_PLUGIN_DIR, bundled};
 pub use cache::{CacheOutcome, CompileCache};
 pub use limiter::{MAX_INSTANCES, MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES};
 pub use limits::Limits;
-pub use lookup::Lookup;
+pub use lookup::{Lookup, LookupRetry, StoppedWaitingForLookup};
 pub use plugin::{Decision, Encoding, Failure, FailureKind, SinkPlugin, TransformPlugin};
 pub use services::{
     COUNTERS_REFUSED, LOG_BURST, LOG_PER_SECOND, LOG_SUPPRESSED, MAX_COUNTER_NAME_BYTES, MAX_COUNTERS, MAX_LOG_BYTES,

@@ -13,13 +13,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 use wasmtime::component::InstancePre;
-use wasmtime::{Engine, Store, Trap};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use super::batch::PluginBatch;
 use super::bindings::sink::exports::ctrflow::plugin::encoder::Encoded;
 use super::bindings::sink::{Sink, SinkPre};
 use super::bindings::transform::{Enrich, EnrichPre};
 use super::bindings::{ErrorKind, Outcome, PluginError};
+use super::lookup::StoppedWaitingForLookup;
 use super::state::{NodeContext, PluginState};
 use super::wasi::WaitedPastDeadline;
 use super::{HostError, Limits, TICK};
@@ -48,6 +49,9 @@ pub enum FailureKind {
     Trap,
     /// The plugin produced a record larger than the node's `max_output`, or too many.
     OutputTooLarge,
+    /// Not a failure of the record: the run stopped while a lookup table was not answering.
+    /// The record is left unacknowledged, to be read again (`lookup.rs`).
+    Stopped,
 }
 
 impl FailureKind {
@@ -63,6 +67,7 @@ impl FailureKind {
             FailureKind::Panic => "panic",
             FailureKind::Trap => "trap",
             FailureKind::OutputTooLarge => "output_too_large",
+            FailureKind::Stopped => "stopped",
         }
     }
 
@@ -261,6 +266,16 @@ impl<W: World> Pool<W> {
         };
         let mut store = Store::new(&self.engine, PluginState::new(ctx.clone(), self.limits.memory_bytes));
         store.limiter(|s| &mut s.limits);
+        // At each epoch deadline: trap if the call's deadline has passed, else wait on. The
+        // deadline is an `Instant` because host lookups move it (their time is not the
+        // plugin's: `lookup.rs`); the epoch deadline is only when to look again.
+        store.epoch_deadline_callback(|ctx| {
+            let now = Instant::now();
+            match ctx.data().deadline {
+                Some(deadline) if now < deadline => Ok(UpdateDeadline::Continue(ticks(deadline - now))),
+                _ => Err(Trap::Interrupt.into()),
+            }
+        });
         store.set_epoch_deadline(ticks(INIT_DEADLINE));
         store.data_mut().deadline = Some(Instant::now() + INIT_DEADLINE);
         let bindings = match W::instantiate(&self.pre, &mut store) {
@@ -361,6 +376,11 @@ impl<W: World> Pool<W> {
             Err(e) => {
                 let records = batch.rollback(instance.store.data().paths.as_slice());
                 drop(instance); // poisoned by the trap
+                if let Some(stopped) = e.downcast_ref::<StoppedWaitingForLookup>() {
+                    // Nothing the records did: none of them is tried again alone.
+                    let f = Failure { kind: FailureKind::Stopped, message: stopped.to_string() };
+                    return records.into_iter().map(|r| (r, Err(f.clone()))).collect();
+                }
                 if n == 1 {
                     let f = classify_trap(&e, &self.limits, 1, memory_refused);
                     tracing::debug!(node = %self.ctx.node, kind = %f.kind, "Plugin trapped; instance replaced.");

@@ -15,7 +15,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::batch::PluginBatch;
 use super::limiter::Limiter;
-use super::lookup::Lookup;
+use super::lookup::{Lookup, LookupRetry};
 use super::services::{COUNTERS_REFUSED, LOG_SUPPRESSED, LogGate, PathCache};
 
 /// What every instance of a node's plugin shares: who it is, what it was granted, and
@@ -33,6 +33,8 @@ pub struct NodeContext {
     pub(crate) log_gate: Mutex<LogGate>,
     /// Counter increments refused for their name.
     pub(crate) counters_refused: AtomicU64,
+    /// How the node's lookups retry a table that does not answer.
+    pub lookup_retry: LookupRetry,
 }
 
 impl NodeContext {
@@ -45,6 +47,7 @@ impl NodeContext {
             counters: Mutex::new(HashMap::new()),
             log_gate: Mutex::new(LogGate::default()),
             counters_refused: AtomicU64::new(0),
+            lookup_retry: LookupRetry::default(),
         }
     }
 
@@ -72,7 +75,8 @@ pub struct PluginState {
     pub(crate) ctx: Arc<NodeContext>,
     /// The batch of the call in progress.
     pub(crate) batch: Option<PluginBatch>,
-    /// When the call in progress must end: blocking WASI calls wait no longer (`wasi.rs`).
+    /// When the call in progress must end: blocking WASI calls wait no longer (`wasi.rs`),
+    /// and the epoch callback traps past it. Time in host lookups moves it (`lookup.rs`).
     pub(crate) deadline: Option<Instant>,
 }
 

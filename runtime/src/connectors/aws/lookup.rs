@@ -9,6 +9,11 @@
 //! eventually consistent (half the cost; a row changed a moment ago may be seen old for
 //! up to the TTL anyway).
 //!
+//! A GetItem that fails for an infrastructure reason (throttling, a 5xx, a timeout, a
+//! dropped connection) is reported as [`LookupError::Unavailable`]: the host retries it and
+//! never turns it into a failed record. A refusal (validation, a table that is gone, access
+//! denied) is [`LookupError::Failed`]: the plugin sees `lookup-failed`.
+//!
 //! Nothing contacts AWS until the run starts: [`TableConnector::check`] then confirms the
 //! table exists.
 
@@ -22,8 +27,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::dynamodb::from_attribute;
-use super::{Settings, block_on, describe, described};
-use crate::contract::{Env, Lookup, TableConnector};
+use super::{Fault, Settings, block_on, classify, described};
+use crate::contract::{Env, Lookup, LookupError, TableConnector};
 use crate::units::parse_duration;
 
 /// `type = "dynamodb"`.
@@ -133,20 +138,28 @@ impl DynamoLookup {
             .clone()
     }
 
-    fn fetch(&self, key: &str) -> Result<Option<Value>, String> {
-        let client = self.client().map_err(|e| format!("{}: {e}", self.node))?;
+    fn fetch(&self, key: &str) -> Result<Option<Value>, LookupError> {
+        // Loading the AWS configuration fails on a setup problem, not a passing one.
+        let client = self.client().map_err(|e| LookupError::Failed(format!("{}: {e}", self.node)))?;
         let req = client.get_item().table_name(&self.table).key(&self.key, AttributeValue::S(key.to_string()));
-        let out = block_on(req.send())
-            .map_err(|e| format!("{}: GetItem on DynamoDB table {:?}: {}", self.node, self.table, describe(&e)))?;
+        let out = block_on(req.send()).map_err(|e| {
+            let what = |text: String| format!("{}: GetItem on DynamoDB table {:?}: {text}", self.node, self.table);
+            match classify(&e) {
+                Fault::Retry(text) => LookupError::Unavailable(what(text)),
+                Fault::Fatal(text) | Fault::Halt(text) => LookupError::Failed(what(text)),
+            }
+        })?;
         Ok(out.item().map(|item| Value::Object(item.iter().map(|(k, v)| (k.clone(), from_attribute(v))).collect())))
     }
 }
 
 impl Lookup for DynamoLookup {
-    fn get(&self, _table: &str, key: &str) -> Result<Option<Value>, String> {
-        if let Some(hit) = self.cache.lock().map_err(|_| "lookup cache poisoned")?.get(key, self.ttl) {
+    fn get(&self, _table: &str, key: &str) -> Result<Option<Value>, LookupError> {
+        let cache = self.cache.lock().map_err(|_| LookupError::Failed("lookup cache poisoned".into()))?;
+        if let Some(hit) = cache.get(key, self.ttl) {
             return Ok(hit);
         }
+        drop(cache);
         // Fetched without holding the lock: other threads keep answering from the cache.
         let row = self.fetch(key)?;
         if let Ok(mut c) = self.cache.lock() {
