@@ -123,6 +123,35 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         limit: Option<u64>,
     },
+    /// Run the pipeline as an AWS Lambda function (the process Lambda starts, runtime
+    /// `provided.al2023`): each invocation's Kinesis event feeds the pipeline's `kinesis`
+    /// source; the response reports the first record not delivered (docs/lambda.md).
+    Lambda {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Load the plugins `ctrflow compile` wrote into DIR (no compiling at cold start).
+        #[arg(long, value_name = "DIR", env = "CTRFLOW_PRECOMPILED")]
+        precompiled: Option<PathBuf>,
+        /// Stop waiting this long before Lambda's deadline and report what is undelivered.
+        #[arg(long, value_name = "DURATION", value_parser = duration, env = "CTRFLOW_LAMBDA_DEADLINE_MARGIN", default_value = "1s")]
+        deadline_margin: Duration,
+        /// The CloudWatch namespace of the per-invocation metric lines (EMF, on stdout).
+        #[arg(long, value_name = "NAME", env = "CTRFLOW_METRICS_NAMESPACE", default_value = "ctrflow")]
+        metrics_namespace: String,
+        /// The longest a sink waits for a fuller batch (caps each sink's `linger`): an
+        /// invocation's records arrive together, so waiting only adds to its time.
+        #[arg(long, value_name = "DURATION", value_parser = duration, env = "CTRFLOW_LAMBDA_LINGER", default_value = "0ms")]
+        linger: Duration,
+    },
+    /// Compile a pipeline's plugins ahead of time into DIR, for `ctrflow lambda
+    /// --precompiled DIR` (run it with the same binary on the function's architecture).
+    Compile {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Where to write them (`DIR/plugins`, `DIR/plugins.key`).
+        #[arg(short, long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 /// `ctrflow plugin …`.
@@ -203,6 +232,14 @@ pub fn build(path: &Path) -> anyhow::Result<Pipeline> {
     Ok(Pipeline::build(read, &host).map_err(Invalid)?)
 }
 
+/// [`build`], loading the plugins from a `ctrflow compile` folder when given one.
+fn build_lambda(path: &Path, precompiled: Option<&Path>) -> anyhow::Result<Pipeline> {
+    let Some(dir) = precompiled else { return build(path) };
+    let read = PipelineConfig::read(path).map_err(|errs| Invalid(errs.into_iter().map(GraphError::from).collect()))?;
+    let host = Host::new(Some(CompileCache::packaged(dir.join("plugins"))))?;
+    Ok(Pipeline::build(read, &host).map_err(Invalid)?)
+}
+
 /// Runs the command line.
 pub fn main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -271,6 +308,24 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             for (name, bytes) in BUNDLED {
                 println!("{name:<16} {:>7} bytes", bytes.len());
             }
+            Ok(())
+        }
+        Command::Lambda { pipeline, precompiled, deadline_margin, metrics_namespace, linger } => {
+            let opts = crate::lambda::Options {
+                pipeline_name: pipeline.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+                deadline_margin,
+                namespace: metrics_namespace,
+                linger,
+            };
+            crate::lambda::serve(move || build_lambda(&pipeline, precompiled.as_deref()), opts)
+        }
+        Command::Compile { pipeline, out } => {
+            let config = PipelineConfig::load(&pipeline)
+                .map_err(|errs| Invalid(errs.into_iter().map(GraphError::from).collect()))?;
+            for spec in crate::lambda::compile::compile(&config, &out)? {
+                println!("{spec:<16} compiled");
+            }
+            println!("Wrote {}: ship it with the binary; `ctrflow lambda --precompiled <it>`.", out.display());
             Ok(())
         }
         Command::Top { addr, interval, once } => crate::admin::top::run(&addr, interval, once),

@@ -35,7 +35,8 @@
 //! - [`topology`] opens the connectors, wires the channels and starts one thread per node;
 //!   [`transform`] and [`sink`] are the nodes' loops; [`monitor`] shows progress;
 //!   [`admin`] is the endpoint operators ask (`/metrics`, `/ready`, `/stats`, `/tap`) and
-//!   the `top` and `tap` commands that read it.
+//!   the `top` and `tap` commands that read it; [`lambda`] runs the pipeline as an AWS
+//!   Lambda function behind a Kinesis trigger.
 //! - [`pipeline_tests`] is `ctrflow test`: records walked through a built pipeline's real
 //!   plugins, and conditions on where they went, with nothing read or written.
 //! - [`schema`] is `ctrflow schema`: the pipeline file's JSON Schema, generated from the
@@ -65,6 +66,7 @@ pub mod dead_letter;
 pub mod flow;
 pub mod graph;
 pub mod host;
+pub mod lambda;
 pub mod logs;
 pub mod monitor;
 pub mod pipeline;

@@ -12,7 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["units", "config", "graph", "record", "ack", "timing"],
     &["flow", "tap", "dead_letter", "contract"],
     &["connectors", "host"],
-    &["pipeline", "topology", "transform", "sink", "monitor", "admin", "pipeline_tests", "schema"],
+    &["pipeline", "topology", "transform", "sink", "monitor", "admin", "pipeline_tests", "schema", "lambda"],
     &["cli", "logs", "scaffold", "scaffold_lang"],
 ];
 

@@ -8,6 +8,8 @@ mod faults;
 mod fleet;
 mod golden;
 mod host;
+mod lambda;
+mod lambda_api;
 mod languages;
 mod layers;
 mod moto;

@@ -81,8 +81,32 @@ impl Moto {
     }
 }
 
+/// The Python of the emulator's virtualenv (it has boto3), for the Lambda baseline handler.
+pub fn venv_python() -> PathBuf {
+    server_path().with_file_name("python")
+}
+
+impl Moto {
+    /// Freezes the server (SIGSTOP): connections are accepted by the kernel but never
+    /// answered — a destination that hangs, with its state kept for [`Moto::resume`].
+    pub fn pause(&self) {
+        signal(self.child.id(), "-STOP");
+    }
+
+    /// Lets a paused server answer again (SIGCONT).
+    pub fn resume(&self) {
+        signal(self.child.id(), "-CONT");
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill").args([sig, &pid.to_string()]).status().expect("run kill");
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
+        self.resume();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -19,6 +19,14 @@
 //!
 //! What this does not defend against: someone who can write as the user running ctrflow
 //! (they can replace the binary too), or who can read the key file.
+//!
+//! A *packaged* cache ([`CompileCache::packaged`]) is the folder `ctrflow compile` wrote and
+//! a deployment ships beside the binary (a Lambda function's package): read-only, owned by
+//! whoever deployed it, and exactly as trusted as the binary next to it — so the owner and
+//! mode checks are skipped, nothing is ever stored there, and the HMAC (key shipped beside
+//! the folder) still refuses a damaged entry. An entry for another engine (another ctrflow
+//! version or CPU) is not found under its name, and a mismatch wasmtime detects on load is
+//! refused: either way the plugin is compiled instead, with a warning.
 
 use std::hash::{Hash, Hasher};
 use std::io::Write;
@@ -32,6 +40,7 @@ use wasmtime::component::Component;
 #[derive(Debug, Clone)]
 pub struct CompileCache {
     dir: PathBuf,
+    packaged: bool,
 }
 
 /// Whether a load was served from the cache.
@@ -48,7 +57,12 @@ type Key = [u8; 32];
 impl CompileCache {
     /// A cache in `dir` (created on first store).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        CompileCache { dir: dir.into() }
+        CompileCache { dir: dir.into(), packaged: false }
+    }
+
+    /// A read-only folder written by `ctrflow compile`, shipped with the binary.
+    pub fn packaged(dir: impl Into<PathBuf>) -> Self {
+        CompileCache { dir: dir.into(), packaged: true }
     }
 
     /// The default location: `$CTRFLOW_CACHE_DIR`, else `$XDG_CACHE_HOME/ctrflow/plugins`,
@@ -94,12 +108,13 @@ impl CompileCache {
         };
         let entry = self.entry(engine, wasm);
         if let Some(key) = &usable
-            && let Some(bytes) = read_verified(&entry, key)
+            && let Some(bytes) = read_verified(&entry, key, !self.packaged)
         {
             // SAFETY: the bytes carry a valid HMAC under a key only this user can read,
             // so they are exactly what `store` below wrote from `Component::serialize`
             // of this same engine configuration (the file name carries the compatibility
-            // hash), in a folder only this user can write.
+            // hash), in a folder only this user can write — or, packaged, what
+            // `ctrflow compile` wrote into a read-only folder shipped with this binary.
             match unsafe { Component::deserialize(engine, &bytes) } {
                 Ok(c) => return Ok((c, CacheOutcome::Hit)),
                 Err(e) => {
@@ -107,8 +122,14 @@ impl CompileCache {
                 }
             }
         }
+        if self.packaged {
+            tracing::warn!(
+                dir = %self.dir.display(),
+                "No precompiled plugin here for this engine: compiling it now (run `ctrflow compile` with this binary, on this architecture)."
+            );
+        }
         let component = Component::new(engine, wasm)?;
-        if let Some(key) = &usable
+        if let Some(key) = usable.as_ref().filter(|_| !self.packaged)
             && let Err(e) = store(&entry, &component, key)
         {
             tracing::debug!(dir = %self.dir.display(), error = %e, "Could not cache a compiled plugin.");
@@ -119,6 +140,11 @@ impl CompileCache {
     /// Creates the folder (private) if needed, checks that only this user can write it,
     /// and returns the key; or why the cache cannot be used.
     fn prepare(&self) -> Result<Key, String> {
+        if self.packaged {
+            let path = self.key_path();
+            let bytes = std::fs::read(&path).map_err(|e| format!("cannot read the key {}: {e}", path.display()))?;
+            return bytes.try_into().map_err(|_| format!("the key {} is not 32 bytes", path.display()));
+        }
         if !self.dir.exists() {
             create_private_dir(&self.dir).map_err(|e| format!("cannot create it: {e}"))?;
         }
@@ -227,8 +253,8 @@ fn hmac(key: &Key, data: &[u8]) -> [u8; 32] {
 }
 
 /// The entry's bytes, if the entry is trusted and its tag is valid under `key`.
-fn read_verified(entry: &Path, key: &Key) -> Option<Vec<u8>> {
-    if let Err(why) = trusted(entry) {
+fn read_verified(entry: &Path, key: &Key, check_owner: bool) -> Option<Vec<u8>> {
+    if check_owner && let Err(why) = trusted(entry) {
         if entry.exists() {
             tracing::warn!(entry = %entry.display(), "Not loading a cached plugin: {why}.");
         }

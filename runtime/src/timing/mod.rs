@@ -70,17 +70,24 @@ impl Series {
     /// Count and quantiles, in milliseconds.
     pub fn summary(&self) -> Summary {
         let Ok(h) = self.0.lock() else { return Summary::default() };
-        if h.is_empty() {
-            return Summary::default();
+        summarize(&h)
+    }
+
+    /// A copy of the histogram so far: `summary_since` it gives the figures of what was
+    /// recorded in between (one Lambda invocation's), exactly, however long the process ran.
+    pub fn snapshot(&self) -> Histogram<u64> {
+        match self.0.lock() {
+            Ok(h) => h.clone(),
+            Err(_) => Histogram::new(3).expect("static histogram bounds are valid"),
         }
-        let ms = |us: u64| us as f64 / 1000.0;
-        Summary {
-            count: h.len(),
-            mean: h.mean() / 1000.0,
-            p50: ms(h.value_at_quantile(0.50)),
-            p90: ms(h.value_at_quantile(0.90)),
-            p99: ms(h.value_at_quantile(0.99)),
-            max: ms(h.max()),
+    }
+
+    /// Count and quantiles of what was recorded since `before` (a [`Series::snapshot`]).
+    pub fn summary_since(&self, before: &Histogram<u64>) -> Summary {
+        let mut now = self.snapshot();
+        match now.subtract(before) {
+            Ok(()) => summarize(&now),
+            Err(_) => Summary::default(),
         }
     }
 
@@ -89,6 +96,21 @@ impl Series {
         let Ok(h) = self.0.lock() else { return (vec![0; bounds_us.len()], 0, 0.0) };
         let counts = bounds_us.iter().map(|b| h.count_between(0, *b)).collect();
         (counts, h.len(), h.mean() * h.len() as f64)
+    }
+}
+
+fn summarize(h: &Histogram<u64>) -> Summary {
+    if h.is_empty() {
+        return Summary::default();
+    }
+    let ms = |us: u64| us as f64 / 1000.0;
+    Summary {
+        count: h.len(),
+        mean: h.mean() / 1000.0,
+        p50: ms(h.value_at_quantile(0.50)),
+        p90: ms(h.value_at_quantile(0.90)),
+        p99: ms(h.value_at_quantile(0.99)),
+        max: ms(h.max()),
     }
 }
 
