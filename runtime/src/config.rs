@@ -162,7 +162,7 @@ pub enum OnError {
 }
 
 /// How a node's plugin's own log lines at `info` and above are written.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum PluginLog {
     /// With what looks like customer data masked (quoted values, e-mail addresses, phone
