@@ -21,9 +21,12 @@
 #[global_allocator]
 static GLOBAL: ctrflow::Allocator = mimalloc::MiMalloc;
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use common::ctr;
 use criterion::{BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use ctrflow::host::{Decision, Host, Limits, NodeContext, TEST_PLUGIN_DIR, TransformPlugin};
 use ctrflow::record::Record;
@@ -32,26 +35,12 @@ use serde_json::Value as Json;
 
 const BATCHES: [usize; 3] = [1, 64, 256];
 
-/// The record size (JSON bytes) the targets are stated for.
-const RECORD_BYTES: usize = 3500;
-
 /// How many fresh records criterion holds for one timed run of iterations: about one batch,
 /// as a pipeline holds a batch it has just parsed, so the records are in cache. (Criterion's
 /// `SmallInput` would hold a tenth of all iterations; a working set of 4096 records
 /// measured 2.5x slower for native and wasm alike, being DRAM-bound on `BTreeMap` key
 /// compares rather than measuring the hop.)
 const RECORDS_PER_BATCH: usize = 256;
-
-/// The real v1 sample (3.1 KB), its attributes padded to [`RECORD_BYTES`] of JSON.
-fn ctr() -> Json {
-    let text = include_str!("../../tests/fixtures/ctr/kyopark-voice-inbound-update-v1.json");
-    let mut doc: Json = serde_json::from_str(text).expect("the fixture is JSON");
-    doc["Attributes"]["notes"] = Json::String(String::new());
-    let pad = RECORD_BYTES.saturating_sub(doc.to_string().len());
-    doc["Attributes"]["notes"] = Json::String("n".repeat(pad));
-    assert_eq!(doc.to_string().len(), RECORD_BYTES);
-    doc
-}
 
 fn plugin(host: &Host, name: &str) -> TransformPlugin {
     let file = PathBuf::from(TEST_PLUGIN_DIR).join(format!("{}.wasm", name.replace('-', "_")));
