@@ -151,6 +151,14 @@ impl Lookup for MemoryTable {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_rows_kept_text_is_the_row_serialised() {
+        let t = MemoryTable::from_rows(vec![serde_json::json!({"k": "a", "n": 7, "o": {"x": [1, "é"]}})], "k");
+        let text = t.get_json("t", "a").unwrap().expect("the row");
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), t.get("t", "a").unwrap().unwrap());
+        assert_eq!(t.get_json("t", "b").unwrap(), None);
+    }
+
     fn repo() -> (crate::config::AwsConfig, &'static std::path::Path) {
         (crate::config::AwsConfig::default(), std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")))
     }
