@@ -267,6 +267,21 @@ pub fn lookup(table: &str, key: &str) -> Result<Option<serde_json::Value>, Error
     }
 }
 
+/// Like [`lookup`], but the row stays the contract's value (`Value::Json`, its JSON text as
+/// the host sent it) instead of being parsed: for a plugin that writes the row into the
+/// record whole ([`Record::set`]), which then costs no JSON parse or serialisation in the
+/// plugin.
+pub fn lookup_value(table: &str, key: &str) -> Result<Option<Value>, Error> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        Ok(bindings::enrich::ctrflow::plugin::lookup::get(table, key)?)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        Ok(testing::lookup(table, key)?.as_ref().map(Value::from_json))
+    }
+}
+
 /// Writes a line to the runtime's log, tagged with the node. Keep it off the per-record
 /// path above `Debug`. At `Info` and above the host masks what looks like customer data
 /// (quoted values, e-mail addresses, long numbers) unless the node sets

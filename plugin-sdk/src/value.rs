@@ -13,7 +13,8 @@ impl Value {
                 None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
             },
             serde_json::Value::String(s) => Value::Text(s.clone()),
-            other => Value::Json(other.to_string()),
+            // serde's writer, not `Display` (which writes through a `fmt::Formatter`, slower).
+            other => Value::Json(serde_json::to_string(other).unwrap_or_default()),
         }
     }
 

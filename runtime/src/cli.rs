@@ -299,9 +299,9 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             let created = crate::scaffold::create(&request, lang)?;
             println!("Created {} ({} plugin). Next:", created.display(), world.as_str());
             println!("  cd {}", created.display());
-            println!("  cargo test                                      # native tests, on a real CTR");
-            println!("  cargo build --release --target wasm32-wasip2    # the component");
-            println!("  ctrflow run pipeline.toml && ctrflow test pipeline.toml");
+            for step in lang.next_steps() {
+                println!("  {step}");
+            }
             Ok(())
         }
         Command::Plugins => {

@@ -1,6 +1,7 @@
 //! Several real `ctrflow` processes on one Kinesis stream, sharing one KCL lease table, all
 //! against one real moto server: the shards split evenly, a killed process's shards are taken
-//! over within the lease duration with no record lost, a SIGTERM hands leases over at once,
+//! over within the lease duration with no record lost, a SIGTERM mid-load hands leases over at
+//! once without a duplicate,
 //! a process that lost a lease stops checkpointing it (fencing), a lease table written by the
 //! KCL is taken over at its checkpoint (`checkpointSubSequenceNumber` included), and a run
 //! killed many times at random points still delivers everything.
@@ -195,6 +196,71 @@ fn until_delivered(rt: &tokio::runtime::Runtime, sdk: &SdkConfig, dir: &Path, li
     });
 }
 
+/// Starts loading `count` generated CTRs (seed `seed`) at `rate` a second, in the background.
+fn start_loader(moto: &Moto, dir: &Path, count: usize, rate: usize, seed: u64) -> Child {
+    command(
+        moto,
+        &repo_root(),
+        &["run", "pipelines/load-kinesis.toml", "--quiet"],
+        &[
+            ("LOAD_COUNT", count.to_string()),
+            ("LOAD_RATE", rate.to_string()),
+            ("LOAD_SEED", seed.to_string()),
+            ("CTR_STREAM", STREAM.into()),
+            ("CTRFLOW_STATE_DIR", dir.join(format!("load-state-{seed}")).display().to_string()),
+            ("CTRFLOW_DEAD_LETTERS", dir.join("load-dead-letters.jsonl").display().to_string()),
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap()
+}
+
+/// Per record version (ContactId, LastUpdateTimestamp), the lines in the workers' outputs
+/// beyond its copies on the stream, with the total number of lines.
+fn duplicates(rt: &tokio::runtime::Runtime, sdk: &SdkConfig, dir: &Path) -> (usize, BTreeMap<(String, String), usize>) {
+    let mut on_stream: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for d in rt.block_on(crate::aws::stream_records(sdk, STREAM)) {
+        let v: Value = serde_json::from_slice(&d).unwrap();
+        *on_stream.entry((s_of(&v, "ContactId"), s_of(&v, "LastUpdateTimestamp"))).or_default() += 1;
+    }
+    let mut in_sinks: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for v in outputs(dir) {
+        *in_sinks.entry((s_of(&v, "ContactId"), s_of(&v, "LastUpdateTimestamp"))).or_default() += 1;
+    }
+    let lines = in_sinks.values().sum();
+    let extra = in_sinks
+        .into_iter()
+        .filter_map(|(key, n)| {
+            let extra = n.saturating_sub(on_stream.get(&key).copied().unwrap_or(0));
+            (extra > 0).then_some((key, extra))
+        })
+        .collect();
+    (lines, extra)
+}
+
+/// Waits until each worker is ready (`/ready`), settled on its share, and its metrics hold
+/// what the lease table says it owns: a lease it lost has been noticed and let go.
+fn until_settled<'a>(
+    rt: &tokio::runtime::Runtime,
+    sdk: &SdkConfig,
+    workers: impl IntoIterator<Item = (&'a str, &'a Worker)>,
+) {
+    for (name, w) in workers {
+        let addr = w.admin_addr();
+        until(Duration::from_secs(20), "each process is ready with its lease metrics", || {
+            let want = held_by(&owners(rt, sdk), name).len();
+            let (status, body) = crate::ops::get(&addr, "/ready");
+            let (_, metrics) = crate::ops::get(&addr, "/metrics");
+            let held = format!("ctrflow_leases_held{{node=\"in\",worker=\"{name}\"}} {want}\n");
+            let settled = format!("ctrflow_lease_settled{{node=\"in\",worker=\"{name}\"}} 1\n");
+            (status == 200 && body.contains("\"ready\":true") && metrics.contains(&held) && metrics.contains(&settled))
+                .then_some(())
+        });
+    }
+}
+
 fn setup(shards: i32) -> (Moto, tokio::runtime::Runtime, SdkConfig) {
     let moto = Moto::start();
     let rt = rt();
@@ -254,6 +320,17 @@ fn a_sigterm_hands_leases_over_at_once_and_a_restart_evens_the_split_again() {
         (o.len() == 4 && held_by(&o, "a").len() == 2 && held_by(&o, "b").len() == 2).then_some(())
     });
     until_delivered(&rt, &sdk, &dir, Duration::from_secs(30));
+    // SIGTERM mid-load: a finishes and checkpoints what it has before it lets go.
+    // A steal is noticed by its loser at its next renewal, and what the loser read until then
+    // is delivered twice (as with the KCL): let the two settle before the load, and count
+    // only the duplicates that appear after the SIGTERM.
+    until_settled(&rt, &sdk, [("a", &a), ("b", &b)]);
+    const N: usize = 1200;
+    let mut loader = start_loader(&moto, &dir, N, 200, 3);
+    until(Duration::from_secs(60), "a quarter of the load reaches the sinks", || {
+        (outputs(&dir).len() >= 300 + N / 4).then_some(())
+    });
+    let (_, settling) = duplicates(&rt, &sdk, &dir);
     let signalled = Instant::now();
     a.terminate();
     let exited = Instant::now();
@@ -268,6 +345,17 @@ fn a_sigterm_hands_leases_over_at_once_and_a_restart_evens_the_split_again() {
         taken - exited
     );
     assert!(taken - exited < Duration::from_secs(6), "a released lease is taken before it could expire");
+    assert!(wait_exit(&mut loader, Duration::from_secs(60)).success(), "the loader failed");
+    until_delivered(&rt, &sdk, &dir, Duration::from_secs(60));
+    let (lines, mut extra) = duplicates(&rt, &sdk, &dir);
+    println!(
+        "fleet: SIGTERM mid-load: {} records, {lines} lines in the sinks, {} duplicates ({} of them before the SIGTERM)",
+        300 + N,
+        extra.values().sum::<usize>(),
+        settling.values().sum::<usize>()
+    );
+    extra.retain(|key, n| *n > settling.get(key).copied().unwrap_or(0));
+    assert!(extra.is_empty(), "a graceful handoff re-delivered {extra:?}");
 
     // a comes back: it steals one lease at a time until the split is even.
     load(&moto, &dir, STREAM, 200, 2);
@@ -465,23 +553,7 @@ fn killed_many_times_at_random_points_a_kinesis_run_still_delivers_everything() 
     let (moto, rt, sdk) = setup(2);
     let dir = temp_dir("fleet-kills");
     // Records keep arriving (400 a second) while the runs are killed, so kills land mid-read.
-    let mut loader = command(
-        &moto,
-        &repo_root(),
-        &["run", "pipelines/load-kinesis.toml", "--quiet"],
-        &[
-            ("LOAD_COUNT", N.to_string()),
-            ("LOAD_RATE", "400".into()),
-            ("LOAD_SEED", "7".into()),
-            ("CTR_STREAM", STREAM.into()),
-            ("CTRFLOW_STATE_DIR", dir.join("load-state").display().to_string()),
-            ("CTRFLOW_DEAD_LETTERS", dir.join("load-dead-letters.jsonl").display().to_string()),
-        ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
+    let mut loader = start_loader(&moto, &dir, N, 400, 7);
     let pipeline = |stop_at_end: bool| {
         format!(
             "[runtime]\nstate_dir = \"state\"\nbatch_size = 50\n[dead_letter]\npath = \"dead.jsonl\"\n\
@@ -581,36 +653,9 @@ fn three_processes_share_four_shards_and_a_kill_costs_only_its_crash_windows_dup
     });
     println!("fleet: three processes hold {spread:?} of four shards");
     // Each process is ready once settled on its share, and its metrics say what it holds.
-    for (name, w) in &workers {
-        let addr = w.admin_addr();
-        until(Duration::from_secs(20), "each process is ready with its lease metrics", || {
-            let want = held_by(&owners(&rt, &sdk), name).len();
-            let (status, body) = crate::ops::get(&addr, "/ready");
-            let (_, metrics) = crate::ops::get(&addr, "/metrics");
-            let held = format!("ctrflow_leases_held{{node=\"in\",worker=\"{name}\"}} {want}\n");
-            let settled = format!("ctrflow_lease_settled{{node=\"in\",worker=\"{name}\"}} 1\n");
-            (status == 200 && body.contains("\"ready\":true") && metrics.contains(&held) && metrics.contains(&settled))
-                .then_some(())
-        });
-    }
+    until_settled(&rt, &sdk, workers.iter().map(|(n, w)| (*n, w)));
 
-    let mut loader = command(
-        &moto,
-        &repo_root(),
-        &["run", "pipelines/load-kinesis.toml", "--quiet"],
-        &[
-            ("LOAD_COUNT", N.to_string()),
-            ("LOAD_RATE", RATE.to_string()),
-            ("LOAD_SEED", "5".into()),
-            ("CTR_STREAM", STREAM.into()),
-            ("CTRFLOW_STATE_DIR", dir.join("load-state").display().to_string()),
-            ("CTRFLOW_DEAD_LETTERS", dir.join("load-dead-letters.jsonl").display().to_string()),
-        ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
+    let mut loader = start_loader(&moto, &dir, N, RATE, 5);
     // Mid-load: a quarter of the records are through.
     until(Duration::from_secs(60), "a quarter of the records reach the sinks", || {
         (outputs(&dir).len() >= N / 4).then_some(())
@@ -628,36 +673,22 @@ fn three_processes_share_four_shards_and_a_kill_costs_only_its_crash_windows_dup
     until_delivered(&rt, &sdk, &dir, Duration::from_secs(60));
 
     // Duplicates: per record version, lines in the sinks beyond its copies on the stream.
-    let mut on_stream: BTreeMap<(String, String), usize> = BTreeMap::new();
-    for d in rt.block_on(crate::aws::stream_records(&sdk, STREAM)) {
-        let v: Value = serde_json::from_slice(&d).unwrap();
-        *on_stream.entry((s_of(&v, "ContactId"), s_of(&v, "LastUpdateTimestamp"))).or_default() += 1;
-    }
-    assert_eq!(on_stream.values().sum::<usize>(), N);
-    let mut in_sinks: BTreeMap<(String, String), usize> = BTreeMap::new();
-    for v in outputs(&dir) {
-        *in_sinks.entry((s_of(&v, "ContactId"), s_of(&v, "LastUpdateTimestamp"))).or_default() += 1;
-    }
+    let (lines, extra) = duplicates(&rt, &sdk, &dir);
     let victim_wrote: HashSet<(String, String)> = std::fs::read_to_string(dir.join(format!("out-{victim}.jsonl")))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .map(|v| (s_of(&v, "ContactId"), s_of(&v, "LastUpdateTimestamp")))
         .collect();
-    let mut duplicates = 0;
-    for (key, n) in &in_sinks {
-        let extra = n.saturating_sub(on_stream.get(key).copied().unwrap_or(0));
-        if extra > 0 {
-            assert!(victim_wrote.contains(key), "{key:?} is duplicated but the killed process never wrote it");
-            duplicates += extra;
-        }
+    for key in extra.keys() {
+        assert!(victim_wrote.contains(key), "{key:?} is duplicated but the killed process never wrote it");
     }
+    let duplicates: usize = extra.values().sum();
     // The killed process checkpoints once a second; its two shards carry about half of the
     // stream's RATE. Three seconds of that is a generous bound for a loaded machine.
     let bound = RATE / 2 * 3;
     println!(
-        "fleet: {N} records loaded at {RATE}/s, {} lines in the sinks, {duplicates} duplicates (all from {victim}'s crash window; bound {bound})",
-        in_sinks.values().sum::<usize>()
+        "fleet: {N} records loaded at {RATE}/s, {lines} lines in the sinks, {duplicates} duplicates (all from {victim}'s crash window; bound {bound})"
     );
     assert!(duplicates <= bound, "{duplicates} duplicates after one kill");
 

@@ -15,7 +15,7 @@
 //!
 //! Counters: `hits`, `misses`.
 
-use ctrflow_plugin_sdk::{Error, Init, Outcome, Path, Record, Transform, Value, count, lookup};
+use ctrflow_plugin_sdk::{Error, Init, Outcome, Path, Record, Transform, Value, count, lookup, lookup_value};
 use serde::Deserialize;
 use serde_json::{Map, Value as Json};
 
@@ -90,22 +90,26 @@ impl Transform for EnrichLookup {
             }
             Some(scalar) => scalar.to_text(),
         };
+        // The whole row goes into the record as the JSON text the host sent, unparsed; only
+        // a selection of columns needs the row as JSON.
         let row = match &key {
-            Some(key) => match lookup(&self.table, key) {
-                Ok(row) => row,
-                Err(e) => return Outcome::Fail(e),
+            Some(key) => match &self.fields {
+                None => lookup_value(&self.table, key),
+                Some(fields) => {
+                    lookup(&self.table, key).map(|row| row.map(|r| Json::Object(select(&r, fields)).into()))
+                }
             },
-            None => None,
+            None => Ok(None),
         };
-        let Some(row) = row else {
+        let row = match row {
+            Ok(row) => row,
+            Err(e) => return Outcome::Fail(e),
+        };
+        let Some(value) = row else {
             count("misses", 1);
             return self.miss(record, key.as_deref());
         };
         count("hits", 1);
-        let value = match &self.fields {
-            None => row,
-            Some(fields) => Json::Object(select(&row, fields)),
-        };
         match record.set(&self.target, value) {
             Ok(()) => Outcome::Keep,
             Err(e) => Outcome::Fail(e),

@@ -3,7 +3,9 @@
 //!
 //! A table answers [`Lookup::get`] with the row as a JSON object. CSV cells are strings,
 //! as written; JSON rows keep their types. Keys are compared as text (a JSON number key
-//! `7` is found by `"7"`).
+//! `7` is found by `"7"`). Each row's JSON text is written once, when the table is loaded,
+//! so [`Lookup::get_json`] (what a plugin's lookup reads) copies it instead of serialising
+//! the row on every call.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,7 +50,21 @@ impl TableConnector for JsonTable {
 /// An in-memory table.
 #[derive(Debug, Default)]
 pub struct MemoryTable {
-    rows: HashMap<String, Value>,
+    rows: HashMap<String, Row>,
+}
+
+/// A row and its JSON text, written once at load.
+#[derive(Debug)]
+struct Row {
+    value: Value,
+    text: Box<str>,
+}
+
+impl Row {
+    fn new(value: Value) -> Self {
+        let text = serde_json::to_string(&value).unwrap_or_default().into_boxed_str();
+        Row { value, text }
+    }
 }
 
 impl MemoryTable {
@@ -84,7 +100,7 @@ impl MemoryTable {
                 row.insert(h.to_string(), Value::String(v.to_string()));
             }
             if let Some(key) = record.get(key_index) {
-                rows.insert(key.to_string(), Value::Object(row));
+                rows.insert(key.to_string(), Row::new(Value::Object(row)));
             }
         }
         Ok(MemoryTable { rows })
@@ -115,7 +131,7 @@ impl MemoryTable {
                 Some(Value::Null) | None => continue,
                 Some(other) => other.to_string(),
             };
-            rows.insert(key, item);
+            rows.insert(key, Row::new(item));
         }
         MemoryTable { rows }
     }
@@ -123,13 +139,25 @@ impl MemoryTable {
 
 impl Lookup for MemoryTable {
     fn get(&self, _table: &str, key: &str) -> Result<Option<Value>, LookupError> {
-        Ok(self.rows.get(key).cloned())
+        Ok(self.rows.get(key).map(|row| row.value.clone()))
+    }
+
+    fn get_json(&self, _table: &str, key: &str) -> Result<Option<String>, LookupError> {
+        Ok(self.rows.get(key).map(|row| row.text.to_string()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rows_kept_text_is_the_row_serialised() {
+        let t = MemoryTable::from_rows(vec![serde_json::json!({"k": "a", "n": 7, "o": {"x": [1, "é"]}})], "k");
+        let text = t.get_json("t", "a").unwrap().expect("the row");
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), t.get("t", "a").unwrap().unwrap());
+        assert_eq!(t.get_json("t", "b").unwrap(), None);
+    }
 
     fn repo() -> (crate::config::AwsConfig, &'static std::path::Path) {
         (crate::config::AwsConfig::default(), std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")))

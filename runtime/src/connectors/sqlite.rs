@@ -214,13 +214,14 @@ impl SqliteWriter {
         }
     }
 
-    fn key_and_version(item: &Item) -> Option<(String, i64)> {
+    /// The row's key and version, borrowed from the encoding or the record.
+    fn key_and_version(item: &Item) -> Option<(&str, i64)> {
         let doc = &item.record.doc;
         let key = item
             .encoding
             .as_ref()
-            .and_then(|e| e.partition_key.clone())
-            .or_else(|| doc.get("ContactId").and_then(Value::as_str).map(str::to_string))?;
+            .and_then(|e| e.partition_key.as_deref())
+            .or_else(|| doc.get("ContactId").and_then(Value::as_str))?;
         let version =
             doc.get("LastUpdateTimestamp").and_then(Value::as_str).and_then(parse_timestamp).unwrap_or(i64::MIN);
         Some((key, version))
@@ -245,16 +246,18 @@ impl SqliteWriter {
         Ok(slot)
     }
 
-    /// The INSERT for these column slots (built once per column set and table width).
-    fn insert_sql(&mut self, slots: &[usize]) -> String {
+    /// The key in `self.sql` of the INSERT for these column slots, built once per column set
+    /// and table width. (A key, not the text: the text is borrowed from the map where it is
+    /// prepared, never copied per row.)
+    fn insert_sql(&mut self, slots: &[usize]) -> u64 {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         slots.hash(&mut h);
         self.names.len().hash(&mut h);
         let key = h.finish();
-        if let Some((s, sql)) = self.sql.get(&key)
+        if let Some((s, _)) = self.sql.get(&key)
             && s == slots
         {
-            return sql.clone();
+            return key;
         }
         let mut names: Vec<String> = slots.iter().map(|&s| quote(&self.names[s])).collect();
         names.push(match self.mode {
@@ -283,8 +286,8 @@ impl SqliteWriter {
             names.join(", "),
             vec!["?"; params].join(", ")
         );
-        self.sql.insert(key, (slots.to_vec(), sql.clone()));
-        sql
+        self.sql.insert(key, (slots.to_vec(), sql));
+        key
     }
 
     /// Writes one row. `Err` is an infrastructure fault (the caller rolls the batch back and
@@ -325,14 +328,16 @@ impl SqliteWriter {
             SqliteMode::Append => None,
         };
         let sql = self.insert_sql(&slots);
+        let sql = &self.sql[&sql].1;
         let attempt = (|| {
-            let mut stmt = self.conn.prepare_cached(&sql)?;
+            // Prepared once per column set: the connection's statement cache keeps it.
+            let mut stmt = self.conn.prepare_cached(sql)?;
             for (i, (_, v)) in row.iter().enumerate() {
                 stmt.raw_bind_parameter(i + 1, bind(v))?;
             }
             match &key_version {
                 Some((key, version)) => {
-                    stmt.raw_bind_parameter(row.len() + 1, key.as_str())?;
+                    stmt.raw_bind_parameter(row.len() + 1, *key)?;
                     stmt.raw_bind_parameter(row.len() + 2, *version)?;
                 }
                 None => stmt.raw_bind_parameter(row.len() + 1, now)?,

@@ -179,6 +179,20 @@ impl Item {
             None => serde_json::to_vec(&*self.record.doc).unwrap_or_default(),
         }
     }
+
+    /// The same bytes as [`Item::payload`], appended to `out`: a writer that reuses one
+    /// buffer for every record allocates nothing per record.
+    pub fn payload_into(&self, out: &mut Vec<u8>) {
+        match self.encoding.as_ref().and_then(|e| e.payload.as_deref()) {
+            Some(p) => out.extend_from_slice(p),
+            None => {
+                let start = out.len();
+                if serde_json::to_writer(&mut *out, &*self.record.doc).is_err() {
+                    out.truncate(start);
+                }
+            }
+        }
+    }
 }
 
 /// What became of one item.

@@ -9,6 +9,13 @@ use super::Env;
 pub trait Lookup: Send + Sync {
     /// The row for `key` in `table`, as a JSON object.
     fn get(&self, table: &str, key: &str) -> Result<Option<serde_json::Value>, LookupError>;
+
+    /// The same row as JSON text: what the host hands a plugin (`value.json`). A table that
+    /// holds its rows can keep their text and answer without serialising the row on every
+    /// call (the in-memory tables do); by default the row from [`Lookup::get`] is serialised.
+    fn get_json(&self, table: &str, key: &str) -> Result<Option<String>, LookupError> {
+        Ok(self.get(table, key)?.map(|row| serde_json::to_string(&row).unwrap_or_default()))
+    }
 }
 
 /// Why a table gave no answer.

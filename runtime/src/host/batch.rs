@@ -250,10 +250,13 @@ impl batch::Host for PluginState {
         // Charged as the JSON text of the object would be: keys, quotes, colons, commas.
         let bytes = fields.iter().map(|(k, v)| k.len() + 4 + approx_size(v)).sum::<usize>() + 2;
         b.charge(index, bytes)?;
-        let mut object = serde_json::Map::new();
-        for (key, value) in fields {
-            object.insert(key, from_wit(value)?);
-        }
+        // Collected, not inserted one by one: a map built from an iterator sorts once and
+        // builds its tree in bulk (cheap for the key-ordered fields `walk` users send back),
+        // keeping the last of duplicate keys, as the contract says.
+        let object = fields
+            .into_iter()
+            .map(|(key, value)| Ok((key, from_wit(value)?)))
+            .collect::<Result<serde_json::Map<String, Json>, String>>()?;
         let record = b.records.get_mut(index as usize).ok_or("record index out of range")?;
         let old = std::mem::replace(&mut record.doc, Arc::new(Json::Object(object)));
         b.log(index, Undo::Doc { index, old });
@@ -282,6 +285,14 @@ mod tests {
 
     fn batch_of(n: usize, max_output: usize) -> PluginBatch {
         PluginBatch::new((0..n).map(|i| Record::detached(json!({"i": i, "a": [1, 2, 3]}))).collect(), max_output)
+    }
+
+    #[test]
+    fn set_fields_collects_keeping_the_last_of_duplicate_keys() {
+        // `set-fields` builds its object with `collect`; the contract says a later duplicate wins.
+        let fields = [("b", json!(1)), ("a", json!(2)), ("b", json!(3))].map(|(k, v)| (k.to_string(), v));
+        let object: serde_json::Map<String, Json> = fields.into_iter().collect();
+        assert_eq!(Json::Object(object), json!({"a": 2, "b": 3}));
     }
 
     #[test]

@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 use super::bindings::transform::ctrflow::plugin::lookup;
 use super::bindings::{ErrorKind, PluginError, Value};
 use super::state::PluginState;
-use super::values::to_wit;
 use crate::contract::{Backoff, Health, LookupError};
 use crate::flow::Shutdown;
 
@@ -53,8 +52,8 @@ pub struct StoppedWaitingForLookup {
     pub message: String,
 }
 
-/// A table's answer: a row or none, or its refusal.
-type Answer = Result<Option<serde_json::Value>, String>;
+/// A table's answer: a row (its JSON text) or none, or its refusal.
+type Answer = Result<Option<String>, String>;
 
 /// The longest single wait between retries; short enough to notice a stop request soon.
 const STOP_CHECK: Duration = Duration::from_millis(100);
@@ -71,8 +70,10 @@ impl lookup::Host for PluginState {
             }));
         };
         let started = Instant::now();
-        let answer = self.ask(&*source, &table, &key).map(|a| a.map(|row| row.as_ref().map(to_wit)));
-        // The host's time (the converted row included) is not the plugin's: move its deadline.
+        // The row travels as the JSON text the table keeps (`Lookup::get_json`): an in-memory
+        // table wrote it once at load, so no call serialises the row.
+        let answer = self.ask(&*source, &table, &key).map(|a| a.map(|row| row.map(Value::Json)));
+        // The host's time (the row included) is not the plugin's: move its deadline.
         if let Some(deadline) = &mut self.deadline {
             *deadline += started.elapsed();
         }
@@ -89,7 +90,7 @@ impl PluginState {
     fn ask(&self, source: &dyn Lookup, table: &str, key: &str) -> wasmtime::Result<Answer> {
         let mut backoff = Backoff::default();
         loop {
-            let message = match source.get(table, key) {
+            let message = match source.get_json(table, key) {
                 Ok(row) => {
                     if backoff.attempts() > 0 {
                         if let Some((health, _)) = self.ctx.lookup_retry.attached.get() {

@@ -73,6 +73,27 @@ pub const SAMPLE_CTR: &str = include_str!("../../../tests/fixtures/ctr/kyopark-v
 /// toolchain and the wasm target (rustup installs what the file lists).
 pub const TOOLCHAIN: &str = include_str!("../../../rust-toolchain.toml");
 
+impl Lang {
+    /// The commands that take a new project of this language from its folder to a run.
+    pub fn next_steps(self) -> &'static [&'static str] {
+        match self {
+            Lang::Rust => &[
+                "cargo test                                      # native tests, on a real CTR",
+                "cargo build --release --target wasm32-wasip2    # the component",
+                "ctrflow run pipeline.toml && ctrflow test pipeline.toml",
+            ],
+            Lang::Python => &[
+                "./build.sh                 # the component (installs componentize-py on first use)",
+                "ctrflow run pipeline.toml  # runs it on sample/ctr.json, writes out/records.jsonl",
+            ],
+            Lang::Js => &[
+                "./build.sh                 # the component (installs componentize-js on first use)",
+                "ctrflow run pipeline.toml  # runs it on sample/ctr.json, writes out/records.jsonl",
+            ],
+        }
+    }
+}
+
 /// Creates the project; returns its folder.
 pub fn create(request: &Request, lang: Lang) -> anyhow::Result<PathBuf> {
     check_name(&request.name)?;

@@ -95,6 +95,8 @@ pub struct FileWriter {
     open: HashMap<String, OpenFile>,
     health: Option<Health>,
     shutdown: Shutdown,
+    /// One line being written, reused for every record (no allocation per line).
+    line: Vec<u8>,
 }
 
 /// The most files held open at once; the least recently opened is closed past this.
@@ -124,6 +126,7 @@ impl FileWriter {
             open: HashMap::new(),
             health: None,
             shutdown: Shutdown::default(),
+            line: Vec::new(),
         })
     }
 
@@ -228,10 +231,11 @@ impl FileWriter {
                 touched.push(target.clone());
             }
             let f = self.open.get_mut(&target).expect("opened above");
-            let payload = item.payload();
-            f.writer.write_all(&payload)?;
-            f.writer.write_all(b"\n")?;
-            f.bytes += payload.len() as u64 + 1;
+            self.line.clear();
+            item.payload_into(&mut self.line);
+            self.line.push(b'\n');
+            f.writer.write_all(&self.line)?;
+            f.bytes += self.line.len() as u64;
         }
         Ok(())
     }
