@@ -2,8 +2,10 @@
 hand-written Python handler a team runs today for Connect → Kinesis → Lambda → Firehose and
 DynamoDB, doing the founding pipeline's work — decode, parse, redact the customer's number,
 enrich from the agents table (cached), put to Firehose, newer-wins put to DynamoDB — with a
-partial batch response. Below it, the runtime API loop Lambda's Python runtime would run
-(urllib only), so it runs against the same local runtime API as `ctrflow lambda`.
+partial batch response. It runs under AWS's own runtime interface client, as in Lambda's
+Python images — `python -m awslambdaric python_baseline.handler` in this folder, with
+`AWS_LAMBDA_RUNTIME_API` set — so it talks to the same local runtime API as `ctrflow lambda`
+(`cargo xtask lambda-python` installs awslambdaric and boto3 outside the clone).
 
 It is a measuring stick, not a product: no KPL de-aggregation, no dead letters, no retries
 beyond boto3's own.
@@ -12,7 +14,6 @@ beyond boto3's own.
 import base64
 import json
 import os
-import urllib.request
 
 import boto3
 from botocore.exceptions import ClientError
@@ -82,16 +83,3 @@ def handler(event, context):
     first = min((order.index(s) for s in failures), default=None)
     return {"batchItemFailures": [] if first is None else [{"itemIdentifier": order[first]}]}
 
-
-def main():
-    api = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2018-06-01/runtime/invocation/"
-    while True:
-        with urllib.request.urlopen(api + "next") as r:
-            request_id = r.headers["Lambda-Runtime-Aws-Request-Id"]
-            event = json.loads(r.read())
-        body = json.dumps(handler(event, None)).encode()
-        urllib.request.urlopen(urllib.request.Request(api + request_id + "/response", data=body, method="POST")).read()
-
-
-if __name__ == "__main__":
-    main()

@@ -160,7 +160,6 @@ fn table_ids(rt: &tokio::runtime::Runtime, sdk: &aws_config::SdkConfig) -> BTree
 }
 
 #[test]
-#[ignore = "after the merge its EMF line lacks ctrs.event_to_arrival_ms (everything before that holds: 100 delivered, 2 dead-lettered); see issue 13's closing note"]
 fn an_event_with_aggregated_malformed_and_unwritable_records_is_delivered_and_warm_invocations_reuse_the_pipeline() {
     let moto = Moto::start();
     let rt = rt();
@@ -384,17 +383,98 @@ fn precompiled_plugins_are_verified_before_use() {
     assert_eq!(read_jsonl(&dir.join("out.jsonl")).len(), 4);
 }
 
+/// How a measured function runs.
+#[derive(Clone, Copy)]
+enum Way {
+    /// `ctrflow lambda` with this pipeline; plugins from `ctrflow compile`, or compiled at
+    /// init from an empty cache.
+    Ctrflow { pipeline: &'static str, precompiled: bool },
+    /// A handler in `deploy/lambda/` under AWS's Python runtime interface client.
+    Python { handler: &'static str },
+}
+
+/// A running measured function.
+enum Running {
+    Ctrflow(Function),
+    Python(KillOnDrop),
+}
+
+impl Running {
+    fn pid(&self) -> u32 {
+        match self {
+            Running::Ctrflow(f) => f.pid(),
+            Running::Python(p) => p.0.id(),
+        }
+    }
+
+    /// `EventToAcknowledgedMs` (the handler's own time) of each invocation, by request id.
+    fn handler_ms(&self) -> std::collections::HashMap<String, f64> {
+        let Running::Ctrflow(f) = self else { return Default::default() };
+        f.metrics()
+            .iter()
+            .filter_map(|m| Some((m["RequestId"].as_str()?.to_string(), m["EventToAcknowledgedMs"].as_f64()?)))
+            .collect()
+    }
+}
+
+/// The Python with awslambdaric and boto3 (`cargo xtask lambda-python`).
+fn lambda_python() -> PathBuf {
+    let python = std::env::var_os("CTRFLOW_LAMBDA_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
+        let cache = std::env::var_os("CTRFLOW_CACHE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/ctrflow"));
+        cache.join("lambda-python-venv/bin/python")
+    });
+    assert!(python.exists(), "{} is missing: run `cargo xtask lambda-python`", python.display());
+    python
+}
+
+/// utime + stime of a process (every thread), in ms.
+fn cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+    let ticks = f.get(11).unwrap_or(&0) + f.get(12).unwrap_or(&0);
+    ticks as f64 * 1000.0 / clock_ticks() as f64
+}
+
+fn clock_ticks() -> u64 {
+    let out = Command::new("getconf").arg("CLK_TCK").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(100)
+}
+
+fn load_average() -> String {
+    let l = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
 /// The figures in docs/lambda.md, "Measured" (not a pass/fail test; run it with
-/// `cargo test --release -p ctrflow-tests --test all -- lambda::measure --ignored --nocapture`):
-/// cold start — process start to the first event's response, one record, the event queued
-/// before the process starts — with precompiled plugins, compiling them, and the Python
-/// baseline; then the warm response time of 1- and 100-record events. Everything against
-/// the same local emulator, so the figures compare, not predict AWS.
+/// `cargo test --release -p ctrflow-tests --test all -- lambda::measure --ignored --nocapture`
+/// after `cargo xtask lambda-python`). Five functions, each against a fresh local runtime API
+/// and the same moto, one after the other in one run:
+///
+/// - the founding pipeline with plugins from `ctrflow compile`, and compiling them at init
+///   (an empty cache: a function shipped without the `ctrflow compile` folder);
+/// - the Python handler doing the same work (`deploy/lambda/python_baseline.py`) under
+///   `awslambdaric`, AWS's runtime interface client that Lambda's Python images run;
+/// - a pipeline with no plugin into a `file` sink, and its Python counterpart
+///   (`deploy/lambda/python_passthrough.py`): what an invocation costs besides the work.
+///
+/// Per function: **cold start** — process start to its first `next` call (init) and to the
+/// response to a one-record event queued before the process started (the first record
+/// processed and acknowledged) — in fresh processes; then, in the first, the **warm**
+/// response time (the event handed out → its response) of 1- and 100-record events, the
+/// process's CPU time per 100-record invocation, and the **peak resident memory**
+/// (`VmHWM`) after them. For `ctrflow lambda` also the part of a warm response outside the
+/// handler (response time − the EMF line's `EventToAcknowledgedMs`). Everything against
+/// the same local emulator on one machine: the figures compare, they do not predict AWS.
 #[test]
 #[ignore]
 fn measure() {
     const COLD: usize = 5;
     const WARM: usize = 20;
+    let python = lambda_python();
     let moto = Moto::start();
     let rt = rt();
     let sdk = rt.block_on(moto.sdk());
@@ -404,74 +484,134 @@ fn measure() {
     let out = Command::new(ctrflow_bin())
         .current_dir(repo_root())
         .args(["compile", FANOUT, "-o", package.to_str().unwrap()])
+        .env("CTRFLOW_CACHE_DIR", cache_dir())
         .output()
         .unwrap();
-    assert!(out.status.success());
-    let python = crate::moto::venv_python();
-    let baseline = repo_root().join("deploy/lambda/python_baseline.py");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let minimal = dir.join("minimal.toml");
+    std::fs::write(
+        &minimal,
+        format!(
+            "[dead_letter]\npath = \"{}\"\n[sources.ctrs]\ntype = \"kinesis\"\nstream = \"not-read-in-a-function\"\n\
+             [sinks.out]\ntype = \"file\"\ninputs = [\"ctrs\"]\npath = \"{}\"\nfsync = false\n",
+            dir.join("minimal-dead-letters.jsonl").display(),
+            dir.join("minimal-out.jsonl").display()
+        ),
+    )
+    .unwrap();
+    let minimal: &'static str = Box::leak(minimal.display().to_string().into_boxed_str());
+    let deploy = repo_root().join("deploy/lambda");
     let mut n = 0usize;
     let mut batch = |size: usize| -> Value {
         n += 1;
         event((0..size).map(|i| kinesis_record(&seq(n, i), ctr(&format!("m-{n}-{i}"), i, "").as_bytes())).collect())
     };
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let stats = |v: &mut Vec<f64>| {
+    let median = |v: &mut Vec<f64>| -> f64 {
         v.sort_by(f64::total_cmp);
-        format!("median {:7.1} ms  min {:7.1}  max {:7.1}", v[v.len() / 2], v[0], v[v.len() - 1])
+        if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
     };
-    for variant in ["ctrflow --precompiled", "ctrflow (compiles plugins)", "python baseline"] {
-        let (mut cold, mut warm1, mut warm100) = (Vec::new(), Vec::new(), Vec::new());
+    let stats = |v: &mut Vec<f64>| {
+        let m = median(v);
+        format!("median {m:8.1} ms   min {:8.1}   max {:8.1}", v[0], v[v.len() - 1])
+    };
+    let ways = [
+        ("ctrflow lambda, founding pipeline, --precompiled", Way::Ctrflow { pipeline: FANOUT, precompiled: true }),
+        ("ctrflow lambda, founding pipeline, compiling at init", Way::Ctrflow { pipeline: FANOUT, precompiled: false }),
+        (
+            "python (awslambdaric), same work: python_baseline.handler",
+            Way::Python { handler: "python_baseline.handler" },
+        ),
+        ("ctrflow lambda, no plugin, file sink", Way::Ctrflow { pipeline: minimal, precompiled: false }),
+        ("python (awslambdaric), python_passthrough.handler", Way::Python { handler: "python_passthrough.handler" }),
+    ];
+    let date = Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]).output().unwrap();
+    println!(
+        "lambda::measure, {}, {} cores, load average {}",
+        String::from_utf8_lossy(&date.stdout).trim(),
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        load_average()
+    );
+    for (w, (name, way)) in ways.into_iter().enumerate() {
+        let load_before = load_average();
+        let (mut init, mut cold) = (Vec::new(), Vec::new());
+        let (mut warm1, mut warm100, mut outside100, mut cpu100) = (Vec::new(), Vec::new(), Vec::new(), 0.0);
         let mut peak_mib = 0.0;
         for round in 0..COLD {
             let api = RuntimeApi::start();
             let first = api.invoke(batch(1), Duration::from_secs(60));
-            let started = Instant::now();
             let mut env = function_env(&moto, &dir);
-            let (_f, pid): (Box<dyn std::any::Any>, u32) = match variant {
-                "python baseline" => {
+            let started = Instant::now();
+            let running = match way {
+                Way::Ctrflow { pipeline, precompiled } => {
+                    let mut args = vec![pipeline];
+                    if precompiled {
+                        args.extend(["--precompiled", package.to_str().unwrap()]);
+                    } else {
+                        // An empty plugin cache: what a function without a package compiles.
+                        let empty = dir.join(format!("empty-cache-{w}-{round}"));
+                        env.push(("CTRFLOW_CACHE_DIR", empty.display().to_string()));
+                    }
+                    Running::Ctrflow(Function::start(&dir, &api, &args, &env))
+                }
+                Way::Python { handler } => {
                     let mut c = Command::new(&python);
-                    c.arg(&baseline).env("AWS_LAMBDA_RUNTIME_API", &api.addr).stdout(Stdio::null());
+                    c.current_dir(&deploy)
+                        .args(["-m", "awslambdaric", handler])
+                        .env("AWS_LAMBDA_RUNTIME_API", &api.addr)
+                        .env("PASSTHROUGH_OUT", dir.join("passthrough.jsonl"))
+                        .stdout(Stdio::null())
+                        .stderr(std::fs::File::create(dir.join(format!("python-{round}.log"))).unwrap());
                     for (k, v) in &env {
                         c.env(k, v);
                     }
-                    let child = c.spawn().unwrap();
-                    let pid = child.id();
-                    (Box::new(KillOnDrop(child)), pid)
-                }
-                "ctrflow --precompiled" => {
-                    let f = Function::start(&dir, &api, &[FANOUT, "--precompiled", package.to_str().unwrap()], &env);
-                    let pid = f.pid();
-                    (Box::new(f), pid)
-                }
-                _ => {
-                    // An empty plugin cache: what a function without a package compiles.
-                    env.push(("CTRFLOW_CACHE_DIR", dir.join(format!("empty-cache-{round}")).display().to_string()));
-                    let f = Function::start(&dir, &api, &[FANOUT], &env);
-                    let pid = f.pid();
-                    (Box::new(f), pid)
+                    Running::Python(KillOnDrop(c.spawn().unwrap()))
                 }
             };
+            let next = api.wait_next(1, Duration::from_secs(120));
             let (a, at) = api.answer(&first, Duration::from_secs(120));
-            assert!(matches!(a, Answer::Response(_)), "{variant}: {a:?}");
+            assert_eq!(failures(&a), Vec::<String>::new(), "{name}");
+            init.push(ms(next - started));
             cold.push(ms(at - started));
-            if round == 0 {
-                for (size, out) in [(1, &mut warm1), (100, &mut warm100)] {
-                    for _ in 0..WARM {
-                        let id = api.invoke(batch(size), Duration::from_secs(60));
-                        let sent = Instant::now();
-                        let (a, at) = api.answer(&id, Duration::from_secs(60));
-                        assert_eq!(failures(&a), Vec::<String>::new(), "{variant}");
-                        out.push(ms(at - sent));
-                    }
-                }
-                peak_mib = peak_rss_kib(pid) as f64 / 1024.0;
+            if round > 0 {
+                continue;
             }
+            for size in [1, 100] {
+                let cpu_before = cpu_ms(running.pid());
+                let mut sent = Vec::new();
+                for _ in 0..WARM {
+                    let id = api.invoke(batch(size), Duration::from_secs(60));
+                    let t = Instant::now();
+                    let (a, at) = api.answer(&id, Duration::from_secs(60));
+                    assert_eq!(failures(&a), Vec::<String>::new(), "{name}");
+                    let took = ms(at - t);
+                    if size == 1 {
+                        warm1.push(took)
+                    } else {
+                        warm100.push(took)
+                    }
+                    sent.push((id, took));
+                }
+                if size == 100 {
+                    cpu100 = (cpu_ms(running.pid()) - cpu_before) / WARM as f64;
+                    // The EMF line is written before the response is sent.
+                    let handler = running.handler_ms();
+                    outside100 = sent.iter().filter_map(|(id, took)| Some(took - handler.get(id)?)).collect();
+                }
+            }
+            peak_mib = peak_rss_kib(running.pid()) as f64 / 1024.0;
         }
-        println!("{variant}");
-        println!("  cold start, 1 record   ({COLD} runs): {}", stats(&mut cold));
-        println!("  warm, 1 record        ({WARM} runs): {}", stats(&mut warm1));
-        println!("  warm, 100 records     ({WARM} runs): {}", stats(&mut warm100));
+        println!("{name}");
+        println!("  init (start → first `next`)         ({COLD} runs): {}", stats(&mut init));
+        println!("  cold start, 1 record (start → response) ({COLD} runs): {}", stats(&mut cold));
+        println!("  warm, 1 record                      ({WARM} runs): {}", stats(&mut warm1));
+        println!("  warm, 100 records                   ({WARM} runs): {}", stats(&mut warm100));
+        if !outside100.is_empty() {
+            println!("  warm 100, outside the handler      ({WARM} runs): {}", stats(&mut outside100));
+        }
+        println!("  CPU per 100-record invocation: {cpu100:.1} ms");
         println!("  peak resident memory after them: {peak_mib:.0} MiB");
+        println!("  load average before {load_before}, after {}", load_average());
     }
 }
 

@@ -81,11 +81,6 @@ impl Moto {
     }
 }
 
-/// The Python of the emulator's virtualenv (it has boto3), for the Lambda baseline handler.
-pub fn venv_python() -> PathBuf {
-    server_path().with_file_name("python")
-}
-
 impl Moto {
     /// Freezes the server (SIGSTOP): connections are accepted by the kernel but never
     /// answered — a destination that hangs, with its state kept for [`Moto::resume`].

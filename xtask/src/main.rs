@@ -46,6 +46,10 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some("lang-tools") => lang_tools(&root),
+        Some("lambda-python") => {
+            println!("{}", lambda_python(&root)?.display());
+            Ok(())
+        }
         _ => {
             eprintln!("usage: cargo xtask <demo | test | bench | fuzz | dist | moto> [args…]");
             eprintln!("  demo   run the local demo pipeline (pipelines/local-demo.toml)");
@@ -55,6 +59,7 @@ fn main() -> anyhow::Result<()> {
             eprintln!("  dist   build and check the tarball to deploy (binary, systemd unit, Dockerfile)");
             eprintln!("  moto   install the AWS emulator if needed and print its path");
             eprintln!("  lang-tools  install componentize-py and componentize-js (Python and JS plugins)");
+            eprintln!("  lambda-python  install AWS's Python runtime interface client (the lambda::measure baseline)");
             std::process::exit(2);
         }
     }
@@ -240,6 +245,38 @@ fn moto_server(root: &Path) -> anyhow::Result<PathBuf> {
         bail!("pip installed moto but {} is missing", server.display());
     }
     Ok(server)
+}
+
+/// The Python that runs the Lambda baseline handler (`deploy/lambda/python_baseline.py`)
+/// under AWS's own runtime interface client (`awslambdaric`, what Lambda's Python images
+/// run), with boto3: a virtual environment in the cache outside the clone, made on first
+/// use. Only `lambda::measure` (ignored; docs/lambda.md, "Measured") needs it.
+fn lambda_python(root: &Path) -> anyhow::Result<PathBuf> {
+    let cache = std::env::var_os("CTRFLOW_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("ctrflow")))
+        .context("set HOME or CTRFLOW_CACHE_DIR")?;
+    let venv = cache.join("lambda-python-venv");
+    let python = venv.join("bin").join("python");
+    let ready =
+        || Command::new(&python).args(["-c", "import awslambdaric, boto3"]).output().is_ok_and(|o| o.status.success());
+    if ready() {
+        return Ok(python);
+    }
+    std::fs::create_dir_all(&cache)?;
+    run(Command::new("python3").current_dir(root).arg("-m").arg("venv").arg(&venv))?;
+    // Pinned: the versions docs/lambda.md's figures were measured with.
+    run(Command::new(venv.join("bin").join("pip")).current_dir(root).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "awslambdaric==4.2.2",
+        "boto3==1.44.8",
+    ]))?;
+    if !ready() {
+        bail!("pip installed awslambdaric and boto3 but {} cannot import them", python.display());
+    }
+    Ok(python)
 }
 
 /// Installs the pinned tools that build Python and JavaScript plugins (componentize-py in a

@@ -36,7 +36,10 @@ pub fn mark(timing: &Timing) -> Marks {
             series.push((format!("{}.{name}", node.id), node.clone(), pick, pick(node).snapshot()));
         };
         match node.section {
-            Section::Source => add("process_ms", |n| &n.process),
+            Section::Source => {
+                add("event_to_arrival_ms", |n| &n.event_to_arrival);
+                add("process_ms", |n| &n.process);
+            }
             Section::Transform => {
                 add("queue_wait_ms", |n| &n.wait);
                 add("process_ms", |n| &n.process);
@@ -128,10 +131,13 @@ mod tests {
             ],
         );
         let db = timing.node("db");
+        let ctrs = timing.node("ctrs");
+        ctrs.event_to_arrival.record_us(60_000_000, 10);
         // An earlier invocation's slow delivery must not show in this one's figures.
         db.process.record(Duration::from_millis(900), 10);
         let marks = mark(&timing);
         db.process.record(Duration::from_millis(20), 4);
+        ctrs.event_to_arrival.record_us(5_250_000, 5);
         db.counters.dead_lettered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let delivery = Delivery { records: 5, delivered: 4, retry_from: Some("49".into()), timed_out: true };
         let inv = Invocation { request_id: "r", namespace: "ns", pipeline: "p", elapsed_ms: 12.5, cold: false };
@@ -151,5 +157,8 @@ mod tests {
             assert!(v.get(m["Name"].as_str().unwrap()).is_some(), "{m}");
         }
         assert!(v.get("db.event_to_ack_ms").is_none(), "no observation, no metric");
+        // The source's event → arrival (ApproximateArrivalTimestamp): this invocation's only.
+        let e2a = v["ctrs.event_to_arrival_ms"].as_f64().unwrap_or_else(|| panic!("{v}"));
+        assert!((e2a - 5250.0).abs() < 5.0, "{v}");
     }
 }

@@ -27,7 +27,6 @@ pub mod warm;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 use lambda_runtime::{LambdaEvent, service_fn};
 use tokio::sync::Mutex;
@@ -74,7 +73,8 @@ pub fn serve(
     let state = Arc::new(Mutex::new(State { running: Some(running), starting: None, invocations: 0 }));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let opts = Arc::new(opts);
-    rt.block_on(lambda_runtime::run(service_fn(move |event: LambdaEvent<KinesisEvent>| {
+    // The event as JSON: `source::records` reads the arrival times `aws_lambda_events` cuts.
+    rt.block_on(lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
         let (state, build, opts) = (state.clone(), build.clone(), opts.clone());
         async move { invoke(&state, &build, &opts, event).await }
     })))
@@ -85,12 +85,12 @@ async fn invoke(
     state: &Mutex<State>,
     build: &Builder,
     opts: &Options,
-    event: LambdaEvent<KinesisEvent>,
+    event: LambdaEvent<serde_json::Value>,
 ) -> Result<KinesisEventResponse, lambda_runtime::Error> {
     let received = Instant::now();
     let remaining_ms = (event.context.deadline as i64 - now_ms() - opts.deadline_margin.as_millis() as i64).max(0);
     let deadline = received + Duration::from_millis(remaining_ms as u64);
-    let records = event.payload.records;
+    let records = source::records(event.payload).map_err(|e| format!("not a Kinesis event: {e}"))?;
     let mut st = state.lock().await;
     st.invocations += 1;
     let cold = st.invocations == 1;

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
-use aws_lambda_events::event::kinesis::KinesisEventRecord;
+use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
@@ -121,5 +121,65 @@ fn ingest(ctx: &mut SourceContext, record: KinesisEventRecord) {
             }
         }
         None => ctx.ingest(Bytes::from(data), position, arrival),
+    }
+}
+
+/// The event's records, each `approximateArrivalTimestamp` read exactly.
+///
+/// `aws_lambda_events` 0.18 reads the digits after a seconds timestamp's point as a count of
+/// milliseconds, whatever their number: `1706933111.25` (250 ms past the second) becomes
+/// 25 ms past it, and `….5` 5 ms — off whenever the milliseconds end in a zero, which JSON
+/// numbers drop. Here the number is read as a number and the record's time set from it.
+pub fn records(event: serde_json::Value) -> Result<Vec<KinesisEventRecord>, serde_json::Error> {
+    let arrivals: Vec<Option<i64>> = match event.get("Records").and_then(serde_json::Value::as_array) {
+        Some(records) => records
+            .iter()
+            .map(|r| {
+                let t = r.pointer("/kinesis/approximateArrivalTimestamp")?;
+                let seconds = t.as_f64().or_else(|| t.as_str()?.parse().ok())?;
+                Some((seconds * 1000.0).round() as i64)
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut event: KinesisEvent = serde_json::from_value(event)?;
+    for (record, arrival_ms) in event.records.iter_mut().zip(arrivals) {
+        let Some(ms) = arrival_ms else { continue };
+        let at = &mut record.kinesis.approximate_arrival_timestamp.0;
+        let off = ms - at.timestamp_millis();
+        if off >= 0 {
+            *at += Duration::from_millis(off as u64);
+        } else {
+            *at -= Duration::from_millis(off.unsigned_abs());
+        }
+    }
+    Ok(event.records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arrival_times_keep_their_milliseconds() {
+        let record = |t: serde_json::Value| {
+            serde_json::json!({
+                "kinesis": { "kinesisSchemaVersion": "1.0", "partitionKey": "pk", "sequenceNumber": "1",
+                             "data": "e30=", "approximateArrivalTimestamp": t },
+                "eventSource": "aws:kinesis", "eventID": "shardId-0:1",
+            })
+        };
+        let event = serde_json::json!({ "Records": [
+            record(serde_json::json!(1706933111.25)),
+            record(serde_json::json!(1706933111.025)),
+            record(serde_json::json!(1706933111.987)),
+            record(serde_json::json!(1706933111)),
+        ]});
+        let ms: Vec<i64> = records(event)
+            .unwrap()
+            .iter()
+            .map(|r| r.kinesis.approximate_arrival_timestamp.0.timestamp_millis())
+            .collect();
+        assert_eq!(ms, [1706933111250, 1706933111025, 1706933111987, 1706933111000]);
     }
 }
