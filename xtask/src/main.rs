@@ -220,27 +220,37 @@ fn host_triple() -> &'static str {
     }
 }
 
+/// The cache outside the clone: `$CTRFLOW_CACHE_DIR`, default `~/.cache/ctrflow`.
+fn cache_dir() -> anyhow::Result<PathBuf> {
+    std::env::var_os("CTRFLOW_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("ctrflow")))
+        .context("set HOME or CTRFLOW_CACHE_DIR")
+}
+
+/// Makes the Python virtual environment `venv` with `packages` (pinned) installed.
+fn make_venv(root: &Path, venv: &Path, packages: &[&str]) -> anyhow::Result<()> {
+    if let Some(parent) = venv.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    run(Command::new("python3").current_dir(root).arg("-m").arg("venv").arg(venv))?;
+    run(Command::new(venv.join("bin").join("pip"))
+        .current_dir(root)
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .args(packages))
+}
+
 /// The moto server executable, installed on first use into a virtual environment in
 /// `$CTRFLOW_CACHE_DIR` (default `~/.cache/ctrflow`), outside the clone.
 fn moto_server(root: &Path) -> anyhow::Result<PathBuf> {
-    let cache = std::env::var_os("CTRFLOW_CACHE_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("ctrflow")))
-        .context("set HOME or CTRFLOW_CACHE_DIR")?;
+    let cache = cache_dir()?;
     let venv = cache.join("moto-venv");
     let server = venv.join("bin").join("moto_server");
     if server.exists() {
         return Ok(server);
     }
-    std::fs::create_dir_all(&cache)?;
-    run(Command::new("python3").current_dir(root).arg("-m").arg("venv").arg(&venv))?;
     // Pinned: the version measured here (docs/measurements.md#moto).
-    run(Command::new(venv.join("bin").join("pip")).current_dir(root).args([
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        "moto[server]==5.2.5",
-    ]))?;
+    make_venv(root, &venv, &["moto[server]==5.2.5"])?;
     if !server.exists() {
         bail!("pip installed moto but {} is missing", server.display());
     }
@@ -252,10 +262,7 @@ fn moto_server(root: &Path) -> anyhow::Result<PathBuf> {
 /// run), with boto3: a virtual environment in the cache outside the clone, made on first
 /// use. Only `lambda::measure` (ignored; docs/lambda.md, "Measured") needs it.
 fn lambda_python(root: &Path) -> anyhow::Result<PathBuf> {
-    let cache = std::env::var_os("CTRFLOW_CACHE_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("ctrflow")))
-        .context("set HOME or CTRFLOW_CACHE_DIR")?;
+    let cache = cache_dir()?;
     let venv = cache.join("lambda-python-venv");
     let python = venv.join("bin").join("python");
     let ready =
@@ -263,16 +270,8 @@ fn lambda_python(root: &Path) -> anyhow::Result<PathBuf> {
     if ready() {
         return Ok(python);
     }
-    std::fs::create_dir_all(&cache)?;
-    run(Command::new("python3").current_dir(root).arg("-m").arg("venv").arg(&venv))?;
     // Pinned: the versions docs/lambda.md's figures were measured with.
-    run(Command::new(venv.join("bin").join("pip")).current_dir(root).args([
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        "awslambdaric==4.2.2",
-        "boto3==1.44.8",
-    ]))?;
+    make_venv(root, &venv, &["awslambdaric==4.2.2", "boto3==1.44.8"])?;
     if !ready() {
         bail!("pip installed awslambdaric and boto3 but {} cannot import them", python.display());
     }
