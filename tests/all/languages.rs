@@ -193,6 +193,8 @@ fn new_project(lang: ctrflow::scaffold_lang::Lang, world: ctrflow::scaffold_lang
     let out = ctrflow(&dir, &["run", "pipeline.toml"]);
     assert!(out.success, "{name}: the project's pipeline failed:\n{}", out.stderr);
     assert!(!dir.join("out/dead-letters.jsonl").exists(), "{name}: dead letters:\n{}", out.stderr);
+    let tests = ctrflow(&dir, &["test", "pipeline.toml"]);
+    assert!(tests.success, "{name}: the project's pipeline tests failed:\n{}\n{}", tests.stdout, tests.stderr);
     dir
 }
 

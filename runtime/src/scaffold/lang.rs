@@ -7,7 +7,8 @@
 //! componentize-py or componentize-js into `~/.cache/ctrflow/tools` on first use), all taken
 //! from this build of ctrflow so they match the host that runs the plugin. Beside them: the
 //! plugin (`app.py` / `app.js`, a small working example for its world), `build.sh`, a real
-//! CTR sample, a pipeline that runs the plugin on it (`pipeline.toml`) and a README.
+//! CTR sample, a pipeline that runs the plugin on it (`pipeline.toml`), its `ctrflow test`
+//! file checking what the plugin does to the sample (`pipeline.tests.toml`) and a README.
 //!
 //! This module only makes the file list; writing it (and refusing to overwrite) is the
 //! command's job.
@@ -99,6 +100,7 @@ fn common(lang: Lang, name: &str, world: World) -> Vec<File> {
         (PathBuf::from("build.sh"), build),
         (PathBuf::from("sample/ctr.json"), SAMPLE_CTR.to_string()),
         (PathBuf::from("pipeline.toml"), pipeline(name, world)),
+        (PathBuf::from("pipeline.tests.toml"), pipeline_tests(name, world)),
         (PathBuf::from("README.md"), readme(lang, name, world)),
     ];
     if world == World::Enrich {
@@ -141,6 +143,40 @@ fn pipeline(name: &str, world: World) -> String {
     }
 }
 
+/// The contact id of [`SAMPLE_CTR`].
+const SAMPLE_CONTACT_ID: &str = "6fe40d2a-1a89-4d73-bfcf-5d9c33894f47";
+
+/// `ctrflow test pipeline.toml`: the plugin in its pipeline on the sample CTR, checked for
+/// what the template's plugin does, so the test fails as soon as an edit changes that.
+fn pipeline_tests(name: &str, world: World) -> String {
+    let head = format!(
+        "# `ctrflow test pipeline.toml` (build first: ./build.sh): {name} on the sample CTR.\n\
+         # Format: docs/testing-pipelines.md in the ctrflow repository.\n\n\
+         [[tests]]\nname = \"the sample CTR through {name}\"\n\n\
+         [[tests.inputs]]\nnode = \"sample\"\nfile = \"sample/ctr.json\"\n\n"
+    );
+    let id = SAMPLE_CONTACT_ID;
+    match world {
+        World::Transform => format!(
+            "{head}[[tests.expect]]\nat = \"out\"\ncount = 1\n\
+             equals = {{ ContactId = \"{id}\", \"Attributes.channel_lower\" = \"voice\" }}\n"
+        ),
+        World::Enrich => format!(
+            "{head}[[tests.expect]]\nat = \"out\"\ncount = 1\n\
+             equals = {{ ContactId = \"{id}\", \"AgentInfo.full_name\" = \"Steve Lusk\", \"AgentInfo.team\" = \"Support\" }}\n"
+        ),
+        World::Sink => format!(
+            "{head}[[tests.expect]]\nat = \"{node}\"\ncount = 1\n\
+             encoded = {{ partition_key = \"{id}\", \"columns.Channel\" = \"VOICE\" }}\n\n\
+             [[tests]]\nname = \"a record without a ContactId is dead-lettered\"\n\n\
+             [[tests.inputs]]\nnode = \"{node}\"\nrecords = [{{ Channel = \"CHAT\" }}]\n\n\
+             [[tests.expect]]\nat = \"dead_letters\"\ncount = 1\n\
+             equals = {{ kind = \"bad_record\", node = \"sinks.{node}\" }}\n",
+            node = node(name)
+        ),
+    }
+}
+
 /// The node's id in the pipeline: the name with `-` as `_`.
 fn node(name: &str) -> String {
     name.replace('-', "_")
@@ -163,6 +199,9 @@ fn readme(lang: Lang, name: &str, world: World) -> String {
          ## Run\n\n    ctrflow run pipeline.toml\n\n\
          runs the plugin on `sample/ctr.json`, a real contact trace record, and writes `{output}`. \
          Records the plugin refuses go to `out/dead-letters.jsonl` with its message.\n\n\
+         ## Test\n\n    ctrflow test pipeline.toml\n\n\
+         runs `pipeline.tests.toml`: the plugin on the sample, checked for what it does now; change the \
+         expectations with the plugin. Exit 0 when every test holds, 1 with a diff.\n\n\
          ## Notes\n\n\
          - No I/O: the plugin gets no files, network or environment; {print} goes nowhere: use `log`.\n\
          - A {language} plugin carries its interpreter: expect a component of 10-20 MB, a few seconds to \

@@ -84,11 +84,11 @@ impl Lang {
             ],
             Lang::Python => &[
                 "./build.sh                 # the component (installs componentize-py on first use)",
-                "ctrflow run pipeline.toml  # runs it on sample/ctr.json, writes out/records.jsonl",
+                "ctrflow run pipeline.toml && ctrflow test pipeline.toml   # on sample/ctr.json",
             ],
             Lang::Js => &[
                 "./build.sh                 # the component (installs componentize-js on first use)",
-                "ctrflow run pipeline.toml  # runs it on sample/ctr.json, writes out/records.jsonl",
+                "ctrflow run pipeline.toml && ctrflow test pipeline.toml   # on sample/ctr.json",
             ],
         }
     }
