@@ -559,6 +559,9 @@ fn measure() {
                     c.current_dir(&deploy)
                         .args(["-m", "awslambdaric", handler])
                         .env("AWS_LAMBDA_RUNTIME_API", &api.addr)
+                        // Lambda sets both; boto3 reads only AWS_DEFAULT_REGION, and without it
+                        // the handler fails its import (reported to `init/error`, not logged).
+                        .env("AWS_DEFAULT_REGION", "us-east-1")
                         .env("PASSTHROUGH_OUT", dir.join("passthrough.jsonl"))
                         .stdout(Stdio::null())
                         .stderr(std::fs::File::create(dir.join(format!("python-{round}.log"))).unwrap());
