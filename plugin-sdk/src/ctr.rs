@@ -4,7 +4,7 @@
 //! ([`ContactTraceRecord`] and its nested structs) that can be read, changed and written back
 //! **without losing anything**: keys this model does not know survive, and so does the
 //! difference between a key that is `null` and a key that is missing. Section numbers (§) refer
-//! to `docs/ctr-data-model.md`, which cites the AWS documentation and the published
+//! to `docs/contact-records.md`, which cites the AWS documentation and the published
 //! samples in `tests/fixtures/ctr/`.
 //!
 //! ```

@@ -82,7 +82,7 @@ impl SinkConnector for DynamoSink {
     }
 }
 
-/// BatchWriteItem: at most 25 put/delete requests and 16 MB per call (docs/aws-limits.md §6).
+/// BatchWriteItem: at most 25 put/delete requests and 16 MB per call (docs/aws-api-quotas.md §6).
 const MAX_BATCH_ITEMS: usize = 25;
 const MAX_BATCH_BYTES: usize = 16 * 1000 * 1000;
 /// An item: at most 400 KB, attribute names included.

@@ -3,7 +3,7 @@
 //!
 //! Each record is its JSON (or the sink plugin's payload) followed by a newline, because
 //! Firehose concatenates record bytes as they are and S3/Athena/Redshift readers need the
-//! boundaries (docs/aws-limits.md §5). Limits: 500 records and 4 MiB per call (or `max_bytes`
+//! boundaries (docs/aws-api-quotas.md §5). Limits: 500 records and 4 MiB per call (or `max_bytes`
 //! when smaller), 1,000 KiB per record — a larger record is refused for good, to the dead
 //! letters. A 200 response can still carry failed entries (`FailedPutCount`, a per-entry
 //! `ErrorCode`): only those are sent again, with backoff. Firehose may deliver a record

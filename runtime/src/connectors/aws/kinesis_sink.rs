@@ -4,7 +4,7 @@
 //! The partition key is the text of the record's `partition_key` field (a path, default
 //! `ContactId`), so one contact's versions stay in order on one shard. Limits: 500 records
 //! and 5 MiB per call, 1 MiB per record including its partition key (the classic limits,
-//! safe for every stream; docs/aws-limits.md §1). A 200 response can still carry failed entries
+//! safe for every stream; docs/aws-api-quotas.md §1). A 200 response can still carry failed entries
 //! (`FailedRecordCount`, per-entry `ProvisionedThroughputExceededException` or
 //! `InternalFailure`): only those are sent again, with backoff — so, as AWS warns,
 //! PutRecords does not keep order across a retry.

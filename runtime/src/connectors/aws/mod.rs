@@ -154,7 +154,7 @@ pub enum Fault {
     Halt(String),
 }
 
-/// Error codes AWS documents as "back off and retry" (docs/aws-limits.md §1, §5, §6).
+/// Error codes AWS documents as "back off and retry" (docs/aws-api-quotas.md §1, §5, §6).
 const RETRYABLE_CODES: &[&str] = &[
     "ProvisionedThroughputExceededException",
     "ThrottlingException",

@@ -2,7 +2,7 @@
 //! written with the KCL's attribute names and its conditional-write protocol, so a fleet of
 //! ctrflow processes — or a team moving from a KCL application — shares one table.
 //!
-//! An item (the KCL's `KinesisClientLeaseSerializer`; docs/aws-limits.md §8):
+//! An item (the KCL's `KinesisClientLeaseSerializer`; docs/aws-api-quotas.md §8):
 //! `leaseKey` (the shard id, hash key), `leaseOwner` (the worker holding it; absent when
 //! released), `leaseCounter` (bumped by every write of the owner: a lease whose counter does
 //! not move for `lease_duration` has a dead owner), `checkpoint` (a sequence number,

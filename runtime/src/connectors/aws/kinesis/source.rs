@@ -61,7 +61,7 @@ use crate::connectors::aws::{Fault, Settings, block_on, classify, described};
 use crate::contract::{Backoff, Env, Source, SourceConnector, SourceContext};
 use crate::units::parse_duration;
 
-/// GetRecords: at most 5 calls per second per shard (docs/aws-limits.md §2).
+/// GetRecords: at most 5 calls per second per shard (docs/aws-api-quotas.md §2).
 const MIN_CALL_GAP: Duration = Duration::from_millis(200);
 /// GetRecords: at most 10,000 records per call.
 const MAX_RECORDS_PER_CALL: i32 = 10_000;
