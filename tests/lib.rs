@@ -62,6 +62,18 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
+/// The example pipelines in `pipelines/`, sorted (their `.tests.toml` sidecars left out).
+pub fn example_pipelines() -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(repo_root().join("pipelines"))
+        .expect("read pipelines/")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml") && !p.to_string_lossy().ends_with(".tests.toml"))
+        .collect();
+    found.sort();
+    found
+}
+
 /// What a finished `ctrflow` command printed.
 #[derive(Debug)]
 pub struct Output {

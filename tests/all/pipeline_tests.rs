@@ -4,14 +4,7 @@
 use ctrflow_tests::{ctrflow, repo_root, temp_dir};
 
 fn pipelines() -> Vec<std::path::PathBuf> {
-    let mut found: Vec<_> = std::fs::read_dir(repo_root().join("pipelines"))
-        .expect("read pipelines/")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml") && !p.to_string_lossy().ends_with(".tests.toml"))
-        .collect();
-    found.sort();
-    found
+    ctrflow_tests::example_pipelines()
 }
 
 #[test]

@@ -2,15 +2,9 @@
 
 use ctrflow_tests::{copy_dir, ctrflow, ctrflow_with, repo_root, temp_dir};
 
+/// The example pipelines' file names.
 fn pipelines() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(repo_root().join("pipelines"))
-        .expect("pipelines/")
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().map(str::to_string))
-        .filter(|n| n.ends_with(".toml") && !n.ends_with(".tests.toml"))
-        .collect();
-    names.sort();
-    names
+    ctrflow_tests::example_pipelines().iter().filter_map(|p| p.file_name()?.to_str().map(str::to_string)).collect()
 }
 
 /// Pipelines that need nothing outside the machine (no AWS).

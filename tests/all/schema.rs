@@ -48,14 +48,7 @@ print(json.dumps({name: [e.message for e in v.iter_errors(doc)] for name, doc in
 }
 
 fn pipelines() -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(repo_root().join("pipelines"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml") && !p.to_string_lossy().ends_with(".tests.toml"))
-        .collect();
-    found.sort();
-    found
+    ctrflow_tests::example_pipelines()
 }
 
 fn name(p: &Path) -> String {
