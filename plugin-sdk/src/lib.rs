@@ -39,6 +39,7 @@
 
 pub mod bindings;
 pub mod ctr;
+pub mod flatten;
 pub mod path;
 mod record;
 pub mod testing;

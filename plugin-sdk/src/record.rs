@@ -129,6 +129,30 @@ impl<'a> Record<'a> {
         }
     }
 
+    /// Replaces the record with its flat form (see [`crate::flatten`]): nested objects'
+    /// fields become `Parent<separator>Child` columns, sorted. The host does the work, so no
+    /// field crosses the boundary. On a collision the record stays as it was and the error
+    /// (a bad record) names the column.
+    pub fn flatten(&mut self, separator: &str, arrays: crate::flatten::Arrays) -> Result<(), Error> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            let arrays = match arrays {
+                crate::flatten::Arrays::Json => batch::ArrayColumns::Json,
+                crate::flatten::Arrays::First => batch::ArrayColumns::First,
+            };
+            return batch::flatten(self.inner.index, separator, arrays).map_err(Error::bad_record);
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let Some(object) = self.inner.json.as_object() else {
+                return Err(Error::bad_record("a record must be a JSON object"));
+            };
+            let flat = crate::flatten::flatten(object, separator, arrays).map_err(Error::bad_record)?;
+            *self.inner.json = serde_json::Value::Object(flat);
+            Ok(())
+        }
+    }
+
     /// The record as the typed contact trace record model (a whole-record copy).
     pub fn ctr(&self) -> Result<ctr::ContactTraceRecord, Error> {
         ctr::ContactTraceRecord::from_value(self.to_json()).map_err(|e| Error::bad_record(e.to_string()))

@@ -18,9 +18,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use ctrflow_plugin_sdk::{Error, Field, Init, Outcome, Record, Transform, Value};
+use ctrflow_plugin_sdk::{Error, Field, Init, Outcome, Record, Transform, Value, flatten};
 use serde::Deserialize;
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 
 /// The node's `config`.
 #[derive(Debug, Deserialize)]
@@ -87,8 +87,19 @@ impl Transform for CtrFlatten {
     }
 
     fn process(&mut self, record: &mut Record<'_>) -> Outcome {
-        // The record is walked in the host and the flat one handed back as typed fields:
-        // no JSON text crosses the boundary (but for arrays, which travel as their text).
+        if self.include.is_none() && self.exclude.is_empty() {
+            // Every column, as the host flattens: no field crosses the boundary at all.
+            let arrays = match self.arrays {
+                Arrays::Json => flatten::Arrays::Json,
+                Arrays::First => flatten::Arrays::First,
+            };
+            return match record.flatten(&self.separator, arrays) {
+                Ok(()) => Outcome::Keep,
+                Err(e) => Outcome::Fail(e),
+            };
+        }
+        // Some columns: the record is walked in the host and the kept ones handed back as
+        // typed fields (no JSON text crosses the boundary but arrays', as their text).
         let mut flat = match flatten_columns(record.walk(), &self.separator, self.arrays) {
             Ok(flat) => flat,
             Err(column) => {
@@ -115,13 +126,9 @@ impl Transform for CtrFlatten {
     }
 }
 
-/// Flattens a walked record ([`Record::walk`]: depth first, objects before their fields).
-/// On a collision, the column that two fields share.
-pub fn flatten_fields(fields: Vec<Field>, separator: &str, arrays: Arrays) -> Result<BTreeMap<String, Value>, String> {
-    Ok(flatten_columns(fields, separator, arrays)?.into_iter().collect())
-}
-
-/// [`flatten_fields`] as a list sorted by column: what `process` sends back. (Pushed and
+/// Flattens a walked record ([`Record::walk`]: depth first, objects before their fields)
+/// into a list sorted by column: what `process` sends back when it keeps some columns.
+/// On a collision, the column that two fields share. (Pushed and
 /// sorted once rather than inserted into a map one by one: the walk's order is nearly
 /// sorted already, which the sort finds cheaply, and no tree is built in the plugin.)
 pub fn flatten_columns(fields: Vec<Field>, separator: &str, arrays: Arrays) -> Result<Vec<(String, Value)>, String> {
@@ -177,15 +184,6 @@ pub fn flatten_columns(fields: Vec<Field>, separator: &str, arrays: Arrays) -> R
     // Sorted, two fields that flatten to one column sit side by side.
     if let Some(pair) = out.windows(2).find(|pair| pair[0].0 == pair[1].0) {
         return Err(pair[0].0.clone());
-    }
-    Ok(out)
-}
-
-/// Flattens a record's top-level object. On a collision, the column that two fields share.
-pub fn flatten(record: Map<String, Json>, separator: &str, arrays: Arrays) -> Result<BTreeMap<String, Json>, String> {
-    let mut out = BTreeMap::new();
-    for (key, value) in record {
-        flatten_into(&mut out, key, value, separator, arrays)?;
     }
     Ok(out)
 }
@@ -267,6 +265,18 @@ mod tests {
                 let mut sorted = keys.clone();
                 sorted.sort();
                 assert_eq!(keys, sorted, "{name}/{arrays}: columns are not sorted");
+            }
+        }
+    }
+
+    #[test]
+    fn the_hosts_flattening_and_the_walk_agree_on_every_real_sample() {
+        // The default config asks the host (`Record::flatten`); an `exclude` takes the walk.
+        for (name, record) in samples() {
+            for arrays in ["json", "first"] {
+                let host = flatten_with(json!({"arrays": arrays}), record.clone());
+                let walked = flatten_with(json!({"arrays": arrays, "exclude": ["NoSuchColumn"]}), record.clone());
+                assert_eq!(host, walked, "{name}, arrays = {arrays}");
             }
         }
     }

@@ -33,7 +33,12 @@ pub fn test_plugin(host: &Host, name: &str) -> TransformPlugin {
 
 /// A bundled plugin, by name.
 pub fn bundled(host: &Host, name: &str) -> TransformPlugin {
+    bundled_with(host, name, &Json::Null)
+}
+
+/// A bundled plugin with a node `config`.
+pub fn bundled_with(host: &Host, name: &str, config: &Json) -> TransformPlugin {
     let compiled = host.load(name, Path::new(".")).unwrap_or_else(|e| panic!("{name}: {e}"));
-    host.transform(&compiled, NodeContext::new("bench", name), &Json::Null, Limits::default())
+    host.transform(&compiled, NodeContext::new("bench", name), config, Limits::default())
         .unwrap_or_else(|e| panic!("{name}: {e}"))
 }

@@ -17,6 +17,7 @@
 
 use std::sync::Arc;
 
+use ctrflow_plugin_sdk::flatten::{Arrays, flatten_columns};
 use ctrflow_plugin_sdk::path::FieldPath;
 use serde_json::Value as Json;
 
@@ -261,6 +262,40 @@ impl batch::Host for PluginState {
         let old = std::mem::replace(&mut record.doc, Arc::new(Json::Object(object)));
         b.log(index, Undo::Doc { index, old });
         Ok(())
+    }
+
+    fn flatten(&mut self, index: u32, separator: String, arrays: batch::ArrayColumns) -> Result<(), String> {
+        let b = self.batch.as_mut().ok_or("no batch outside process/encode")?;
+        let record = b.records.get(index as usize).ok_or("record index out of range")?;
+        let Json::Object(object) = &*record.doc else { return Err("a record must be a JSON object".into()) };
+        if separator.is_empty() {
+            // `Agent` + `Username` and `AgentU` + `sername` would collide unnoticed.
+            return Err("the separator is empty".into());
+        }
+        let arrays = match arrays {
+            batch::ArrayColumns::Json => Arrays::Json,
+            batch::ArrayColumns::First => Arrays::First,
+        };
+        let columns = flatten_columns(object, &separator, arrays)?;
+        // Charged as `set-fields` is: about the flat object's JSON text.
+        let bytes = columns.iter().map(|(k, v)| k.len() + 4 + approx_json_size(v)).sum::<usize>() + 2;
+        b.charge(index, bytes)?;
+        let record = &mut b.records[index as usize];
+        let old = std::mem::replace(&mut record.doc, Arc::new(Json::Object(columns.into_iter().collect())));
+        b.log(index, Undo::Doc { index, old });
+        Ok(())
+    }
+}
+
+/// About how many bytes a flat column's value adds to the record's JSON text (what
+/// [`approx_size`] says of the same value as a WIT value).
+fn approx_json_size(value: &Json) -> usize {
+    match value {
+        Json::Null | Json::Bool(_) => 5,
+        Json::Number(_) => 20,
+        Json::String(s) => s.len() + 2,
+        // A flat record holds no objects or arrays (arrays are text): a guess suffices.
+        other => other.to_string().len(),
     }
 }
 

@@ -1,0 +1,124 @@
+//! Flattening a record into columns: nested objects become `Parent<separator>Child` fields,
+//! the shape a warehouse table wants.
+//!
+//! One implementation for both sides of the boundary: the host runs it for `batch.flatten`
+//! (so a plugin flattens a record without a single field crossing into the sandbox), and a
+//! plugin's native `cargo test` runs it for [`crate::Record::flatten`], so the two cannot
+//! disagree.
+//!
+//! The rules (what the bundled `ctr-flatten` documents):
+//! - a non-empty object's fields become `<key><separator><field>` columns, recursively;
+//! - an empty object, and `null`, stay `null` at their own column;
+//! - an array becomes its JSON text ([`Arrays::Json`]), or its first element flattened in its
+//!   place, `null` when it is empty ([`Arrays::First`]);
+//! - columns come out sorted by name; two fields that flatten to one column (a top-level
+//!   `Queue_Name` beside `Queue.Name`) are an error naming that column, never a silent loss.
+
+use serde_json::{Map, Value as Json};
+
+/// What becomes of arrays.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Arrays {
+    /// The array's JSON text, as one string column.
+    #[default]
+    Json,
+    /// The first element, flattened under the array's key (`null` for an empty array).
+    First,
+}
+
+/// The flat columns of `object`, sorted by name.
+///
+/// Values are cloned from `object` (it is usually shared with other branches of the graph);
+/// column names are built in one reused buffer. On a collision, the error names the column.
+pub fn flatten_columns(
+    object: &Map<String, Json>,
+    separator: &str,
+    arrays: Arrays,
+) -> Result<Vec<(String, Json)>, String> {
+    let mut out = Vec::with_capacity(object.len() * 4);
+    let mut column = String::with_capacity(64);
+    for (key, value) in object {
+        column.clear();
+        column.push_str(key);
+        push_value(&mut out, &mut column, value, separator, arrays);
+    }
+    // The depth-first order is nearly sorted already, which the sort finds cheaply.
+    out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    // Sorted, two fields that flatten to one column sit side by side.
+    if let Some(pair) = out.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+        return Err(format!("two fields flatten to the same column {:?}", pair[0].0));
+    }
+    Ok(out)
+}
+
+/// [`flatten_columns`] as an object. (Built from the sorted columns in one bulk step.)
+pub fn flatten(object: &Map<String, Json>, separator: &str, arrays: Arrays) -> Result<Map<String, Json>, String> {
+    Ok(flatten_columns(object, separator, arrays)?.into_iter().collect())
+}
+
+/// Pushes the column(s) of `value`, whose column name is `column`; leaves `column` as it
+/// found it.
+fn push_value(out: &mut Vec<(String, Json)>, column: &mut String, value: &Json, separator: &str, arrays: Arrays) {
+    match value {
+        Json::Object(map) if !map.is_empty() => {
+            let len = column.len();
+            for (child, inner) in map {
+                column.truncate(len);
+                column.push_str(separator);
+                column.push_str(child);
+                push_value(out, column, inner, separator, arrays);
+            }
+            column.truncate(len);
+        }
+        Json::Object(_) => out.push((column.clone(), Json::Null)),
+        Json::Array(items) => match arrays {
+            Arrays::Json => out.push((column.clone(), Json::String(serde_json::to_string(value).unwrap_or_default()))),
+            Arrays::First => match items.first() {
+                Some(first) => push_value(out, column, first, separator, arrays),
+                None => out.push((column.clone(), Json::Null)),
+            },
+        },
+        scalar => out.push((column.clone(), scalar.clone())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn flat(record: Json, arrays: Arrays) -> Result<Json, String> {
+        flatten(record.as_object().unwrap(), "_", arrays).map(Json::Object)
+    }
+
+    #[test]
+    fn nested_objects_become_parent_child_columns_sorted() {
+        let record = json!({"b": {"y": 1, "x": {"deep": "d"}}, "a": null, "e": {}, "c": [1, {"k": 2}]});
+        let out = flat(record, Arrays::Json).unwrap();
+        assert_eq!(out, json!({"a": null, "b_x_deep": "d", "b_y": 1, "c": "[1,{\"k\":2}]", "e": null}));
+        let keys: Vec<&String> = out.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["a", "b_x_deep", "b_y", "c", "e"]);
+    }
+
+    #[test]
+    fn arrays_first_flattens_the_first_element_and_an_empty_one_is_null() {
+        let record = json!({"r": [{"loc": "s3://x", "f": {"g": true}}, {"loc": "s3://y"}], "n": [], "s": [[7, 8]]});
+        assert_eq!(flat(record, Arrays::First).unwrap(), json!({"n": null, "r_f_g": true, "r_loc": "s3://x", "s": 7}));
+    }
+
+    #[test]
+    fn a_collision_names_the_column() {
+        let record = json!({"Queue": {"Name": "a"}, "Queue_Name": "b"});
+        assert_eq!(flat(record, Arrays::Json).unwrap_err(), "two fields flatten to the same column \"Queue_Name\"");
+    }
+
+    #[test]
+    fn the_separator_joins_every_level() {
+        let record = json!({"a": {"b": {"c": 1}}});
+        assert_eq!(
+            Json::Object(flatten(record.as_object().unwrap(), "__", Arrays::Json).unwrap()),
+            json!({"a__b__c": 1})
+        );
+    }
+}
