@@ -41,11 +41,34 @@ pub fn ctrflow_bin() -> PathBuf {
 }
 
 /// A fresh, empty directory under the system temp dir, named for the test.
+///
+/// A run's directories stay after it, to look into a failure; the first call of the next
+/// run removes those of runs that have ended (some tests write hundreds of MB, which
+/// otherwise pile up run after run on a developer's machine).
 pub fn temp_dir(name: &str) -> PathBuf {
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(sweep_ended_runs);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let dir = std::env::temp_dir().join(format!("ctrflow-test-{name}-{}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("create temp dir");
     dir
+}
+
+/// Removes the `temp_dir`s of test processes that are no longer running.
+fn sweep_ended_runs() {
+    if !std::path::Path::new("/proc/self").exists() {
+        return; // no way to tell a live process here
+    }
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("ctrflow-test-")) else { continue };
+        // ctrflow-test-<name>-<pid>-<nanos>: the pid is the second segment from the end.
+        let Some(pid) = rest.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Copies a directory tree.

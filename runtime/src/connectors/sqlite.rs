@@ -22,9 +22,18 @@
 //! a crash loses nothing, a power loss may lose the last commits — which the source then
 //! reads again). A failure that is not a record's (the database busy or locked, the disk
 //! full, an I/O error) is retried without limit, the node reported degraded meanwhile.
+//!
+//! Sinks that write to one database file share one connection ([`SharedDb`]), each batch a
+//! transaction under its lock. With a connection each, they took SQLite's write lock in
+//! turns through its busy handler, which sleeps and polls (1 ms, 2 ms, … up to 100 ms), so
+//! a sink often slept after the lock was free; and every commit of one connection threw
+//! away the others' page caches, which then read their pages back (see
+//! docs/performance.md for the measurement).
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 
 use ctrflow_plugin_sdk::ctr::parse_timestamp;
 use rusqlite::ErrorCode;
@@ -88,9 +97,70 @@ impl SinkConnector for SqliteSink {
     }
 }
 
+/// The connection to one database file, shared by every sink of the process that writes
+/// to it (held only through [`SharedDb::lock`]).
+struct SharedDb {
+    conn: rusqlite::Connection,
+    /// The `synchronous` setting in force: sinks sharing the file may differ in `fsync`,
+    /// and each batch runs at its own sink's.
+    full_sync: Option<bool>,
+}
+
+/// The open databases by file, so a second sink on a file shares the first one's connection
+/// (and the last sink to close it closes it).
+static OPEN: LazyLock<Mutex<HashMap<PathBuf, Weak<Mutex<SharedDb>>>>> = LazyLock::new(Default::default);
+
+impl SharedDb {
+    /// The connection to the database at `path`, opened (WAL) unless a sink has it open.
+    fn open(path: &Path) -> Result<Arc<Mutex<SharedDb>>, String> {
+        // The same file by any spelling of its path (the file itself may not exist yet).
+        let key = match (path.parent().map(std::fs::canonicalize), path.file_name()) {
+            (Some(Ok(dir)), Some(name)) => dir.join(name),
+            _ => path.to_path_buf(),
+        };
+        let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
+        open.retain(|_, db| db.strong_count() > 0);
+        if let Some(db) = open.get(&key).and_then(Weak::upgrade) {
+            return Ok(db);
+        }
+        let conn =
+            rusqlite::Connection::open(path).map_err(|e| format!("path: cannot open {}: {e}", path.display()))?;
+        // WAL lets a user query the database while the pipeline writes it.
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| format!("path: {}: {e}", path.display()))?;
+        // Other processes (or a user's sqlite3 shell) may hold the lock for a while.
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| e.to_string())?;
+        conn.set_prepared_statement_cache_capacity(64);
+        let db = Arc::new(Mutex::new(SharedDb { conn, full_sync: None }));
+        open.insert(key, Arc::downgrade(&db));
+        Ok(db)
+    }
+
+    /// Locks the connection for one sink's use. A sink that panicked holding it may have
+    /// left a transaction open: it is rolled back here, as a failed batch would be.
+    fn lock(db: &Mutex<SharedDb>) -> MutexGuard<'_, SharedDb> {
+        db.lock().unwrap_or_else(|poisoned| {
+            let guard = poisoned.into_inner();
+            if !guard.conn.is_autocommit() {
+                let _ = guard.conn.execute_batch("ROLLBACK");
+            }
+            guard
+        })
+    }
+
+    /// Sets `synchronous` for the next transaction: FULL when the sink asks for `fsync`.
+    fn synchronous(&mut self, full: bool) -> rusqlite::Result<()> {
+        if self.full_sync != Some(full) {
+            self.conn.pragma_update(None, "synchronous", if full { "FULL" } else { "NORMAL" })?;
+            self.full_sync = Some(full);
+        }
+        Ok(())
+    }
+}
+
 /// Writes rows to a SQLite table.
 pub struct SqliteWriter {
-    conn: rusqlite::Connection,
+    db: Arc<Mutex<SharedDb>>,
+    fsync: bool,
     table: String,
     quoted: String,
     mode: SqliteMode,
@@ -152,14 +222,7 @@ impl SqliteWriter {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| format!("path: cannot create {}: {e}", dir.display()))?;
         }
-        let conn =
-            rusqlite::Connection::open(&path).map_err(|e| format!("path: cannot open {}: {e}", path.display()))?;
-        // WAL lets a user query the database while the pipeline writes it.
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| format!("path: {}: {e}", path.display()))?;
-        conn.pragma_update(None, "synchronous", if cfg.fsync { "FULL" } else { "NORMAL" })
-            .map_err(|e| e.to_string())?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| e.to_string())?;
-        conn.set_prepared_statement_cache_capacity(64);
+        let db = SharedDb::open(&path)?;
         let quoted = quote(&cfg.table);
         let ddl = match cfg.mode {
             SqliteMode::NewerWins => {
@@ -167,9 +230,12 @@ impl SqliteWriter {
             }
             SqliteMode::Append => format!("CREATE TABLE IF NOT EXISTS {quoted} (_ctrflow_written_at INTEGER)"),
         };
-        conn.execute(&ddl, []).map_err(|e| format!("table: cannot create {}: {e}", cfg.table))?;
+        let shared = db.clone();
+        let guard = SharedDb::lock(&shared);
+        guard.conn.execute(&ddl, []).map_err(|e| format!("table: cannot create {}: {e}", cfg.table))?;
         let mut writer = SqliteWriter {
-            conn,
+            db,
+            fsync: cfg.fsync,
             table: cfg.table.clone(),
             quoted,
             mode: cfg.mode,
@@ -180,7 +246,8 @@ impl SqliteWriter {
             health: options.health,
             shutdown: options.shutdown,
         };
-        writer.load_columns().map_err(|e| format!("table: cannot read {}: {e}", cfg.table))?;
+        writer.load_columns(&guard.conn).map_err(|e| format!("table: cannot read {}: {e}", cfg.table))?;
+        drop(guard);
         if cfg.mode == SqliteMode::NewerWins && !writer.columns.contains_key("_ctrflow_key") {
             return Err(format!(
                 "table: {} exists without the newer-wins key column; use another table or mode = \"append\"",
@@ -191,9 +258,9 @@ impl SqliteWriter {
     }
 
     /// Reads the table's columns (again, after a rolled-back batch took its new ones away).
-    fn load_columns(&mut self) -> rusqlite::Result<()> {
+    fn load_columns(&mut self, conn: &rusqlite::Connection) -> rusqlite::Result<()> {
         let names: Vec<String> = {
-            let mut stmt = self.conn.prepare(&format!("PRAGMA table_info({})", self.quoted))?;
+            let mut stmt = conn.prepare(&format!("PRAGMA table_info({})", self.quoted))?;
             stmt.query_map([], |row| row.get::<_, String>(1))?.collect::<Result<_, _>>()?
         };
         self.columns = names.iter().enumerate().map(|(i, n)| (n.to_lowercase(), i)).collect();
@@ -228,7 +295,7 @@ impl SqliteWriter {
     }
 
     /// The column slot of a field, adding the column when the table has none of that name.
-    fn slot(&mut self, name: &str) -> rusqlite::Result<usize> {
+    fn slot(&mut self, conn: &rusqlite::Connection, name: &str) -> rusqlite::Result<usize> {
         if let Some(&s) = self.spelled.get(name) {
             return Ok(s);
         }
@@ -236,7 +303,7 @@ impl SqliteWriter {
         let slot = match self.columns.get(&lower) {
             Some(&s) => s,
             None => {
-                self.conn.execute(&format!("ALTER TABLE {} ADD COLUMN {}", self.quoted, quote(name)), [])?;
+                conn.execute(&format!("ALTER TABLE {} ADD COLUMN {}", self.quoted, quote(name)), [])?;
                 self.names.push(name.to_string());
                 self.columns.insert(lower, self.names.len() - 1);
                 self.names.len() - 1
@@ -292,11 +359,11 @@ impl SqliteWriter {
 
     /// Writes one row. `Err` is an infrastructure fault (the caller rolls the batch back and
     /// retries); a record fault comes back as [`RowOutcome::Refused`].
-    fn write_row(&mut self, item: &Item, now: i64) -> rusqlite::Result<RowOutcome> {
+    fn write_row(&mut self, conn: &rusqlite::Connection, item: &Item, now: i64) -> rusqlite::Result<RowOutcome> {
         let row = Self::row(item);
         let mut slots = Vec::with_capacity(row.len());
         for (name, _) in &row {
-            match self.slot(name) {
+            match self.slot(conn, name) {
                 Ok(s) => slots.push(s),
                 Err(e) if is_record_fault(&e) => {
                     return Ok(RowOutcome::Refused(
@@ -331,7 +398,7 @@ impl SqliteWriter {
         let sql = &self.sql[&sql].1;
         let attempt = (|| {
             // Prepared once per column set: the connection's statement cache keeps it.
-            let mut stmt = self.conn.prepare_cached(sql)?;
+            let mut stmt = conn.prepare_cached(sql)?;
             for (i, (_, v)) in row.iter().enumerate() {
                 stmt.raw_bind_parameter(i + 1, bind(v))?;
             }
@@ -355,26 +422,30 @@ impl SqliteWriter {
 
     /// One attempt at the whole batch, in one transaction.
     fn write_once(&mut self, items: &[Item]) -> rusqlite::Result<Vec<Written>> {
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let db = self.db.clone();
+        let mut guard = SharedDb::lock(&db);
+        guard.synchronous(self.fsync)?;
+        let conn = &guard.conn;
+        conn.execute_batch("BEGIN IMMEDIATE")?;
         let now = crate::record::now_ms();
         let mut results = Vec::with_capacity(items.len());
         for item in items {
-            match self.write_row(item, now) {
+            match self.write_row(conn, item, now) {
                 Ok(RowOutcome::Written) => results.push(Written::Ok),
                 Ok(RowOutcome::Refused(kind, reason)) => results.push(Written::Refused { kind, reason }),
-                Err(e) => return Err(self.abandon(e)),
+                Err(e) => return Err(self.abandon(conn, e)),
             }
         }
-        match self.conn.execute_batch("COMMIT") {
+        match conn.execute_batch("COMMIT") {
             Ok(()) => Ok(results),
-            Err(e) => Err(self.abandon(e)),
+            Err(e) => Err(self.abandon(conn, e)),
         }
     }
 
     /// Rolls a failed batch back; the columns it added are gone with it.
-    fn abandon(&mut self, e: rusqlite::Error) -> rusqlite::Error {
-        let _ = self.conn.execute_batch("ROLLBACK");
-        let _ = self.load_columns();
+    fn abandon(&mut self, conn: &rusqlite::Connection, e: rusqlite::Error) -> rusqlite::Error {
+        let _ = conn.execute_batch("ROLLBACK");
+        let _ = self.load_columns(conn);
         e
     }
 
@@ -407,5 +478,55 @@ fn same_column<'a>(row: &[(&'a str, &Value)], slots: &[usize]) -> Option<(&'a st
 impl Writer for SqliteWriter {
     fn write<'a>(&'a mut self, items: &'a [Item]) -> WriteFuture<'a> {
         Box::pin(self.write_batch(items))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "ctrflow-sqlite-{name}-{}-{}",
+            std::process::id(),
+            crate::record::now_ms()
+        ));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn sinks_on_one_file_share_its_connection_by_any_spelling_of_the_path() {
+        let dir = temp_dir("shared");
+        let a = SharedDb::open(&dir.join("c.db")).unwrap();
+        let b = SharedDb::open(&dir.join("sub/../c.db")).unwrap();
+        let other = SharedDb::open(&dir.join("d.db")).unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "one file, one connection");
+        assert!(!Arc::ptr_eq(&a, &other));
+        // Closed with its last sink: the next open is a new connection.
+        let weak = Arc::downgrade(&a);
+        drop((a, b));
+        assert!(weak.upgrade().is_none());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_transaction_left_open_by_a_panicking_sink_is_rolled_back() {
+        let dir = temp_dir("poisoned");
+        let db = SharedDb::open(&dir.join("c.db")).unwrap();
+        SharedDb::lock(&db).conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+        let held = db.clone();
+        let _ = std::thread::spawn(move || {
+            let guard = SharedDb::lock(&held);
+            guard.conn.execute_batch("BEGIN IMMEDIATE; INSERT INTO t VALUES (1)").unwrap();
+            panic!("a sink panics mid-batch");
+        })
+        .join();
+        let guard = SharedDb::lock(&db);
+        assert!(guard.conn.is_autocommit(), "rolled back");
+        let rows: i64 = guard.conn.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 0);
+        drop(guard);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
