@@ -27,7 +27,14 @@ pub fn test_plugin(name: &str) -> Vec<u8> {
 }
 
 /// The `ctrflow` binary of this build (`cargo xtask test` builds it before the tests).
+///
+/// `CTRFLOW_TEST_BIN` names another one to test instead: another build of the same source,
+/// or a script that runs an other-architecture build under emulation (`exec qemu-aarch64 -L
+/// /usr/aarch64-linux-gnu …/ctrflow "$@"`, as docs/lambda.md tried the arm64 build).
 pub fn ctrflow_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("CTRFLOW_TEST_BIN") {
+        return PathBuf::from(bin);
+    }
     // The test binary is <target>/<profile>/deps/all-<hash>; the binary is <target>/<profile>/ctrflow.
     let exe = std::env::current_exe().expect("current_exe");
     let profile_dir = exe.parent().and_then(|d| d.parent()).expect("<target>/<profile>");
