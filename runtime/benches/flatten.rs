@@ -3,8 +3,9 @@
 //! `flatten`, which is what `batch.flatten` runs):
 //! - `wasm_host_flatten`: its default config, which asks the host to flatten
 //!   (`batch.flatten`: no field crosses the boundary);
-//! - `wasm_walk`: with an `exclude`, which makes it walk the record (`batch.walk`) and hand
-//!   the kept columns back (`batch.set-fields`): every key and scalar crosses twice;
+//! - `wasm_walk`: with an `exclude`, which makes it pick columns: the host flattens, then
+//!   the plugin walks the flat record (`batch.walk`) and hands the kept columns back
+//!   (`batch.set-fields`), so every column's name and value crosses twice;
 //! - `wasm_json_round_trip`: the whole record crossing as JSON text both ways
 //!   (`bench-json`, which flattens nothing: the floor of the round trip plugins made before
 //!   `walk` existed).
@@ -48,7 +49,7 @@ fn flatten(c: &mut Criterion) {
     let doc = ctr();
     let host = Host::new(None).expect("the engine starts");
     let wasm = bundled(&host, "ctr-flatten");
-    // An `exclude` of a column no record has: the same output, through `walk`.
+    // An `exclude` of a column no record has: the same output, through the picking path.
     let walk = bundled_with(&host, "ctr-flatten", &serde_json::json!({"exclude": ["NoSuchColumn"]}));
     let json = test_plugin(&host, "bench-json");
 

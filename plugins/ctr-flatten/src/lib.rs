@@ -16,11 +16,10 @@
 //! Two paths that flatten to one column (a top-level `Queue_Name` beside `Queue.Name`) fail
 //! the record as a bad record rather than silently losing one of the values.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
-use ctrflow_plugin_sdk::{Error, Field, Init, Outcome, Record, Transform, Value, flatten};
+use ctrflow_plugin_sdk::{Error, Init, Outcome, Record, Transform, Value, flatten};
 use serde::Deserialize;
-use serde_json::Value as Json;
 
 /// The node's `config`.
 #[derive(Debug, Deserialize)]
@@ -87,134 +86,35 @@ impl Transform for CtrFlatten {
     }
 
     fn process(&mut self, record: &mut Record<'_>) -> Outcome {
-        if self.include.is_none() && self.exclude.is_empty() {
-            // Every column, as the host flattens: no field crosses the boundary at all.
-            let arrays = match self.arrays {
-                Arrays::Json => flatten::Arrays::Json,
-                Arrays::First => flatten::Arrays::First,
-            };
-            return match record.flatten(&self.separator, arrays) {
-                Ok(()) => Outcome::Keep,
-                Err(e) => Outcome::Fail(e),
-            };
-        }
-        // Some columns: the record is walked in the host and the kept ones handed back as
-        // typed fields (no JSON text crosses the boundary but arrays', as their text).
-        let mut flat = match flatten_columns(record.walk(), &self.separator, self.arrays) {
-            Ok(flat) => flat,
-            Err(column) => {
-                return Outcome::Fail(Error::bad_record(format!("two fields flatten to the same column {column:?}")));
-            }
+        // The host flattens (the rules live once, in the SDK's `flatten`): no field crosses
+        // the boundary.
+        let arrays = match self.arrays {
+            Arrays::Json => flatten::Arrays::Json,
+            Arrays::First => flatten::Arrays::First,
         };
+        if let Err(e) = record.flatten(&self.separator, arrays) {
+            return Outcome::Fail(e);
+        }
+        if self.include.is_none() && self.exclude.is_empty() {
+            return Outcome::Keep;
+        }
+        // Picking columns: the flat record's fields (all top-level, sorted by name), the kept
+        // ones handed back.
+        let mut flat: Vec<(String, Value)> =
+            record.walk().into_iter().map(|f| (f.key, f.value.unwrap_or(Value::Null))).collect();
         if let Some(include) = &self.include {
             // `flat` is sorted: each included column is found by binary search.
             let mut take = |c: &String| match flat.binary_search_by(|(k, _)| k.as_str().cmp(c)) {
                 Ok(i) => std::mem::replace(&mut flat[i].1, Value::Null),
                 Err(_) => Value::Null,
             };
-            let picked: Vec<(String, Value)> = include.iter().map(|c| (c.clone(), take(c))).collect();
-            flat = picked;
+            flat = include.iter().map(|c| (c.clone(), take(c))).collect();
         }
-        if !self.exclude.is_empty() {
-            flat.retain(|(c, _)| !self.exclude.contains(c));
-        }
-        let fields = flat;
-        match record.set_fields(&fields) {
+        flat.retain(|(c, _)| !self.exclude.contains(c));
+        match record.set_fields(&flat) {
             Ok(()) => Outcome::Keep,
             Err(e) => Outcome::Fail(e),
         }
-    }
-}
-
-/// Flattens a walked record ([`Record::walk`]: depth first, objects before their fields)
-/// into a list sorted by column: what `process` sends back when it keeps some columns.
-/// On a collision, the column that two fields share. (Pushed and
-/// sorted once rather than inserted into a map one by one: the walk's order is nearly
-/// sorted already, which the sort finds cheaply, and no tree is built in the plugin.)
-pub fn flatten_columns(fields: Vec<Field>, separator: &str, arrays: Arrays) -> Result<Vec<(String, Value)>, String> {
-    let mut out = Vec::with_capacity(fields.len());
-    // The column prefix of each open object, by depth.
-    let mut prefixes: Vec<String> = Vec::new();
-    let mut fields = fields.into_iter().peekable();
-    while let Some(Field { depth, key, value }) = fields.next() {
-        prefixes.truncate(depth as usize);
-        let column = match prefixes.last() {
-            Some(prefix) => {
-                // Plain pushes, not `format!`: no formatting machinery per column.
-                let mut column = String::with_capacity(prefix.len() + separator.len() + key.len());
-                column.push_str(prefix);
-                column.push_str(separator);
-                column.push_str(&key);
-                column
-            }
-            None => key,
-        };
-        let leaf = match value {
-            // An object: its fields follow one level deeper, unless it is empty.
-            None if fields.peek().is_some_and(|next| next.depth > depth) => {
-                prefixes.push(column);
-                continue;
-            }
-            None => Value::Null,
-            Some(Value::Json(text)) => match arrays {
-                Arrays::Json => Value::Text(text),
-                Arrays::First => {
-                    // Rare: the first element, flattened through JSON under the column.
-                    let first = match serde_json::from_str::<Json>(&text) {
-                        Ok(Json::Array(items)) => items.into_iter().next(),
-                        _ => None,
-                    };
-                    let Some(first) = first else {
-                        out.push((column, Value::Null));
-                        continue;
-                    };
-                    let mut nested = BTreeMap::new();
-                    flatten_into(&mut nested, column, first, separator, arrays)?;
-                    for (c, v) in nested {
-                        out.push((c, Value::from_json(&v)));
-                    }
-                    continue;
-                }
-            },
-            Some(scalar) => scalar,
-        };
-        out.push((column, leaf));
-    }
-    out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    // Sorted, two fields that flatten to one column sit side by side.
-    if let Some(pair) = out.windows(2).find(|pair| pair[0].0 == pair[1].0) {
-        return Err(pair[0].0.clone());
-    }
-    Ok(out)
-}
-
-fn flatten_into(
-    out: &mut BTreeMap<String, Json>,
-    key: String,
-    value: Json,
-    separator: &str,
-    arrays: Arrays,
-) -> Result<(), String> {
-    let leaf = match value {
-        Json::Object(map) if !map.is_empty() => {
-            for (child, value) in map {
-                flatten_into(out, format!("{key}{separator}{child}"), value, separator, arrays)?;
-            }
-            return Ok(());
-        }
-        Json::Object(_) => Json::Null,
-        Json::Array(items) => match arrays {
-            Arrays::Json => Json::String(Json::Array(items).to_string()),
-            Arrays::First => match items.into_iter().next() {
-                Some(first) => return flatten_into(out, key, first, separator, arrays),
-                None => Json::Null,
-            },
-        },
-        scalar => scalar,
-    };
-    match out.insert(key.clone(), leaf) {
-        None => Ok(()),
-        Some(_) => Err(key),
     }
 }
 
@@ -224,7 +124,7 @@ ctrflow_plugin_sdk::export_transform!(CtrFlatten);
 mod tests {
     use super::*;
     use ctrflow_plugin_sdk::{ErrorKind, testing};
-    use serde_json::json;
+    use serde_json::{Value as Json, json};
 
     use ctrflow_plugin_sdk::testing::samples::ABANDONED;
     use ctrflow_plugin_sdk::testing::samples::KYOPARK_V1 as V1;

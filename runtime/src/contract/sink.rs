@@ -174,10 +174,9 @@ impl Item {
     /// The bytes a byte-oriented destination writes: the plugin's payload, or the
     /// record's JSON.
     pub fn payload(&self) -> Vec<u8> {
-        match self.encoding.as_ref().and_then(|e| e.payload.clone()) {
-            Some(p) => p,
-            None => serde_json::to_vec(&*self.record.doc).unwrap_or_default(),
-        }
+        let mut out = Vec::new();
+        self.payload_into(&mut out);
+        out
     }
 
     /// The same bytes as [`Item::payload`], appended to `out`: a writer that reuses one

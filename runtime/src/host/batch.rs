@@ -25,7 +25,7 @@ use super::bindings::Value;
 use super::bindings::transform::ctrflow::plugin::batch;
 use super::bindings::transform::ctrflow::plugin::types::Field;
 use super::state::PluginState;
-use super::values::{approx_size, from_wit, to_wit};
+use super::values::{approx_json_size, approx_size, from_wit, to_wit};
 use crate::record::Record;
 
 /// The least an edit is charged against `max_output`, in bytes: what one undo entry
@@ -284,18 +284,6 @@ impl batch::Host for PluginState {
         let old = std::mem::replace(&mut record.doc, Arc::new(Json::Object(columns.into_iter().collect())));
         b.log(index, Undo::Doc { index, old });
         Ok(())
-    }
-}
-
-/// About how many bytes a flat column's value adds to the record's JSON text (what
-/// [`approx_size`] says of the same value as a WIT value).
-fn approx_json_size(value: &Json) -> usize {
-    match value {
-        Json::Null | Json::Bool(_) => 5,
-        Json::Number(_) => 20,
-        Json::String(s) => s.len() + 2,
-        // A flat record holds no objects or arrays (arrays are text): a guess suffices.
-        other => other.to_string().len(),
     }
 }
 
