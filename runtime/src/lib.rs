@@ -66,6 +66,7 @@ pub mod dead_letter;
 pub mod flow;
 pub mod graph;
 pub mod host;
+pub mod json;
 pub mod lambda;
 pub mod logs;
 pub mod monitor;

@@ -196,9 +196,9 @@ fn bind(v: &Value) -> ToSqlOutput<'_> {
             None => Sql::Real(n.as_f64().unwrap_or(f64::NAN)),
         }),
         Value::String(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
-        // `to_string` through serde's writer, not `Display`, which writes through a
-        // `fmt::Formatter` piece by piece (measured: the largest single cost of this sink).
-        other => ToSqlOutput::Owned(Sql::Text(serde_json::to_string(other).unwrap_or_default())),
+        // The runtime's JSON writer, not `Display`, which writes through a `fmt::Formatter`
+        // piece by piece (measured: the largest single cost of this sink).
+        other => ToSqlOutput::Owned(Sql::Text(crate::json::to_string(other))),
     }
 }
 

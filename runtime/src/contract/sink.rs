@@ -184,12 +184,7 @@ impl Item {
     pub fn payload_into(&self, out: &mut Vec<u8>) {
         match self.encoding.as_ref().and_then(|e| e.payload.as_deref()) {
             Some(p) => out.extend_from_slice(p),
-            None => {
-                let start = out.len();
-                if serde_json::to_writer(&mut *out, &*self.record.doc).is_err() {
-                    out.truncate(start);
-                }
-            }
+            None => crate::json::write_value(out, &self.record.doc),
         }
     }
 }

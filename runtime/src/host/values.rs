@@ -19,8 +19,8 @@ pub fn to_wit(json: &Json) -> Value {
             None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
         },
         Json::String(s) => Value::Text(s.clone()),
-        // serde's writer, not `Display` (which writes through a `fmt::Formatter`, slower).
-        other => Value::Json(serde_json::to_string(other).unwrap_or_default()),
+        // The runtime's JSON writer, not `Display` (which writes through a `fmt::Formatter`).
+        other => Value::Json(crate::json::to_string(other)),
     }
 }
 
@@ -54,6 +54,6 @@ pub fn approx_json_size(value: &Json) -> usize {
         Json::Number(_) => 20,
         Json::String(s) => s.len() + 2,
         // Objects and arrays: what `to_wit` would make of them, their JSON text.
-        other => serde_json::to_string(other).map_or(0, |t| t.len()),
+        other => crate::json::to_string(other).len(),
     }
 }

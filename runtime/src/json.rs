@@ -1,0 +1,203 @@
+//! Writing a record's JSON text: the same bytes as `serde_json::to_writer`, faster.
+//!
+//! Every record leaves the runtime as JSON text at least once (a lake line, a SQLite column
+//! holding a nested object, a value handed to a plugin), and the profile of the throughput
+//! graph had serde_json's string escaping as its largest single item (8% of the CPU): it
+//! writes each string through `io::Write` in several calls and looks up every byte in a
+//! table. This writer appends to a `Vec<u8>` it has reserved, and skips the runs of a string
+//! that need no escape eight bytes at a time. Its output is byte for byte serde_json's
+//! compact form (numbers are serde_json's own), which the tests check on every real sample
+//! and on every byte that needs an escape. docs/performance.md gives the A/B.
+
+use serde_json::Value;
+
+/// Appends `value`'s compact JSON text to `out`: exactly what `serde_json::to_writer` writes.
+pub fn write_value(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => write_number(out, n),
+        Value::String(s) => write_str(out, s),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(out, item);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            out.push(b'{');
+            for (i, (key, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(out, key);
+                out.push(b':');
+                write_value(out, item);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+/// `value`'s compact JSON text as a `String`: what `serde_json::to_string` returns.
+pub fn to_string(value: &Value) -> String {
+    let mut out = Vec::with_capacity(128);
+    write_value(&mut out, value);
+    // Only UTF-8 goes in: the strings are `str`, the escapes and numbers ASCII.
+    String::from_utf8(out).expect("JSON text written from str is UTF-8")
+}
+
+fn write_number(out: &mut Vec<u8>, n: &serde_json::Number) {
+    if let Some(u) = n.as_u64() {
+        out.extend_from_slice(itoa::Buffer::new().format(u).as_bytes());
+    } else if let Some(i) = n.as_i64() {
+        out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
+    } else {
+        // Floats (rare in a contact record): serde_json's own formatting, so the text is
+        // the same whatever its rules for non-finite or shortest forms.
+        let _ = serde_json::to_writer(&mut *out, n);
+    }
+}
+
+/// Appends `s` as a JSON string, quoted and escaped the way serde_json escapes.
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        // Eight bytes at a time while none of them needs an escape (the common case).
+        if i + 8 <= bytes.len() {
+            let word = u64::from_le_bytes(bytes[i..i + 8].try_into().expect("eight bytes"));
+            if !needs_escape(word) {
+                i += 8;
+                continue;
+            }
+        }
+        let b = bytes[i];
+        let escape = ESCAPE[b as usize];
+        if escape == 0 {
+            i += 1;
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        match escape {
+            b'u' => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xF) as usize]]);
+            }
+            other => out.extend_from_slice(&[b'\\', other]),
+        }
+        i += 1;
+        start = i;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Whether any of the word's eight bytes is a control character (< 0x20), `"` or `\`.
+/// The classic bit tricks: a byte is zero in `x` exactly when `(x - 0x01..) & !x & 0x80..`
+/// has its top bit set; "less than 0x20" is "zero after subtracting 0x20 without borrow"
+/// for bytes below 0x80, and bytes from 0x80 up never need an escape.
+#[inline]
+fn needs_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+    let quote = has_zero(word ^ (ONES * u64::from(b'"')));
+    let backslash = has_zero(word ^ (ONES * u64::from(b'\\')));
+    (control | quote | backslash) != 0
+}
+
+/// serde_json's escape table: 0 for a byte written as is, else the escape's letter
+/// (`u` for `\u00XX`).
+static ESCAPE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = b'u';
+        b += 1;
+    }
+    table[0x08] = b'b';
+    table[0x09] = b't';
+    table[0x0A] = b'n';
+    table[0x0C] = b'f';
+    table[0x0D] = b'r';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn same_as_serde(v: &Value) {
+        assert_eq!(to_string(v), serde_json::to_string(v).unwrap(), "for {v:?}");
+    }
+
+    #[test]
+    fn every_byte_escapes_as_serde_json_escapes_it() {
+        for b in 0u8..=0x7F {
+            let c = b as char;
+            for s in [c.to_string(), format!("abcdefgh{c}ijklmnop"), format!("{c}{c}{c}{c}{c}{c}{c}{c}{c}")] {
+                same_as_serde(&Value::String(s));
+            }
+        }
+    }
+
+    #[test]
+    fn escapes_are_found_at_every_offset_of_a_word() {
+        for len in 0..24 {
+            for at in 0..len {
+                for special in ['"', '\\', '\n', '\u{1f}', '\u{0}', 'é', '\u{7f}', ' ', '!', '#', '['] {
+                    let mut s: String = "x".repeat(len);
+                    s.replace_range(at..at + 1, &special.to_string());
+                    same_as_serde(&Value::String(s.clone()));
+                    same_as_serde(&json!({ s.clone(): s }));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn non_ascii_and_long_strings_are_written_as_they_are() {
+        same_as_serde(&json!("Zoë — 電話 📞 \u{2028}\u{80}\u{ff}"));
+        same_as_serde(&json!("a".repeat(10_000) + "\"" + &"b".repeat(3)));
+    }
+
+    #[test]
+    fn numbers_and_nesting_are_serde_jsons() {
+        same_as_serde(&json!({
+            "u": u64::MAX, "i": i64::MIN, "zero": 0, "neg": -1, "f": 1.5, "tiny": 1e-300, "big": 1.7976931348623157e308,
+            "whole": 3.0, "exp": 1e21, "nested": [[], {}, [null, true, false, {"a": [1, {"b": "c"}]}]],
+        }));
+    }
+
+    #[test]
+    fn every_real_sample_is_written_as_serde_json_writes_it() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/ctr");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let Ok(text) = std::fs::read_to_string(&path) else { continue };
+            for doc in serde_json::Deserializer::from_str(&text).into_iter::<Value>() {
+                let Ok(doc) = doc else { break };
+                same_as_serde(&doc);
+                let mut flat = Vec::new();
+                write_value(&mut flat, &doc);
+                assert_eq!(flat, serde_json::to_vec(&doc).unwrap(), "{}", path.display());
+                seen += 1;
+            }
+        }
+        assert!(seen >= 3, "the fixtures hold the published samples ({seen} read)");
+    }
+}
