@@ -68,9 +68,9 @@ pub struct PipelineConfig {
 pub struct RuntimeConfig {
     /// Where checkpoints live (relative to the pipeline file). Default `.ctrflow-state`.
     pub state_dir: String,
-    /// Records per batch read from a source. Default 256.
+    /// Records per batch read from a source. Default 128.
     pub batch_size: usize,
-    /// Batches each node's input channel holds before it pushes back. Default 4.
+    /// Batches each node's input channel holds before it pushes back. Default 2.
     pub channel_capacity: usize,
     /// The largest record accepted from a source, e.g. `"1MiB"` (Kinesis's own limit).
     /// Larger records go to the dead letters.
@@ -91,8 +91,8 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
             state_dir: ".ctrflow-state".into(),
-            batch_size: 256,
-            channel_capacity: 4,
+            batch_size: 128,
+            channel_capacity: 2,
             max_record_size: "1MiB".into(),
             metrics_addr: None,
             admin_addr: None,
