@@ -12,6 +12,7 @@
 //!   connector node stays a `type` plus its raw keys: config knows no connector.
 //! - [`graph`] validates the structure into a DAG, reporting every problem at once.
 //! - [`record`] is what flows: a document parsed once, shared copy-on-write on fan-out.
+//! - [`json`] writes a record's JSON text (serde_json's bytes, faster) wherever it leaves.
 //! - [`ack`] turns sink acknowledgements into source checkpoints: at least once.
 //! - [`timing`] keeps the hop histograms and renders the report (table, JSON, HTML,
 //!   Prometheus).
