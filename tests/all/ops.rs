@@ -203,7 +203,7 @@ fn the_admin_endpoint_is_off_by_default_and_on_loopback_when_no_host_is_given() 
         "ctrflow_write_retries_total{node=\"voice\"} 0",
         "ctrflow_degraded{node=\"voice\"} 0",
         "ctrflow_records_unwritten_total{node=\"rest\"} 0",
-        "ctrflow_queue_capacity_batches{node=\"voice\"} 4",
+        "ctrflow_queue_capacity_batches{node=\"voice\"} 2",
         "ctrflow_tap_dropped_total 0",
         "ctrflow_ready 1",
     ] {
