@@ -72,7 +72,9 @@ impl SinkConnector for FileSink {
     fn max_records(&self) -> usize {
         // Not more: the records a sink holds for its next write are a large share of a
         // run's memory (20-30 KB a record in memory). With the default batch size and
-        // channel capacity, 512 keeps the throughput graph under 150 MB (docs/performance.md).
+        // channel capacity, 512 kept the throughput graph under 150 MB in 25 runs of 27;
+        // 256 always did, but paid 22% on the demo, whose sinks sync every write
+        // (docs/performance.md).
         512
     }
 }
