@@ -6,8 +6,9 @@
 //! writes each string through `io::Write` in several calls and looks up every byte in a
 //! table. This writer appends to a `Vec<u8>` it has reserved, and skips the runs of a string
 //! that need no escape eight bytes at a time. Its output is byte for byte serde_json's
-//! compact form (numbers are serde_json's own), which the tests check on every real sample
-//! and on every byte that needs an escape. docs/performance.md gives the A/B.
+//! compact form (integers through `itoa`, as serde_json writes them; floats through
+//! serde_json itself), which the tests check on every real sample and on every byte that
+//! needs an escape. docs/performance.md gives the A/B.
 
 use serde_json::Value;
 

@@ -23,7 +23,9 @@ use ctrflow_plugin_sdk::path::FieldPath;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::contract::{Destination, Env, Health, Item, SinkConnector, SinkOptions, WriteFuture, Writer, Written};
+use crate::contract::{
+    Destination, Env, Health, Item, LOCAL_MAX_RECORDS, SinkConnector, SinkOptions, WriteFuture, Writer, Written,
+};
 use crate::flow::Shutdown;
 use crate::record::now_ms;
 use crate::units::{parse_duration, parse_size};
@@ -70,12 +72,7 @@ impl SinkConnector for FileSink {
     }
 
     fn max_records(&self) -> usize {
-        // Not more: the records a sink holds for its next write are a large share of a
-        // run's memory (20-30 KB a record in memory). With the default batch size and
-        // channel capacity, 512 kept the throughput graph under 150 MB in 25 runs of 27;
-        // 256 always did, but paid 22% on the demo, whose sinks sync every write
-        // (docs/performance.md).
-        512
+        LOCAL_MAX_RECORDS
     }
 }
 
