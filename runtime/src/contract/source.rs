@@ -123,7 +123,7 @@ pub fn parse_ctr(bytes: &[u8], max_record_size: usize) -> Result<Value, Refusal>
     if bytes.len() > max_record_size {
         return Err(Refusal::TooLarge { size: bytes.len(), limit: max_record_size });
     }
-    let doc: Value = serde_json::from_slice(bytes).map_err(|e| Refusal::Malformed(e.to_string()))?;
+    let doc = crate::json::parse(bytes).map_err(|e| Refusal::Malformed(e.to_string()))?;
     check_ctr(doc)
 }
 

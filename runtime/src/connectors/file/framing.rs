@@ -165,10 +165,20 @@ impl<R: Read> Framer<R> {
             return self.next_piece();
         }
         loop {
-            let mut stream = serde_json::Deserializer::from_slice(&self.buf).into_iter::<Value>();
-            match stream.next() {
-                Some(Ok(doc)) => {
-                    let len = stream.byte_offset();
+            // JSON lines, the common case: the document ends on its first line, and is parsed
+            // from that line's text, checked as UTF-8 once. Anything else (a document over
+            // several lines, a broken one, one not yet read whole) takes the general path,
+            // which reads more or reports the error.
+            let first_line = memchr::memchr(b'\n', &self.buf).and_then(|i| crate::json::parse_first(&self.buf[..i]));
+            let parsed = match first_line {
+                Some((doc, len)) => Some(Ok((doc, len))),
+                None => {
+                    let mut stream = serde_json::Deserializer::from_slice(&self.buf).into_iter::<Value>();
+                    stream.next().map(|parsed| parsed.map(|doc| (doc, stream.byte_offset())))
+                }
+            };
+            match parsed {
+                Some(Ok((doc, len))) => {
                     if len > self.max_document {
                         return self.oversized(len).map(Some);
                     }
