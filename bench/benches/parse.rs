@@ -10,7 +10,10 @@
 //!   throughput` writes. Without it only `real` runs.
 //!
 //! Contenders, each a way the runtime could parse:
-//! - `serde_json`: `serde_json::from_slice::<serde_json::Value>`, today's path;
+//! - `serde_json`: `serde_json::from_slice::<serde_json::Value>`, the path before ctrflow's
+//!   `json::parse`;
+//! - `serde_json/text`: the text checked as UTF-8 once, then `serde_json::from_str`: what
+//!   ctrflow's sources do now (`json::parse`), which skips serde_json's check of every string;
 //! - `sonic_rs/serde_value`: sonic-rs deserializing into `serde_json::Value` (a drop-in:
 //!   the record type, the plugins' host code and every connector stay as they are);
 //! - `sonic_rs/own_value`: sonic-rs into its own `sonic_rs::Value` (the record type would change);
@@ -52,8 +55,8 @@ const GENERATED: usize = 256;
 /// Generated records the correctness check runs on.
 const CHECKED: usize = 2_000;
 
-const CONTENDERS: [&str; 5] =
-    ["serde_json", "sonic_rs/serde_value", "sonic_rs/own_value", "simd_json/serde_value", "simd_json/owned_value"];
+const CONTENDERS: [&str; 6] =
+    ["serde_json", "serde_json/text", "sonic_rs/serde_value", "sonic_rs/own_value", "simd_json/serde_value", "simd_json/owned_value"];
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/ctr")
@@ -123,6 +126,7 @@ fn generated(n: usize) -> Vec<Vec<u8>> {
 fn parse_and_serialize(contender: &str, text: &[u8], scratch: &mut Vec<u8>) -> Vec<u8> {
     match contender {
         "serde_json" => serde_json::to_vec(&serde_json::from_slice::<Value>(text).unwrap()).unwrap(),
+        "serde_json/text" => serde_json::to_vec(&from_text(text).unwrap()).unwrap(),
         "sonic_rs/serde_value" => sonic_rs::to_vec(&sonic_rs::from_slice::<Value>(text).unwrap()).unwrap(),
         "sonic_rs/own_value" => sonic_rs::to_vec(&sonic_rs::from_slice::<sonic_rs::Value>(text).unwrap()).unwrap(),
         "simd_json/serde_value" => {
@@ -143,6 +147,7 @@ fn parse_and_serialize(contender: &str, text: &[u8], scratch: &mut Vec<u8>) -> V
 fn parse(contender: &str, text: &[u8], scratch: &mut Vec<u8>) {
     match contender {
         "serde_json" => drop(std::hint::black_box(serde_json::from_slice::<Value>(text).unwrap())),
+        "serde_json/text" => drop(std::hint::black_box(from_text(text).unwrap())),
         "sonic_rs/serde_value" => drop(std::hint::black_box(sonic_rs::from_slice::<Value>(text).unwrap())),
         "sonic_rs/own_value" => drop(std::hint::black_box(sonic_rs::from_slice::<sonic_rs::Value>(text).unwrap())),
         "simd_json/serde_value" => {
@@ -155,6 +160,12 @@ fn parse(contender: &str, text: &[u8], scratch: &mut Vec<u8>) {
         }
         other => unreachable!("{other}"),
     }
+}
+
+/// What ctrflow's `json::parse` does: one UTF-8 check of the whole text, then `from_str`.
+fn from_text(text: &[u8]) -> Result<Value, String> {
+    let text = std::str::from_utf8(text).map_err(|e| e.to_string())?;
+    serde_json::from_str(text).map_err(|e| e.to_string())
 }
 
 fn refill(scratch: &mut Vec<u8>, text: &[u8]) {
@@ -170,6 +181,7 @@ fn check(samples: &[(String, Vec<u8>)]) {
         let expected: Value = serde_json::from_slice(text).unwrap_or_else(|e| panic!("{name}: {e}"));
         refill(&mut scratch, text);
         let direct = [
+            ("serde_json/text", from_text(text)),
             ("sonic_rs/serde_value", sonic_rs::from_slice::<Value>(text).map_err(|e| e.to_string())),
             ("simd_json/serde_value", simd_json::serde::from_slice::<Value>(&mut scratch).map_err(|e| e.to_string())),
         ];
