@@ -42,8 +42,10 @@ pub fn flatten_columns(
         column.push_str(key);
         push_value(&mut out, &mut column, value, separator, arrays);
     }
-    // The depth-first order is nearly sorted already, which the sort finds cheaply.
-    out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    // The depth-first order is sorted runs (an object's columns sort after a sibling that
+    // shares their prefix: `Agent_…` after `AgentConnectionAttempts`); the stable sort
+    // merges runs where the unstable one partitions everything.
+    out.sort_by(|a, b| a.0.cmp(&b.0));
     // Sorted, two fields that flatten to one column sit side by side.
     if let Some(pair) = out.windows(2).find(|pair| pair[0].0 == pair[1].0) {
         return Err(format!("two fields flatten to the same column {:?}", pair[0].0));
