@@ -72,6 +72,12 @@ pub struct RuntimeConfig {
     pub batch_size: usize,
     /// Batches each node's input channel holds before it pushes back. Default 2.
     pub channel_capacity: usize,
+    /// Run each linear chain of transforms (a transform without named outputs whose only
+    /// reader is the next, which reads nothing else, both with the same `workers`) on the
+    /// same workers, handing each batch on in memory instead of through a channel and
+    /// another thread. Default true; false gives every transform its own threads and input
+    /// queue.
+    pub fuse_transforms: bool,
     /// The largest record accepted from a source, e.g. `"1MiB"` (Kinesis's own limit).
     /// Larger records go to the dead letters.
     pub max_record_size: String,
@@ -93,6 +99,7 @@ impl Default for RuntimeConfig {
             state_dir: ".ctrflow-state".into(),
             batch_size: 128,
             channel_capacity: 2,
+            fuse_transforms: true,
             max_record_size: "1MiB".into(),
             metrics_addr: None,
             admin_addr: None,

@@ -83,15 +83,8 @@ impl Output {
     }
 
     /// One batch per reader: clones (of `Arc`s) for all but the last.
-    fn fan(&self, mut batch: Batch) -> Vec<(mpsc::Sender<Batch>, Batch)> {
-        if self.timed {
-            batch.sent_at = Instant::now();
-        }
-        if let Some(tap) = &self.tap
-            && tap.is_tapped()
-        {
-            tap.offer(&batch.records);
-        }
+    fn fan(&self, batch: Batch) -> Vec<(mpsc::Sender<Batch>, Batch)> {
+        let batch = self.hand_over(batch);
         let mut out = Vec::with_capacity(self.senders.len());
         if let Some((last, rest)) = self.senders.split_last() {
             for s in rest {
@@ -100,6 +93,20 @@ impl Output {
             out.push((last.clone(), batch));
         }
         out
+    }
+
+    /// Hands a batch to the next node on the same thread (a fused chain): stamped and
+    /// offered to the tap as a send would, without a channel.
+    pub fn hand_over(&self, mut batch: Batch) -> Batch {
+        if self.timed {
+            batch.sent_at = Instant::now();
+        }
+        if let Some(tap) = &self.tap
+            && tap.is_tapped()
+        {
+            tap.offer(&batch.records);
+        }
+        batch
     }
 
     /// Sends from a thread, blocking while a reader's channel is full.

@@ -31,6 +31,10 @@ pub struct TransformNode {
     pub default: Output,
     /// Where routed records go, in the order of the plugin's declared outputs.
     pub named: Vec<Output>,
+    /// The transform that takes this one's kept records on the same worker, when the two
+    /// are fused (see [`crate::topology`]): then `default` sends nowhere and only stamps the
+    /// batch and feeds its tap.
+    pub then: Option<Box<TransformNode>>,
 }
 
 /// The dead-letter kind of a plugin's refusal or trap.
@@ -63,8 +67,10 @@ impl TransformNode {
     /// Runs until its input closes.
     pub fn run(self, rx: mpsc::Receiver<Batch>, workers: usize) -> anyhow::Result<()> {
         // Lookups retry a table that does not answer for as long as the run lasts.
-        let health = Health::lookups(self.node.key.clone(), self.node.timing.clone());
-        self.plugin.context().lookup_retry.attach(health, self.node.shutdown.clone());
+        for t in self.chain() {
+            let health = Health::lookups(t.node.key.clone(), t.node.timing.clone());
+            t.plugin.context().lookup_retry.attach(health, t.node.shutdown.clone());
+        }
         let input = Mutex::new((rx, 0u64));
         let reorder = Mutex::new(Reorder { next: 0, ready: BTreeMap::new() });
         std::thread::scope(|scope| {
@@ -76,7 +82,10 @@ impl TransformNode {
                     result = r;
                 }
             }
-            let unwritten = self.node.timing.counters.unwritten.load(std::sync::atomic::Ordering::Relaxed);
+            let unwritten: u64 = self
+                .chain()
+                .map(|t| t.node.timing.counters.unwritten.load(std::sync::atomic::Ordering::Relaxed))
+                .sum();
             if result.is_ok() && unwritten > 0 {
                 result = Err(anyhow::anyhow!(
                     "{unwritten} record(s) left unprocessed and unacknowledged (a lookup table kept failing while the run stopped); they are read again on the next run"
@@ -95,7 +104,8 @@ impl TransformNode {
                 guard.1 += 1;
                 (guard.1 - 1, batch)
             };
-            let routed = self.process(batch);
+            let routed = self.carry(batch);
+            let last = self.chain().last().expect("a chain has its head");
             let mut order = reorder.lock().map_err(|_| anyhow::anyhow!("a worker panicked"))?;
             order.ready.insert(seq, routed);
             // Send everything that is now next in line, in order, holding the lock so no
@@ -105,12 +115,31 @@ impl TransformNode {
                 order.ready.remove(&next)
             } {
                 order.next += 1;
-                let outputs = std::iter::once(&self.default).chain(&self.named);
+                let outputs = std::iter::once(&last.default).chain(&last.named);
                 for (output, batch) in outputs.zip(routed) {
-                    self.send(output, batch)?;
+                    last.send(output, batch)?;
                 }
             }
         }
+    }
+
+    /// This node and the ones fused after it, in order.
+    fn chain(&self) -> impl Iterator<Item = &TransformNode> {
+        std::iter::successors(Some(self), |t| t.then.as_deref())
+    }
+
+    /// Runs one batch through this node and those fused after it; what the last one routed.
+    fn carry(&self, batch: Batch) -> Routed {
+        let mut routed = self.process(batch);
+        let Some(next) = &self.then else { return routed };
+        // A fused node has no named outputs: `routed` is its kept records alone.
+        let kept = routed.swap_remove(0);
+        if kept.records.is_empty() {
+            let outputs = 1 + self.chain().last().map_or(0, |t| t.named.len());
+            return (0..outputs).map(|_| kept.with_records(Vec::new())).collect();
+        }
+        Counters::add(&self.node.timing.counters.records_out, kept.records.len() as u64);
+        next.carry(self.default.hand_over(kept))
     }
 
     /// Runs one batch through the plugin and sorts its records by output.

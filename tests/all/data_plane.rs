@@ -1,5 +1,6 @@
 //! The data plane through the real binary: a transform with several workers keeps its
-//! input's order, and the file source streams large inputs (gzip too) in bounded pieces.
+//! input's order, a fused chain of transforms gives what separate threads give, and the
+//! file source streams large inputs (gzip too) in bounded pieces.
 
 use std::io::Write;
 
@@ -38,6 +39,74 @@ fn a_transform_with_several_workers_keeps_its_input_order() {
     let got: Vec<&str> = rows.iter().map(|r| r["ContactId"].as_str().unwrap()).collect();
     assert_eq!(got, ids.iter().map(String::as_str).collect::<Vec<_>>(), "same records, same order");
     assert!(rows.iter().all(|r| !r.to_string().contains("+447700900123")), "redacted on every worker");
+}
+
+/// `redact → flatten` on three workers each, fused or not; what the run printed and wrote.
+fn run_chain(name: &str, fuse: bool) -> (String, Vec<serde_json::Value>) {
+    let dir = temp_dir(name);
+    input(&dir, 20_000);
+    std::fs::write(
+        dir.join("p.toml"),
+        format!(
+            "[runtime]\nbatch_size = 64\nfuse_transforms = {fuse}\n\
+             [sources.in]\ntype = \"file\"\npath = \"in.jsonl\"\n\
+             [transforms.redact]\nplugin = \"redact-pii\"\ninputs = [\"in\"]\nworkers = 3\n\
+             [transforms.flatten]\nplugin = \"ctr-flatten\"\ninputs = [\"redact\"]\nworkers = 3\n\
+             [sinks.out]\ntype = \"file\"\ninputs = [\"flatten\"]\npath = \"out.jsonl\"\n"
+        ),
+    )
+    .unwrap();
+    let out = ctrflow(&dir, &["run", "p.toml", "--quiet", "--log", "ctrflow=debug"]);
+    assert!(out.success, "{}", out.stderr);
+    (out.stderr, read_jsonl(&dir.join("out.jsonl")))
+}
+
+#[test]
+fn a_fused_chain_of_transforms_keeps_order_and_gives_what_separate_threads_give() {
+    let (log, fused) = run_chain("fused-chain", true);
+    assert!(log.contains("Transforms fused") && log.contains("redact → flatten"), "{log}");
+    let (log, separate) = run_chain("separate-chain", false);
+    assert!(!log.contains("Transforms fused"), "{log}");
+    assert_eq!(fused.len(), 20_000);
+    assert_eq!(fused, separate, "same records, same order, same fields");
+    let first = &fused[0];
+    assert_eq!(first["ContactId"], "c-000000");
+    assert_eq!(first["CustomerEndpoint_Address"], "*********0123", "redacted, then flattened");
+}
+
+#[test]
+fn a_trap_in_the_second_node_of_a_fused_chain_dead_letters_that_record_under_its_node() {
+    let dir = temp_dir("fused-trap");
+    std::fs::write(dir.join("panic.wasm"), ctrflow_tests::test_plugin("hostile-panic")).unwrap();
+    let mut text = String::new();
+    for i in 0..50 {
+        let hostile = if i == 7 { r#","hostile":"panic""# } else { "" };
+        text.push_str(&format!(
+            r#"{{"ContactId":"c{i:02}","Channel":"VOICE","CustomerEndpoint":{{"Address":"+447700900123"}},"Attributes":{{"n":"{i}"{hostile}}}}}"#
+        ));
+        text.push('\n');
+    }
+    std::fs::write(dir.join("in.jsonl"), text).unwrap();
+    std::fs::write(
+        dir.join("p.toml"),
+        "[sources.in]\ntype = \"file\"\npath = \"in.jsonl\"\n\
+         [transforms.redact]\nplugin = \"redact-pii\"\ninputs = [\"in\"]\n\
+         [transforms.p]\nplugin = \"panic.wasm\"\ninputs = [\"redact\"]\n\
+         [sinks.out]\ntype = \"file\"\ninputs = [\"p\"]\npath = \"out.jsonl\"\n",
+    )
+    .unwrap();
+    let out = ctrflow(&dir, &["run", "p.toml", "--quiet", "--log", "ctrflow=debug"]);
+    assert!(out.success, "{}", out.stderr);
+    assert!(out.stderr.contains("redact → p"), "the chain was fused: {}", out.stderr);
+    let rows = read_jsonl(&dir.join("out.jsonl"));
+    let ids: Vec<String> = (0..50).filter(|i| *i != 7).map(|i| format!("c{i:02}")).collect();
+    assert_eq!(rows.iter().map(|r| r["ContactId"].as_str().unwrap()).collect::<Vec<_>>(), ids);
+    assert!(rows.iter().all(|r| r["CustomerEndpoint"]["Address"] == "*********0123"), "redacted first");
+    let dead = read_jsonl(&dir.join("dead-letters.jsonl"));
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["kind"], "panic");
+    assert_eq!(dead[0]["node"], "transforms.p");
+    assert_eq!(dead[0]["contact_id"], "c07");
 }
 
 #[test]
