@@ -84,7 +84,12 @@ impl Output {
 
     /// One batch per reader: clones (of `Arc`s) for all but the last.
     fn fan(&self, batch: Batch) -> Vec<(mpsc::Sender<Batch>, Batch)> {
-        let batch = self.hand_over(batch);
+        let batch = self.stamp(batch);
+        if let Some(tap) = &self.tap
+            && tap.is_tapped()
+        {
+            tap.offer(&batch.records);
+        }
         let mut out = Vec::with_capacity(self.senders.len());
         if let Some((last, rest)) = self.senders.split_last() {
             for s in rest {
@@ -95,18 +100,27 @@ impl Output {
         out
     }
 
-    /// Hands a batch to the next node on the same thread (a fused chain): stamped and
-    /// offered to the tap as a send would, without a channel.
-    pub fn hand_over(&self, mut batch: Batch) -> Batch {
+    /// Stamps a batch as sent (for the next node's queue wait), unless hop timing is off.
+    pub fn stamp(&self, mut batch: Batch) -> Batch {
         if self.timed {
             batch.sent_at = Instant::now();
         }
-        if let Some(tap) = &self.tap
-            && tap.is_tapped()
-        {
-            tap.offer(&batch.records);
-        }
         batch
+    }
+
+    /// The documents of `records` for this output's tap, when someone taps it: a fused
+    /// chain sets them aside as it hands a batch on, to offer them in order
+    /// ([`Output::offer_to_tap`]) when the batch is sent.
+    pub fn tap_copy(&self, records: &[Record]) -> Option<Vec<Arc<serde_json::Value>>> {
+        let tapped = self.tap.as_ref().is_some_and(|t| t.is_tapped());
+        tapped.then(|| records.iter().map(|r| r.doc.clone()).collect())
+    }
+
+    /// Offers documents set aside by [`Output::tap_copy`] to this output's tap.
+    pub fn offer_to_tap(&self, docs: &[Arc<serde_json::Value>]) {
+        if let Some(tap) = &self.tap {
+            tap.offer_docs(docs);
+        }
     }
 
     /// Sends from a thread, blocking while a reader's channel is full.

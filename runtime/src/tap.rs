@@ -128,11 +128,21 @@ impl TapPoint {
 
     /// Copies `records`' documents to every subscriber with room; never waits.
     pub fn offer(&self, records: &[Record]) {
+        self.offer_with(records.len(), |i| records[i].doc.clone());
+    }
+
+    /// [`TapPoint::offer`] for documents set aside earlier (a fused chain's hand-over, offered
+    /// in order once the batch is sent on).
+    pub fn offer_docs(&self, docs: &[Arc<Value>]) {
+        self.offer_with(docs.len(), |i| docs[i].clone());
+    }
+
+    fn offer_with(&self, len: usize, doc: impl Fn(usize) -> Arc<Value>) {
         // The list is only locked by (un)subscribing; if that happens now, this batch is
         // not seen by anyone rather than waited for.
         let Ok(subs) = self.subscribers.try_lock() else { return };
         for b in subs.iter() {
-            let dropped = b.offer(self.output.as_ref(), records);
+            let dropped = b.offer(self.output.as_ref(), len, &doc);
             if dropped > 0 {
                 self.dropped.fetch_add(dropped, Ordering::Relaxed);
             }
@@ -182,11 +192,11 @@ impl Buffer {
     }
 
     /// Takes what fits; returns how many were dropped.
-    fn offer(&self, output: Option<&Arc<str>>, records: &[Record]) -> u64 {
+    fn offer(&self, output: Option<&Arc<str>>, len: usize, doc: impl Fn(usize) -> Arc<Value>) -> u64 {
         let taken = match self.queue.try_lock() {
             Ok(mut q) => {
-                let room = self.capacity.saturating_sub(q.len()).min(records.len());
-                q.extend(records[..room].iter().map(|r| Tapped { output: output.cloned(), doc: r.doc.clone() }));
+                let room = self.capacity.saturating_sub(q.len()).min(len);
+                q.extend((0..room).map(|i| Tapped { output: output.cloned(), doc: doc(i) }));
                 room
             }
             // The reader holds the buffer right now: this batch is not waited for.
@@ -195,7 +205,7 @@ impl Buffer {
         if taken > 0 {
             self.ready.notify_one();
         }
-        let dropped = (records.len() - taken) as u64;
+        let dropped = (len - taken) as u64;
         if dropped > 0 {
             self.dropped.fetch_add(dropped, Ordering::Relaxed);
         }

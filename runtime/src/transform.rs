@@ -57,10 +57,18 @@ pub fn dead_letter_kind(kind: FailureKind) -> DeadLetterKind {
 /// What one batch became: a batch per output (the default first, then the named ones).
 type Routed = Vec<Batch>;
 
+/// What one batch became after a chain: the last node's [`Routed`], and the documents
+/// each earlier node handed on while someone tapped its output (by position in the chain),
+/// to be offered to the taps in order when the batch is sent.
+struct Carried {
+    routed: Routed,
+    taps: Vec<(usize, Vec<Arc<serde_json::Value>>)>,
+}
+
 /// Results waiting for the batches before them to be sent.
 struct Reorder {
     next: u64,
-    ready: BTreeMap<u64, Routed>,
+    ready: BTreeMap<u64, Carried>,
 }
 
 impl TransformNode {
@@ -82,13 +90,23 @@ impl TransformNode {
                     result = r;
                 }
             }
-            let unwritten: u64 = self
+            // Named by node: in a fused chain the run reports under the head's key, and the
+            // table that failed may be another node's.
+            let unwritten: Vec<String> = self
                 .chain()
-                .map(|t| t.node.timing.counters.unwritten.load(std::sync::atomic::Ordering::Relaxed))
-                .sum();
-            if result.is_ok() && unwritten > 0 {
+                .filter_map(|t| {
+                    let n = t.node.timing.counters.unwritten.load(std::sync::atomic::Ordering::Relaxed);
+                    match n {
+                        0 => None,
+                        n if std::ptr::eq(t, &self) => Some(format!("{n} record(s)")),
+                        n => Some(format!("{n} record(s) in {}", t.node.key)),
+                    }
+                })
+                .collect();
+            if result.is_ok() && !unwritten.is_empty() {
                 result = Err(anyhow::anyhow!(
-                    "{unwritten} record(s) left unprocessed and unacknowledged (a lookup table kept failing while the run stopped); they are read again on the next run"
+                    "{} left unprocessed and unacknowledged (a lookup table kept failing while the run stopped); they are read again on the next run",
+                    unwritten.join(", ")
                 ));
             }
             result
@@ -104,17 +122,22 @@ impl TransformNode {
                 guard.1 += 1;
                 (guard.1 - 1, batch)
             };
-            let routed = self.carry(batch);
+            let carried = self.carry(batch);
             let last = self.chain().last().expect("a chain has its head");
             let mut order = reorder.lock().map_err(|_| anyhow::anyhow!("a worker panicked"))?;
-            order.ready.insert(seq, routed);
+            order.ready.insert(seq, carried);
             // Send everything that is now next in line, in order, holding the lock so no
-            // other worker can send out of turn.
-            while let Some(routed) = {
+            // other worker can send (or tap) out of turn.
+            while let Some(Carried { routed, taps }) = {
                 let next = order.next;
                 order.ready.remove(&next)
             } {
                 order.next += 1;
+                for (position, docs) in taps {
+                    if let Some(t) = self.chain().nth(position) {
+                        t.default.offer_to_tap(&docs);
+                    }
+                }
                 let outputs = std::iter::once(&last.default).chain(&last.named);
                 for (output, batch) in outputs.zip(routed) {
                     last.send(output, batch)?;
@@ -128,18 +151,25 @@ impl TransformNode {
         std::iter::successors(Some(self), |t| t.then.as_deref())
     }
 
-    /// Runs one batch through this node and those fused after it; what the last one routed.
-    fn carry(&self, batch: Batch) -> Routed {
-        let mut routed = self.process(batch);
-        let Some(next) = &self.then else { return routed };
-        // A fused node has no named outputs: `routed` is its kept records alone.
-        let kept = routed.swap_remove(0);
-        if kept.records.is_empty() {
-            let outputs = 1 + self.chain().last().map_or(0, |t| t.named.len());
-            return (0..outputs).map(|_| kept.with_records(Vec::new())).collect();
+    /// Runs one batch through this node and those fused after it.
+    fn carry(&self, batch: Batch) -> Carried {
+        let mut taps = Vec::new();
+        let (mut node, mut batch, mut position) = (self, batch, 0);
+        loop {
+            let mut routed = node.process(batch);
+            let Some(next) = &node.then else { return Carried { routed, taps } };
+            // A fused node has no named outputs: `routed` is its kept records alone.
+            let kept = routed.swap_remove(0);
+            if kept.records.is_empty() {
+                let outputs = 1 + self.chain().last().map_or(0, |t| t.named.len());
+                return Carried { routed: (0..outputs).map(|_| kept.with_records(Vec::new())).collect(), taps };
+            }
+            Counters::add(&node.node.timing.counters.records_out, kept.records.len() as u64);
+            if let Some(docs) = node.default.tap_copy(&kept.records) {
+                taps.push((position, docs));
+            }
+            (node, batch, position) = (next, node.default.stamp(kept), position + 1);
         }
-        Counters::add(&self.node.timing.counters.records_out, kept.records.len() as u64);
-        next.carry(self.default.hand_over(kept))
     }
 
     /// Runs one batch through the plugin and sorts its records by output.
