@@ -43,6 +43,8 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -55,8 +57,14 @@ const GENERATED: usize = 256;
 /// Generated records the correctness check runs on.
 const CHECKED: usize = 2_000;
 
-const CONTENDERS: [&str; 6] =
-    ["serde_json", "serde_json/text", "sonic_rs/serde_value", "sonic_rs/own_value", "simd_json/serde_value", "simd_json/owned_value"];
+const CONTENDERS: [&str; 6] = [
+    "serde_json",
+    "serde_json/text",
+    "sonic_rs/serde_value",
+    "sonic_rs/own_value",
+    "simd_json/serde_value",
+    "simd_json/owned_value",
+];
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/ctr")
@@ -98,28 +106,12 @@ fn every_fixture() -> Vec<(String, Vec<u8>)> {
     out
 }
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
-}
-
 /// The first `n` lines of the throughput benchmark's generated input, if it is there.
 fn generated(n: usize) -> Vec<Vec<u8>> {
-    use std::io::BufRead;
-    let path = std::env::var_os("PARSE_BENCH_INPUT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("bench-throughput/ctrs-100000.jsonl"));
-    let Ok(file) = std::fs::File::open(&path) else {
+    common::generated(n).unwrap_or_else(|path| {
         println!("parse: no {} (run `cargo xtask bench throughput` once): real samples only", path.display());
-        return Vec::new();
-    };
-    std::io::BufReader::new(file)
-        .split(b'\n')
-        .map_while(Result::ok)
-        .filter(|l| !l.trim_ascii().is_empty())
-        .take(n)
-        .collect()
+        Vec::new()
+    })
 }
 
 /// Parses with `contender` and serializes with the same library.
@@ -234,7 +226,8 @@ fn estimate(dir: &Path, group: &str, id: &str) -> Option<f64> {
 }
 
 fn summary(groups: &[(&str, usize, usize)]) {
-    let dir = std::env::var_os("CRITERION_HOME").map(PathBuf::from).unwrap_or_else(|| target_dir().join("criterion"));
+    let dir =
+        std::env::var_os("CRITERION_HOME").map(PathBuf::from).unwrap_or_else(|| common::target_dir().join("criterion"));
     println!("\nparse: mean time per record and speed-up over serde_json (criterion means, this run)");
     println!("{:<34} {:<22} {:>12} {:>10} {:>9}", "group", "contender", "µs/record", "MB/s", "speed-up");
     for (group, records, bytes) in groups {

@@ -26,8 +26,9 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod common;
+
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
@@ -41,21 +42,9 @@ const RECORDS: usize = 256;
 const ROW: &str = r#"{"full_name":"Olivia Bennett","site":"Seattle","team":"Billing","username":"agent001"}"#;
 
 fn input() -> Vec<Vec<u8>> {
-    use std::io::BufRead;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = std::env::var_os("PARSE_BENCH_INPUT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target.join("bench-throughput/ctrs-100000.jsonl"));
-    let file = std::fs::File::open(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask bench throughput --records 2000` once)", path.display()));
-    std::io::BufReader::new(file)
-        .split(b'\n')
-        .map_while(Result::ok)
-        .filter(|l| !l.trim_ascii().is_empty())
-        .take(RECORDS)
-        .collect()
+    common::generated(RECORDS).unwrap_or_else(|path| {
+        panic!("{}: missing (run `cargo xtask bench throughput --records 2000` once)", path.display())
+    })
 }
 
 fn masked(address: &str) -> String {

@@ -243,10 +243,7 @@ mod tests {
         assert!(seen >= 3, "the fixtures hold the published samples ({seen} read)");
         // Not UTF-8: serde_json's own error, with its position.
         let bad = b"{\"a\": \"caf\xe9\"}";
-        assert_eq!(
-            parse(bad).unwrap_err().to_string(),
-            serde_json::from_slice::<Value>(bad).unwrap_err().to_string()
-        );
+        assert_eq!(parse(bad).unwrap_err().to_string(), serde_json::from_slice::<Value>(bad).unwrap_err().to_string());
         assert!(parse(b"{\"a\": ").unwrap_err().is_eof());
     }
 
