@@ -89,6 +89,9 @@ fn with_serde_json(text: &[u8], out: &mut Out) {
     serde_json::to_writer(&mut out.line, &flat).unwrap();
 }
 
+/// The SDK's flattening (`plugin-sdk/src/flatten.rs`, what `batch.flatten` runs), restated
+/// here so this crate stays free of the runtime's dependencies; `flatten_sonic` is the same
+/// for sonic-rs's tree.
 fn flatten_serde(out: &mut Vec<(String, Json)>, name: &mut String, value: &Json) {
     match value {
         Json::Object(map) if !map.is_empty() => {

@@ -4,14 +4,14 @@
 //! **Reading.** serde_json parsing from bytes (`from_slice`) checks that every string it meets
 //! is UTF-8, one call per string: a contact record has a hundred short strings. [`parse`] and
 //! [`parse_first`] check the whole document once (a vectorised pass) and parse it as text,
-//! which skips those checks: 1.2× faster on the throughput benchmark's records
-//! (docs/performance.md). Text that is not UTF-8 is parsed from bytes as before, so its
-//! error is serde_json's, with its position.
+//! which skips those checks: parsing is 1.14× faster on the published samples and 1.32× on
+//! the throughput benchmark's records (docs/performance.md). Text that is not UTF-8 is parsed
+//! from bytes as before, so its error is serde_json's, with its position.
 //!
-//! **Writing.**
-//! Every record leaves the runtime as JSON text at least once (a lake line, a SQLite column
-//! holding a nested object, a value handed to a plugin), and the profile of the throughput
-//! graph had serde_json's string escaping as its largest single item (8% of the CPU): it
+//! **Writing.** Every record leaves the runtime as JSON text at least once (a lake line, a
+//! SQLite column holding a nested object, a value handed to a plugin), and the profile of the
+//! throughput graph had serde_json's string escaping as its largest single item (8% of the
+//! CPU): it
 //! writes each string through `io::Write` in several calls and looks up every byte in a
 //! table. This writer appends to a `Vec<u8>` it has reserved, and skips the runs of a string
 //! that need no escape eight bytes at a time. Its output is byte for byte serde_json's

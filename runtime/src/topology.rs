@@ -49,8 +49,10 @@ fn spawn(key: String, f: impl FnOnce() -> anyhow::Result<()> + Send + 'static) -
 }
 
 /// The transforms to fuse: `a → b` when `b` is the only reader of `a`, reads nothing else,
-/// and `a` has no named outputs, both with the same number of workers. The workers of `a`
-/// then carry each batch on into `b`, with no channel and no thread hand-over between them.
+/// and `a` has no named outputs, both with the same number of workers, more than one. The
+/// workers of `a` then carry each batch on into `b`, with no channel and no thread
+/// hand-over between them. (With one worker each, two separate nodes work on two batches at
+/// once and a fused pair on one: that pair is left apart.)
 fn fused(
     graph: &crate::graph::Graph,
     transforms: &HashMap<String, crate::pipeline::PreparedTransform>,
@@ -65,6 +67,7 @@ fn fused(
         let fits = reader.section == Section::Transform
             && input.output.is_none()
             && reader.inputs.len() == 1
+            && t.workers > 1
             && transforms.get(&reader.id).is_some_and(|next| next.workers == t.workers);
         if fits {
             out.insert(id.clone(), reader.id.clone());
@@ -106,16 +109,21 @@ pub fn run(pipeline: Pipeline, shutdown: Shutdown, opts: RunOptions) -> anyhow::
         senders.insert(n.id.clone(), tx);
         receivers.insert(n.id.clone(), rx);
     }
+    // Transforms fused into the one after them (see `fused`): their default output sends
+    // nowhere, since its one reader runs on their workers.
+    let fused_into = if cfg.runtime.fuse_transforms { fused(&graph, &transforms) } else { HashMap::new() };
     let taps = crate::tap::Taps::default();
     let output_of = |id: &str, output: Option<&str>| {
-        let out = Output::new(
+        let senders = if output.is_none() && fused_into.contains_key(id) {
+            Vec::new()
+        } else {
             graph
                 .readers(id)
                 .filter(|(_, input)| input.output.as_deref() == output)
                 .filter_map(|(reader, _)| senders.get(&reader.id).cloned())
-                .collect(),
-        )
-        .tapped(taps.point(id, output));
+                .collect()
+        };
+        let out = Output::new(senders).tapped(taps.point(id, output));
         if cfg.timing.enabled { out } else { out.untimed() }
     };
 
@@ -157,22 +165,14 @@ pub fn run(pipeline: Pipeline, shutdown: Shutdown, opts: RunOptions) -> anyhow::
         })?);
     }
 
-    // Transforms: each fused chain (see `fused`) runs as one node whose workers carry a
-    // batch through all of it; every other transform runs alone.
-    let fused = if cfg.runtime.fuse_transforms { fused(&graph, &transforms) } else { HashMap::new() };
+    // Transforms: each fused chain runs as one node whose workers carry a batch through all
+    // of it; every other transform runs alone.
     let mut nodes: HashMap<String, (TransformNode, usize)> = HashMap::new();
     for n in graph.nodes.iter().filter(|n| n.section == Section::Transform) {
         let t = transforms.remove(&n.id).expect("every transform was prepared");
-        let default = if fused.contains_key(&n.id) {
-            // Its one reader runs on its workers: no channel, only the stamp and the tap.
-            let out = Output::new(Vec::new()).tapped(taps.point(&n.id, None));
-            if cfg.timing.enabled { out } else { out.untimed() }
-        } else {
-            output_of(&n.id, None)
-        };
         let node = TransformNode {
             node: handle("transforms", &n.id, &dead, t.on_error),
-            default,
+            default: output_of(&n.id, None),
             named: t.plugin.outputs().iter().map(|o| output_of(&n.id, Some(o))).collect(),
             plugin: t.plugin,
             then: None,
@@ -180,13 +180,13 @@ pub fn run(pipeline: Pipeline, shutdown: Shutdown, opts: RunOptions) -> anyhow::
         nodes.insert(n.id.clone(), (node, t.workers));
     }
     for n in graph.nodes.iter().filter(|n| n.section == Section::Transform) {
-        if fused.values().any(|next| *next == n.id) {
+        if fused_into.values().any(|next| *next == n.id) {
             // Runs inside the chain that feeds it; its channel is never read.
             receivers.remove(&n.id);
             continue;
         }
         let mut chain = vec![n.id.clone()];
-        while let Some(next) = fused.get(chain.last().expect("not empty")) {
+        while let Some(next) = fused_into.get(chain.last().expect("not empty")) {
             chain.push(next.clone());
         }
         let mut node: Option<TransformNode> = None;

@@ -5,11 +5,16 @@
 //! With `workers > 1` the node works on that many batches at once, each worker a thread with
 //! its own plugin instance from the node's pool. Batches are numbered as they are taken and
 //! sent on in that order (a worker that finishes early parks its result until the ones
-//! before it are sent), so a node's output order is its input's whatever the workers: a
-//! Kinesis sink still sees one partition key's records in order.
+//! before it are sent, and at most `workers` results are parked), so a node's output order
+//! is its input's whatever the workers: a Kinesis sink still sees one partition key's
+//! records in order.
+//!
+//! A transform fused after this one (`then`, see [`crate::topology`]) runs on the same
+//! workers: `carry` takes each batch through the whole chain, and the order, the
+//! acknowledgements, the counters, the timing and the dead letters stay each node's own.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -69,6 +74,8 @@ struct Carried {
 struct Reorder {
     next: u64,
     ready: BTreeMap<u64, Carried>,
+    /// A worker stopped on an error: the others stop waiting for their turn.
+    failed: bool,
 }
 
 impl TransformNode {
@@ -80,9 +87,23 @@ impl TransformNode {
             t.plugin.context().lookup_retry.attach(health, t.node.shutdown.clone());
         }
         let input = Mutex::new((rx, 0u64));
-        let reorder = Mutex::new(Reorder { next: 0, ready: BTreeMap::new() });
+        let reorder = (Mutex::new(Reorder { next: 0, ready: BTreeMap::new(), failed: false }), Condvar::new());
+        let workers = workers.max(1);
         std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..workers.max(1)).map(|_| scope.spawn(|| self.work(&input, &reorder))).collect();
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let result = self.work(&input, &reorder, workers);
+                        if result.is_err()
+                            && let Ok(mut order) = reorder.0.lock()
+                        {
+                            order.failed = true;
+                            reorder.1.notify_all();
+                        }
+                        result
+                    })
+                })
+                .collect();
             let mut result = Ok(());
             for h in handles {
                 let r = h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a worker panicked")));
@@ -94,12 +115,13 @@ impl TransformNode {
             // table that failed may be another node's.
             let unwritten: Vec<String> = self
                 .chain()
-                .filter_map(|t| {
+                .enumerate()
+                .filter_map(|(position, t)| {
                     let n = t.node.timing.counters.unwritten.load(std::sync::atomic::Ordering::Relaxed);
-                    match n {
-                        0 => None,
-                        n if std::ptr::eq(t, &self) => Some(format!("{n} record(s)")),
-                        n => Some(format!("{n} record(s) in {}", t.node.key)),
+                    match (n, position) {
+                        (0, _) => None,
+                        (n, 0) => Some(format!("{n} record(s)")),
+                        (n, _) => Some(format!("{n} record(s) in {}", t.node.key)),
                     }
                 })
                 .collect();
@@ -114,7 +136,18 @@ impl TransformNode {
     }
 
     /// One worker: take the next batch, process it, send what is next in order.
-    fn work(&self, input: &Mutex<(mpsc::Receiver<Batch>, u64)>, reorder: &Mutex<Reorder>) -> anyhow::Result<()> {
+    ///
+    /// Results parked for their turn are bounded by the number of workers: a worker that
+    /// finds that many parked waits for the batch at the front (being processed by another
+    /// worker) to be sent before it takes another, so a slow batch (a lookup table that
+    /// does not answer) holds at most `workers` results behind it, not the whole input.
+    fn work(
+        &self,
+        input: &Mutex<(mpsc::Receiver<Batch>, u64)>,
+        reorder: &(Mutex<Reorder>, Condvar),
+        workers: usize,
+    ) -> anyhow::Result<()> {
+        let (reorder, turn) = reorder;
         loop {
             let (seq, batch) = {
                 let mut guard = input.lock().map_err(|_| anyhow::anyhow!("a worker panicked"))?;
@@ -142,6 +175,14 @@ impl TransformNode {
                 for (output, batch) in outputs.zip(routed) {
                     last.send(output, batch)?;
                 }
+                turn.notify_all();
+            }
+            while order.ready.len() >= workers && !order.failed {
+                order = turn.wait(order).map_err(|_| anyhow::anyhow!("a worker panicked"))?;
+            }
+            if order.failed {
+                // The worker that failed reports why.
+                return Ok(());
             }
         }
     }

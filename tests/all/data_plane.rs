@@ -67,6 +67,7 @@ fn a_fused_chain_of_transforms_keeps_order_and_gives_what_separate_threads_give(
     assert!(log.contains("Transforms fused") && log.contains("redact → flatten"), "{log}");
     let (log, separate) = run_chain("separate-chain", false);
     assert!(!log.contains("Transforms fused"), "{log}");
+    // (With one worker each, a chain is left apart: two nodes work on two batches at once.)
     assert_eq!(fused.len(), 20_000);
     assert_eq!(fused, separate, "same records, same order, same fields");
     let first = &fused[0];
@@ -90,8 +91,8 @@ fn a_trap_in_the_second_node_of_a_fused_chain_dead_letters_that_record_under_its
     std::fs::write(
         dir.join("p.toml"),
         "[sources.in]\ntype = \"file\"\npath = \"in.jsonl\"\n\
-         [transforms.redact]\nplugin = \"redact-pii\"\ninputs = [\"in\"]\n\
-         [transforms.p]\nplugin = \"panic.wasm\"\ninputs = [\"redact\"]\n\
+         [transforms.redact]\nplugin = \"redact-pii\"\ninputs = [\"in\"]\nworkers = 2\n\
+         [transforms.p]\nplugin = \"panic.wasm\"\ninputs = [\"redact\"]\nworkers = 2\n\
          [sinks.out]\ntype = \"file\"\ninputs = [\"p\"]\npath = \"out.jsonl\"\n",
     )
     .unwrap();

@@ -61,7 +61,16 @@ pub struct Framer<R> {
     eof: bool,
     mode: Mode,
     max_document: usize,
+    /// How many bytes at the start of `buf` are known to hold no line break, so input
+    /// without line breaks (documents back to back, as Firehose writes them) is searched
+    /// once, not once per document.
+    no_break: usize,
 }
+
+/// The longest first line the JSON-lines fast path parses: beyond it, a line is more likely
+/// many documents back to back than one, and checking the rest of it as UTF-8 for each of
+/// them would cost more than it saves.
+const FAST_LINE: usize = 64 * 1024;
 
 impl<R: Read> Framer<R> {
     /// A framer over `input`, whose first byte is at stream offset `start` (a reader resuming
@@ -72,7 +81,15 @@ impl<R: Read> Framer<R> {
             Some(true) => Mode::Array,
             Some(false) => Mode::Documents,
         };
-        Framer { input, buf: BytesMut::new(), base: start, eof: false, mode, max_document: max_document.max(1) }
+        Framer {
+            input,
+            buf: BytesMut::new(),
+            base: start,
+            eof: false,
+            mode,
+            max_document: max_document.max(1),
+            no_break: 0,
+        }
     }
 
     /// Whether the stream turned out to be a JSON array (`None` until known).
@@ -110,7 +127,23 @@ impl<R: Read> Framer<R> {
 
     fn consume(&mut self, n: usize) -> Bytes {
         self.base += n as u64;
+        self.no_break = self.no_break.saturating_sub(n);
         self.buf.split_to(n).freeze()
+    }
+
+    /// The first document, when it ends on the buffer's first line (JSON lines): parsed from
+    /// that line's text, checked as UTF-8 once. `None` sends the caller to the general path.
+    fn first_on_line(&mut self) -> Option<(Value, usize)> {
+        let Some(found) = memchr::memchr(b'\n', &self.buf[self.no_break..]) else {
+            self.no_break = self.buf.len();
+            return None;
+        };
+        let line = self.no_break + found;
+        self.no_break = line;
+        if line > FAST_LINE {
+            return None;
+        }
+        crate::json::parse_first(&self.buf[..line])
     }
 
     /// Skips white space (and, in an array, the commas between elements); false at the end.
@@ -165,12 +198,10 @@ impl<R: Read> Framer<R> {
             return self.next_piece();
         }
         loop {
-            // JSON lines, the common case: the document ends on its first line, and is parsed
-            // from that line's text, checked as UTF-8 once. Anything else (a document over
-            // several lines, a broken one, one not yet read whole) takes the general path,
-            // which reads more or reports the error.
-            let first_line = memchr::memchr(b'\n', &self.buf).and_then(|i| crate::json::parse_first(&self.buf[..i]));
-            let parsed = match first_line {
+            // JSON lines, the common case, parses fast; anything else (a document over several
+            // lines, a broken one, one not yet read whole) takes the general path, which
+            // reads more or reports the error.
+            let parsed = match self.first_on_line() {
                 Some((doc, len)) => Some(Ok((doc, len))),
                 None => {
                     let mut stream = serde_json::Deserializer::from_slice(&self.buf).into_iter::<Value>();
@@ -332,5 +363,28 @@ mod tests {
         let pieces = split_documents(text.as_bytes(), 0, 4 << 20);
         assert_eq!(pieces.len(), 2);
         assert!(matches!(&pieces[0], Piece::Doc { raw, .. } if raw.len() == long.len()));
+    }
+
+    /// Documents back to back without line breaks (as Firehose writes them), over several
+    /// reads, then a long line of them, then JSON lines: every document whole, every offset
+    /// just past it, whichever path parsed it.
+    #[test]
+    fn documents_back_to_back_long_lines_and_json_lines_give_the_same_pieces() {
+        let doc = |i: usize| format!("{{\"ContactId\":\"c{i:05}\",\"pad\":\"{}\"}}", "x".repeat(100));
+        let run: String = (0..5000).map(doc).collect();
+        let line: String = (0..1000).map(doc).collect();
+        let lines: String = (0..100).map(|i| doc(i) + "\n").collect();
+        let text = format!("{run}{line}\n{lines}");
+        assert!(run.len() > 2 * CHUNK && line.len() > FAST_LINE);
+        let pieces = split_documents(text.as_bytes(), 0, 1 << 20);
+        assert_eq!(pieces.len(), 6100);
+        let mut end = 0u64;
+        for p in &pieces {
+            let Piece::Doc { raw, end: e, .. } = p else { panic!("{p:?}") };
+            assert!(raw.starts_with(b"{\"ContactId\"") && raw.ends_with(b"\"}"));
+            assert!(*e > end);
+            end = *e;
+        }
+        assert_eq!(end as usize, text.len() - 1, "the last document ends before the final line break");
     }
 }
