@@ -11,9 +11,8 @@
 //! **Writing.** Every record leaves the runtime as JSON text at least once (a lake line, a
 //! SQLite column holding a nested object, a value handed to a plugin), and the profile of the
 //! throughput graph had serde_json's string escaping as its largest single item (8% of the
-//! CPU): it
-//! writes each string through `io::Write` in several calls and looks up every byte in a
-//! table. This writer appends to a `Vec<u8>` it has reserved, and skips the runs of a string
+//! CPU): it writes each string through `io::Write` in several calls and looks up every byte
+//! in a table. This writer appends to a `Vec<u8>` it has reserved, and skips the runs of a string
 //! that need no escape eight bytes at a time. Its output is byte for byte serde_json's
 //! compact form (integers through `itoa`, as serde_json writes them; floats through
 //! serde_json itself), which the tests check on every real sample and on every byte that

@@ -189,15 +189,16 @@ pub fn run(pipeline: Pipeline, shutdown: Shutdown, opts: RunOptions) -> anyhow::
         while let Some(next) = fused_into.get(chain.last().expect("not empty")) {
             chain.push(next.clone());
         }
-        let mut node: Option<TransformNode> = None;
-        let mut workers = 1;
-        for id in chain.iter().rev() {
-            let (mut t, w) = nodes.remove(id).expect("every transform was built once");
-            t.then = node.take().map(Box::new);
-            node = Some(t);
-            workers = w;
-        }
-        let node = node.expect("a chain has its head");
+        // Built from the tail; a chain's nodes all have the head's workers (see `fused`).
+        let (node, workers) = chain
+            .iter()
+            .rev()
+            .fold(None, |then: Option<(TransformNode, usize)>, id| {
+                let (mut t, workers) = nodes.remove(id).expect("every transform was built once");
+                t.then = then.map(|(next, _)| Box::new(next));
+                Some((t, workers))
+            })
+            .expect("a chain has its head");
         if chain.len() > 1 {
             tracing::debug!(chain = %chain.join(" → "), workers, "Transforms fused: one set of workers carries each batch through the chain.");
         }

@@ -148,6 +148,7 @@ impl TransformNode {
         workers: usize,
     ) -> anyhow::Result<()> {
         let (reorder, turn) = reorder;
+        let last = self.chain().last().expect("a chain has its head");
         loop {
             let (seq, batch) = {
                 let mut guard = input.lock().map_err(|_| anyhow::anyhow!("a worker panicked"))?;
@@ -156,7 +157,6 @@ impl TransformNode {
                 (guard.1 - 1, batch)
             };
             let carried = self.carry(batch);
-            let last = self.chain().last().expect("a chain has its head");
             let mut order = reorder.lock().map_err(|_| anyhow::anyhow!("a worker panicked"))?;
             order.ready.insert(seq, carried);
             // Send everything that is now next in line, in order, holding the lock so no
@@ -175,8 +175,8 @@ impl TransformNode {
                 for (output, batch) in outputs.zip(routed) {
                     last.send(output, batch)?;
                 }
-                turn.notify_all();
             }
+            turn.notify_all();
             while order.ready.len() >= workers && !order.failed {
                 order = turn.wait(order).map_err(|_| anyhow::anyhow!("a worker panicked"))?;
             }
@@ -202,8 +202,8 @@ impl TransformNode {
             // A fused node has no named outputs: `routed` is its kept records alone.
             let kept = routed.swap_remove(0);
             if kept.records.is_empty() {
-                let outputs = 1 + self.chain().last().map_or(0, |t| t.named.len());
-                return Carried { routed: (0..outputs).map(|_| kept.with_records(Vec::new())).collect(), taps };
+                // Nothing for the rest of the chain, and nothing to send.
+                return Carried { routed: Vec::new(), taps };
             }
             Counters::add(&node.node.timing.counters.records_out, kept.records.len() as u64);
             if let Some(docs) = node.default.tap_copy(&kept.records) {
