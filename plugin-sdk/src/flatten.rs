@@ -26,31 +26,90 @@ pub enum Arrays {
     First,
 }
 
-/// The flat columns of `object`, sorted by name.
+/// One flat column's value, borrowed from the record it was flattened from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cell<'a> {
+    /// `null`: an empty object, an empty array under [`Arrays::First`], or a `null`.
+    Null,
+    /// A scalar, as it is in the record.
+    Scalar(&'a Json),
+    /// An array kept as its JSON text ([`Arrays::Json`]): the column holds that text as a
+    /// string.
+    ArrayText(&'a Json),
+}
+
+impl Cell<'_> {
+    /// The column's value, owned.
+    pub fn to_value(self) -> Json {
+        match self {
+            Cell::Null => Json::Null,
+            Cell::Scalar(value) => value.clone(),
+            Cell::ArrayText(array) => Json::String(serde_json::to_string(array).unwrap_or_default()),
+        }
+    }
+}
+
+/// The flat columns of a record, sorted by name, borrowing its values: what
+/// [`columns`] returns. Names live in one buffer, so flattening allocates per record, not
+/// per column.
+#[derive(Debug)]
+pub struct Columns<'a> {
+    names: String,
+    /// Each column's name as a range of `names`, and its value.
+    cells: Vec<(u32, u32, Cell<'a>)>,
+}
+
+impl<'a> Columns<'a> {
+    /// How many columns.
+    pub fn len(&self) -> usize {
+        self.cells.len()
+    }
+
+    /// Whether there are none (the record was an empty object).
+    pub fn is_empty(&self) -> bool {
+        self.cells.is_empty()
+    }
+
+    /// The columns in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Cell<'a>)> + '_ {
+        self.cells.iter().map(|&(start, end, cell)| (&self.names[start as usize..end as usize], cell))
+    }
+}
+
+/// The flat columns of `object`, sorted by name, borrowing its values. On a collision, the
+/// error names the column.
 ///
-/// Values are cloned from `object` (it is usually shared with other branches of the graph);
-/// column names are built in one reused buffer. On a collision, the error names the column.
-pub fn flatten_columns(
-    object: &Map<String, Json>,
-    separator: &str,
-    arrays: Arrays,
-) -> Result<Vec<(String, Json)>, String> {
-    let mut out = Vec::with_capacity(object.len() * 4);
+/// The host writes these straight to JSON text (`batch.flatten`); [`flatten_columns`] makes
+/// them owned.
+pub fn columns<'a>(object: &'a Map<String, Json>, separator: &str, arrays: Arrays) -> Result<Columns<'a>, String> {
+    let mut out =
+        Columns { names: String::with_capacity(object.len() * 64), cells: Vec::with_capacity(object.len() * 4) };
     let mut column = String::with_capacity(64);
     for (key, value) in object {
         column.clear();
         column.push_str(key);
         push_value(&mut out, &mut column, value, separator, arrays);
     }
+    let names = &out.names;
+    let name = |&(start, end, _): &(u32, u32, Cell)| &names[start as usize..end as usize];
     // The depth-first order is sorted runs (an object's columns sort after a sibling that
     // shares their prefix: `Agent_…` after `AgentConnectionAttempts`); the stable sort
     // merges runs where the unstable one partitions everything.
-    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.cells.sort_by(|a, b| name(a).cmp(name(b)));
     // Sorted, two fields that flatten to one column sit side by side.
-    if let Some(pair) = out.windows(2).find(|pair| pair[0].0 == pair[1].0) {
-        return Err(format!("two fields flatten to the same column {:?}", pair[0].0));
+    if let Some(pair) = out.cells.windows(2).find(|pair| name(&pair[0]) == name(&pair[1])) {
+        return Err(format!("two fields flatten to the same column {:?}", name(&pair[0])));
     }
     Ok(out)
+}
+
+/// The flat columns of `object`, sorted by name, owned: [`columns`] with its values cloned.
+pub fn flatten_columns(
+    object: &Map<String, Json>,
+    separator: &str,
+    arrays: Arrays,
+) -> Result<Vec<(String, Json)>, String> {
+    Ok(columns(object, separator, arrays)?.iter().map(|(name, cell)| (name.to_string(), cell.to_value())).collect())
 }
 
 /// [`flatten_columns`] as an object. (Built from the sorted columns in one bulk step.)
@@ -58,9 +117,18 @@ pub fn flatten(object: &Map<String, Json>, separator: &str, arrays: Arrays) -> R
     Ok(flatten_columns(object, separator, arrays)?.into_iter().collect())
 }
 
+impl<'a> Columns<'a> {
+    fn push(&mut self, name: &str, cell: Cell<'a>) {
+        // One record's names: far below the 4 GiB a `u32` offset reaches.
+        let start = self.names.len() as u32;
+        self.names.push_str(name);
+        self.cells.push((start, self.names.len() as u32, cell));
+    }
+}
+
 /// Pushes the column(s) of `value`, whose column name is `column`; leaves `column` as it
 /// found it.
-fn push_value(out: &mut Vec<(String, Json)>, column: &mut String, value: &Json, separator: &str, arrays: Arrays) {
+fn push_value<'a>(out: &mut Columns<'a>, column: &mut String, value: &'a Json, separator: &str, arrays: Arrays) {
     match value {
         Json::Object(map) if !map.is_empty() => {
             let len = column.len();
@@ -72,15 +140,15 @@ fn push_value(out: &mut Vec<(String, Json)>, column: &mut String, value: &Json, 
             }
             column.truncate(len);
         }
-        Json::Object(_) => out.push((column.clone(), Json::Null)),
+        Json::Object(_) => out.push(column, Cell::Null),
         Json::Array(items) => match arrays {
-            Arrays::Json => out.push((column.clone(), Json::String(serde_json::to_string(value).unwrap_or_default()))),
+            Arrays::Json => out.push(column, Cell::ArrayText(value)),
             Arrays::First => match items.first() {
                 Some(first) => push_value(out, column, first, separator, arrays),
-                None => out.push((column.clone(), Json::Null)),
+                None => out.push(column, Cell::Null),
             },
         },
-        scalar => out.push((column.clone(), scalar.clone())),
+        scalar => out.push(column, Cell::Scalar(scalar)),
     }
 }
 

@@ -1,5 +1,5 @@
 //! A plugin that must visit the whole record: the bundled `ctr-flatten`, measured three ways
-//! against the host flattening its own record natively (`native`, the SDK's
+//! against the host flattening its own record natively (`native`: `Doc::flatten`, the SDK's
 //! `flatten`, which is what `batch.flatten` runs):
 //! - `wasm_host_flatten`: its default config, which asks the host to flatten
 //!   (`batch.flatten`: no field crosses the boundary);
@@ -20,10 +20,9 @@ static GLOBAL: ctrflow::Allocator = mimalloc::MiMalloc;
 
 mod common;
 
-use std::sync::Arc;
-
 use common::{bundled, bundled_with, ctr, test_plugin};
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use ctrflow::doc::Doc;
 use ctrflow::host::{Decision, Host};
 use ctrflow::record::Record;
 use ctrflow_plugin_sdk::flatten::Arrays;
@@ -35,8 +34,7 @@ const BATCH: usize = 256;
 fn flatten_native(records: &mut [Record]) {
     for record in records {
         if let Json::Object(map) = &*record.doc {
-            let flat = ctrflow_plugin_sdk::flatten::flatten(map, "_", Arrays::Json).expect("no collisions");
-            record.doc = Arc::new(Json::Object(flat));
+            record.doc = Doc::flatten(map, "_", Arrays::Json).expect("no collisions");
         }
     }
 }

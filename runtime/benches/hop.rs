@@ -24,7 +24,6 @@ static GLOBAL: ctrflow::Allocator = mimalloc::MiMalloc;
 mod common;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use common::ctr;
 use criterion::{BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
@@ -86,7 +85,7 @@ impl NativeEdit {
 
     fn process(&self, mut records: Vec<Record>) -> Vec<Record> {
         for record in &mut records {
-            let doc = Arc::make_mut(&mut record.doc);
+            let doc = record.doc.make_mut();
             // Owned copies, as the plugin gets them across the boundary.
             let channel = self.channel.get(doc).and_then(Json::as_str).unwrap_or_default().to_string();
             let user = self.user.get(doc).and_then(Json::as_str).unwrap_or_default().to_string();

@@ -8,13 +8,13 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::ack::AckRef;
+use crate::doc::Doc;
 use crate::flow::{Batch, Output};
 use crate::record::{Record, now_ms};
 
@@ -237,7 +237,7 @@ pub fn run_writer(mut rx: mpsc::Receiver<DeadLetter>, target: DeadLetterTarget) 
         DeadLetterTarget::Sink(output) => {
             while let Some(letter) = rx.blocking_recv() {
                 let doc = letter.to_json();
-                let record = Record { doc: Arc::new(doc), meta: letter.record.meta, ack: letter.record.ack };
+                let record = Record { doc: Doc::new(doc), meta: letter.record.meta, ack: letter.record.ack };
                 written += 1;
                 if output.send_blocking(Batch::new(vec![record], Instant::now())).is_err() {
                     anyhow::bail!("the dead-letter sink stopped");

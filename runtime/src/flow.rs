@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, watch};
 
+use crate::doc::Doc;
 use crate::record::Record;
 use crate::tap::TapPoint;
 
@@ -111,13 +112,13 @@ impl Output {
     /// The documents of `records` for this output's tap, when someone taps it: a fused
     /// chain sets them aside as it hands a batch on, to offer them in order
     /// ([`Output::offer_to_tap`]) when the batch is sent.
-    pub fn tap_copy(&self, records: &[Record]) -> Option<Vec<Arc<serde_json::Value>>> {
+    pub fn tap_copy(&self, records: &[Record]) -> Option<Vec<Doc>> {
         let tapped = self.tap.as_ref().is_some_and(|t| t.is_tapped());
         tapped.then(|| records.iter().map(|r| r.doc.clone()).collect())
     }
 
     /// Offers documents set aside by [`Output::tap_copy`] to this output's tap.
-    pub fn offer_to_tap(&self, docs: &[Arc<serde_json::Value>]) {
+    pub fn offer_to_tap(&self, docs: &[Doc]) {
         if let Some(tap) = &self.tap {
             tap.offer_docs(docs);
         }

@@ -13,6 +13,8 @@
 //! - [`graph`] validates the structure into a DAG, reporting every problem at once.
 //! - [`record`] is what flows: a document parsed once, shared copy-on-write on fan-out.
 //! - [`json`] writes a record's JSON text (serde_json's bytes, faster) wherever it leaves.
+//! - [`doc`]: a record's document, a tree or a flat object's text (what flattening writes),
+//!   parsed only when something reads into it.
 //! - [`ack`] turns sink acknowledgements into source checkpoints: at least once.
 //! - [`timing`] keeps the hop histograms and renders the report (table, JSON, HTML,
 //!   Prometheus).
@@ -64,6 +66,7 @@ pub mod config;
 pub mod connectors;
 pub mod contract;
 pub mod dead_letter;
+pub mod doc;
 pub mod flow;
 pub mod graph;
 pub mod host;

@@ -1,9 +1,9 @@
 //! [`Record`]: one contact record as it travels through a pipeline.
 //!
-//! A record is parsed once, at its source, into a `serde_json::Value` held behind an `Arc`,
-//! and serialized once, at its sink. Fan-out clones the `Arc`, not the document; a node
-//! that changes a shared record copies it then (`Arc::make_mut`), so untouched records are
-//! never copied. Everything the runtime knows about where a record came from lives in
+//! A record is parsed once, at its source, into a `serde_json::Value` held in a [`Doc`]
+//! (behind an `Arc`), and serialized once, at its sink. Fan-out clones the `Arc`, not the
+//! document; a node that changes a shared record copies it then ([`Doc::make_mut`]), so
+//! untouched records are never copied. Everything the runtime knows about where a record came from lives in
 //! [`Meta`], shared by all copies.
 
 use std::sync::Arc;
@@ -12,12 +12,13 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::ack::AckRef;
+use crate::doc::Doc;
 
 /// One record in flight.
 #[derive(Debug, Clone)]
 pub struct Record {
     /// The document (a JSON object).
-    pub doc: Arc<Value>,
+    pub doc: Doc,
     /// Where it came from; immutable, shared by fan-out copies.
     pub meta: Arc<Meta>,
     /// Its share of its source batch's acknowledgement.
@@ -46,7 +47,7 @@ pub struct Meta {
 impl Record {
     /// A record with no origin and an acknowledgement nobody waits for (tests, benchmarks).
     pub fn detached(doc: Value) -> Record {
-        Record { doc: Arc::new(doc), meta: Arc::new(Meta::default()), ack: AckRef::detached() }
+        Record { doc: Doc::new(doc), meta: Arc::new(Meta::default()), ack: AckRef::detached() }
     }
 
     /// The document's `ContactId`, when it has one.
@@ -58,7 +59,11 @@ impl Record {
     pub fn original_bytes(&self) -> Bytes {
         match &self.meta.raw {
             Some(raw) => raw.clone(),
-            None => Bytes::from(self.doc.to_string()),
+            None => {
+                let mut out = Vec::new();
+                self.doc.write_json(&mut out);
+                Bytes::from(out)
+            }
         }
     }
 }

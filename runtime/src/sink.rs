@@ -7,7 +7,6 @@
 //! was written, refused for good (→ dead letters, per `on_error`), or left unwritten
 //! because the run is stopping (→ not acknowledged, so it is read again).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -159,7 +158,7 @@ impl SinkNode {
 
     fn annotated(&self, mut record: Record) -> Record {
         let meta = record.meta.clone();
-        if let Value::Object(map) = Arc::make_mut(&mut record.doc) {
+        if let Value::Object(map) = record.doc.make_mut() {
             map.insert(
                 "_ctrflow_timing".into(),
                 json!({

@@ -20,8 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use serde_json::Value;
-
+use crate::doc::Doc;
 use crate::record::Record;
 
 /// How many documents one subscriber's buffer holds before it drops for the tap.
@@ -133,11 +132,11 @@ impl TapPoint {
 
     /// [`TapPoint::offer`] for documents set aside earlier (a fused chain's hand-over, offered
     /// in order once the batch is sent on).
-    pub fn offer_docs(&self, docs: &[Arc<Value>]) {
+    pub fn offer_docs(&self, docs: &[Doc]) {
         self.offer_with(docs.len(), |i| docs[i].clone());
     }
 
-    fn offer_with(&self, len: usize, doc: impl Fn(usize) -> Arc<Value>) {
+    fn offer_with(&self, len: usize, doc: impl Fn(usize) -> Doc) {
         // The list is only locked by (un)subscribing; if that happens now, this batch is
         // not seen by anyone rather than waited for.
         let Ok(subs) = self.subscribers.try_lock() else { return };
@@ -168,7 +167,7 @@ pub struct Tapped {
     /// The output's name, for nodes with named outputs.
     pub output: Option<Arc<str>>,
     /// The document.
-    pub doc: Arc<Value>,
+    pub doc: Doc,
 }
 
 /// One subscriber's bounded buffer.
@@ -192,7 +191,7 @@ impl Buffer {
     }
 
     /// Takes what fits; returns how many were dropped.
-    fn offer(&self, output: Option<&Arc<str>>, len: usize, doc: impl Fn(usize) -> Arc<Value>) -> u64 {
+    fn offer(&self, output: Option<&Arc<str>>, len: usize, doc: impl Fn(usize) -> Doc) -> u64 {
         let taken = match self.queue.try_lock() {
             Ok(mut q) => {
                 let room = self.capacity.saturating_sub(q.len()).min(len);
@@ -340,7 +339,7 @@ mod tests {
         let r = records(1);
         p.offer(&r);
         // The tap keeps the document alive, never the record (and so never its ack share).
-        assert_eq!(Arc::strong_count(&r[0].doc), 2);
+        assert_eq!(r[0].doc.share_count(), 2);
         assert_eq!(Arc::strong_count(&r[0].meta), 1);
     }
 }

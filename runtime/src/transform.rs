@@ -14,13 +14,14 @@
 //! acknowledgements, the counters, the timing and the dead letters stay each node's own.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
 use tokio::sync::mpsc;
 
 use crate::contract::{Health, NodeHandle};
 use crate::dead_letter::DeadLetterKind;
+use crate::doc::Doc;
 use crate::flow::{Batch, Output};
 use crate::host::{Decision, FailureKind, TransformPlugin};
 use crate::record::Record;
@@ -67,7 +68,7 @@ type Routed = Vec<Batch>;
 /// to be offered to the taps in order when the batch is sent.
 struct Carried {
     routed: Routed,
-    taps: Vec<(usize, Vec<Arc<serde_json::Value>>)>,
+    taps: Vec<(usize, Vec<Doc>)>,
 }
 
 /// Results waiting for the batches before them to be sent.
@@ -233,7 +234,7 @@ impl TransformNode {
                 Decision::Drop => self.node.drop_record(record),
                 Decision::Split(docs) => {
                     for doc in docs {
-                        default.push(Record { doc: Arc::new(doc), meta: record.meta.clone(), ack: record.ack.clone() });
+                        default.push(Record { doc: Doc::new(doc), meta: record.meta.clone(), ack: record.ack.clone() });
                     }
                     record.ack.complete();
                 }

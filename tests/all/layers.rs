@@ -9,7 +9,7 @@ use ctrflow_tests::repo_root;
 
 /// The layers, lowest first. Inside one layer modules may use each other, without cycles.
 const LAYERS: &[&[&str]] = &[
-    &["units", "config", "graph", "record", "json", "ack", "timing"],
+    &["units", "config", "graph", "record", "doc", "json", "ack", "timing"],
     &["flow", "tap", "dead_letter", "contract"],
     &["connectors", "host"],
     &["pipeline", "topology", "transform", "sink", "monitor", "admin", "pipeline_tests", "schema", "lambda"],

@@ -192,7 +192,7 @@ impl Item {
     pub fn payload_into(&self, out: &mut Vec<u8>) {
         match self.encoding.as_ref().and_then(|e| e.payload.as_deref()) {
             Some(p) => out.extend_from_slice(p),
-            None => crate::json::write_value(out, &self.record.doc),
+            None => self.record.doc.write_json(out),
         }
     }
 }

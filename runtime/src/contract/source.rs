@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use super::{Env, NodeHandle};
 use crate::ack::{AckBatch, AckRef, Completion};
 use crate::dead_letter::DeadLetterKind;
+use crate::doc::Doc;
 use crate::flow::{Batch, Closed, Output, Shutdown};
 use crate::record::{Meta, Record, now_ms};
 use crate::timing::Counters;
@@ -234,7 +235,7 @@ impl SourceContext {
         Counters::add(&self.node.timing.counters.records_in, 1);
         let meta =
             Meta { source: self.id.clone(), position, raw: Some(bytes), event_ms: None, arrival_ms: read_ms, read_ms };
-        let record = Record { doc: Arc::new(Value::Null), meta: Arc::new(meta), ack };
+        let record = Record { doc: Doc::new(Value::Null), meta: Arc::new(meta), ack };
         self.node.dead_letter_blocking(record, kind, message);
     }
 
@@ -260,7 +261,7 @@ impl SourceContext {
             self.node.timing.event_to_arrival.record_us(((arrival_ms - e).max(0) as u64) * 1000, 1);
         }
         let meta = Meta { source: self.id.clone(), position, raw, event_ms, arrival_ms, read_ms };
-        self.pending.push(Record { doc: Arc::new(doc), meta: Arc::new(meta), ack });
+        self.pending.push(Record { doc: Doc::new(doc), meta: Arc::new(meta), ack });
     }
 
     fn refuse(
@@ -280,7 +281,7 @@ impl SourceContext {
             arrival_ms: arrival_ms.unwrap_or(read_ms),
             read_ms,
         };
-        let record = Record { doc: Arc::new(Value::Null), meta: Arc::new(meta), ack };
+        let record = Record { doc: Doc::new(Value::Null), meta: Arc::new(meta), ack };
         self.node.dead_letter_blocking(record, refusal.kind(), refusal.message());
     }
 

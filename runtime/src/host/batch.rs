@@ -1,7 +1,7 @@
 //! The WIT `batch` interface: the host-held records of the current call, which a plugin
 //! reads and edits by index and resolved path.
 //!
-//! Edits are made in place (`Arc::make_mut`, so a record shared by fan-out is copied on
+//! Edits are made in place (`Doc::make_mut`, so a record shared by fan-out is copied on
 //! its first edit, and only then) and logged for undo: when a call traps half-way, the
 //! host rolls the batch back before it retries the records one by one, so no record is
 //! processed from a half-edited state. The log holds the values the edits replaced, moved
@@ -15,9 +15,7 @@
 //! restoring that copy undoes them all. So the undo log of a batch of `n` records holds at
 //! most about `n` × (record + `max_output`) bytes, whatever the plugin does.
 
-use std::sync::Arc;
-
-use ctrflow_plugin_sdk::flatten::{Arrays, flatten_columns};
+use ctrflow_plugin_sdk::flatten::Arrays;
 use ctrflow_plugin_sdk::path::FieldPath;
 use serde_json::Value as Json;
 
@@ -25,7 +23,8 @@ use super::bindings::Value;
 use super::bindings::transform::ctrflow::plugin::batch;
 use super::bindings::transform::ctrflow::plugin::types::Field;
 use super::state::PluginState;
-use super::values::{approx_json_size, approx_size, from_wit, to_wit};
+use super::values::{approx_size, from_wit, to_wit};
+use crate::doc::Doc;
 use crate::record::Record;
 
 /// The least an edit is charged against `max_output`, in bytes: what one undo entry
@@ -51,7 +50,7 @@ enum Undo {
     /// slot when `old` is `None`).
     Field { index: u32, path: u32, depth: usize, old: Option<Json> },
     /// Put the whole document back.
-    Doc { index: u32, old: Arc<Json> },
+    Doc { index: u32, old: Doc },
 }
 
 impl PluginBatch {
@@ -99,7 +98,7 @@ impl PluginBatch {
                     let Some(full) = paths.get(path as usize) else { continue };
                     // Rare (traps only): building the prefix path here keeps `set` lean.
                     let slot = if depth == full.segments().len() { full.clone() } else { full.prefix(depth) };
-                    let doc = Arc::make_mut(&mut self.records[index as usize].doc);
+                    let doc = self.records[index as usize].doc.make_mut();
                     match old {
                         Some(v) => {
                             let _ = slot.set(doc, v);
@@ -181,7 +180,7 @@ impl batch::Host for PluginState {
         b.charge(index, approx_size(&value))?;
         let value = from_wit(value)?;
         let record = b.records.get_mut(index as usize).ok_or("record index out of range")?;
-        let replaced = field.set_tracked(Arc::make_mut(&mut record.doc), value).map_err(|e| e.to_string())?;
+        let replaced = field.set_tracked(record.doc.make_mut(), value).map_err(|e| e.to_string())?;
         b.log(index, Undo::Field { index, path, depth: replaced.depth, old: replaced.old });
         Ok(())
     }
@@ -199,13 +198,13 @@ impl batch::Host for PluginState {
             // express: keep the document as it was (the copy-on-write below copies it).
             // (Once the document is saved, no copy is needed: that copy undoes this too.)
             let before = (!b.saved_whole[index as usize]).then(|| record.doc.clone());
-            let removed = field.remove(Arc::make_mut(&mut record.doc))?;
+            let removed = field.remove(record.doc.make_mut())?;
             if let Some(old) = before {
                 b.log(index, Undo::Doc { index, old });
             }
             return Some(to_wit(&removed));
         }
-        let removed = field.remove(Arc::make_mut(&mut record.doc))?;
+        let removed = field.remove(record.doc.make_mut())?;
         let wit = to_wit(&removed);
         b.log(index, Undo::Field { index, path, depth: field.segments().len(), old: Some(removed) });
         Some(wit)
@@ -233,7 +232,7 @@ impl batch::Host for PluginState {
             return Err("a record must be a JSON object".into());
         }
         let record = b.records.get_mut(index as usize).ok_or("record index out of range")?;
-        let old = std::mem::replace(&mut record.doc, Arc::new(doc));
+        let old = std::mem::replace(&mut record.doc, Doc::new(doc));
         b.log(index, Undo::Doc { index, old });
         Ok(())
     }
@@ -259,7 +258,7 @@ impl batch::Host for PluginState {
             .map(|(key, value)| Ok((key, from_wit(value)?)))
             .collect::<Result<serde_json::Map<String, Json>, String>>()?;
         let record = b.records.get_mut(index as usize).ok_or("record index out of range")?;
-        let old = std::mem::replace(&mut record.doc, Arc::new(Json::Object(object)));
+        let old = std::mem::replace(&mut record.doc, Doc::new(Json::Object(object)));
         b.log(index, Undo::Doc { index, old });
         Ok(())
     }
@@ -276,12 +275,12 @@ impl batch::Host for PluginState {
             batch::ArrayColumns::Json => Arrays::Json,
             batch::ArrayColumns::First => Arrays::First,
         };
-        let columns = flatten_columns(object, &separator, arrays)?;
-        // Charged as `set-fields` is: about the flat object's JSON text.
-        let bytes = columns.iter().map(|(k, v)| k.len() + 4 + approx_json_size(v)).sum::<usize>() + 2;
-        b.charge(index, bytes)?;
+        // Written straight to JSON text: no column becomes a string or a copied value of
+        // its own, and a sink that writes JSON copies the text as it is (`Doc`).
+        let flat = Doc::flatten(object, &separator, arrays)?;
+        b.charge(index, flat.text().map_or(0, <[u8]>::len))?;
         let record = &mut b.records[index as usize];
-        let old = std::mem::replace(&mut record.doc, Arc::new(Json::Object(columns.into_iter().collect())));
+        let old = std::mem::replace(&mut record.doc, flat);
         b.log(index, Undo::Doc { index, old });
         Ok(())
     }
@@ -337,7 +336,7 @@ mod tests {
         b.log(0, Undo::Doc { index: 0, old });
         for _ in 0..1000 {
             b.log(0, Undo::Field { index: 0, path: 0, depth: 1, old: None });
-            b.log(0, Undo::Doc { index: 0, old: Arc::new(json!({})) });
+            b.log(0, Undo::Doc { index: 0, old: Doc::new(json!({})) });
         }
         assert_eq!(b.undo_len(), 1);
     }

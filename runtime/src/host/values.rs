@@ -46,14 +46,3 @@ pub fn approx_size(value: &Value) -> usize {
         Value::Json(s) => s.len(),
     }
 }
-
-/// [`approx_size`] of a JSON value, for an edit the host makes itself (`batch.flatten`).
-pub fn approx_json_size(value: &Json) -> usize {
-    match value {
-        Json::Null | Json::Bool(_) => 5,
-        Json::Number(_) => 20,
-        Json::String(s) => s.len() + 2,
-        // Objects and arrays: what `to_wit` would make of them, their JSON text.
-        other => crate::json::to_string(other).len(),
-    }
-}

@@ -17,6 +17,7 @@ use crate::config::OnError;
 use crate::contract::Encoding;
 use crate::contract::source::check_ctr;
 use crate::dead_letter::{DeadLetter, DeadLetterKind};
+use crate::doc::Doc;
 use crate::graph::Section;
 use crate::host::{Decision, Failure};
 use crate::pipeline::Pipeline;
@@ -96,7 +97,7 @@ pub fn walk(pipeline: &Pipeline, inputs: Vec<(String, Vec<Value>)>) -> Result<Se
 
 fn record(source: &str, i: usize, doc: Value, raw: Option<Bytes>) -> Record {
     let meta = Meta { source: Arc::from(source), position: format!("test input {}", i + 1), raw, ..Meta::default() };
-    Record { doc: Arc::new(doc), meta: Arc::new(meta), ack: crate::ack::AckRef::detached() }
+    Record { doc: Doc::new(doc), meta: Arc::new(meta), ack: crate::ack::AckRef::detached() }
 }
 
 impl Walk<'_> {
@@ -167,7 +168,7 @@ impl Walk<'_> {
                 Decision::Route(i) => named[i as usize].push(record),
                 Decision::Drop => self.dropped(&key, &record),
                 Decision::Split(docs) => default.extend(docs.into_iter().map(|doc| Record {
-                    doc: Arc::new(doc),
+                    doc: Doc::new(doc),
                     meta: record.meta.clone(),
                     ack: record.ack.clone(),
                 })),
@@ -216,7 +217,7 @@ impl Walk<'_> {
     }
 
     fn dropped(&mut self, key: &str, record: &Record) {
-        let doc = json!({ "node": key, "contact_id": record.contact_id(), "record": record.doc.as_ref() });
+        let doc = json!({ "node": key, "contact_id": record.contact_id(), "record": &*record.doc });
         self.seen.note("dropped", doc, None);
     }
 }

@@ -26,6 +26,7 @@ use serde_json::Value;
 use crate::contract::{
     Destination, Env, Health, Item, LOCAL_MAX_RECORDS, SinkConnector, SinkOptions, WriteFuture, Writer, Written,
 };
+use crate::doc::Doc;
 use crate::flow::Shutdown;
 use crate::record::now_ms;
 use crate::units::{parse_duration, parse_size};
@@ -137,8 +138,10 @@ impl FileWriter {
     }
 
     /// The file a record goes to, before rotation.
-    fn target(&self, doc: &Value) -> String {
-        let ms = self.date_field.get(doc).and_then(Value::as_str).and_then(parse_timestamp).unwrap_or_else(now_ms);
+    fn target(&self, doc: &Doc) -> String {
+        // `Doc::field`: a flattened record's date is read from its text, not its tree.
+        let date = doc.field(&self.date_field);
+        let ms = date.as_deref().and_then(Value::as_str).and_then(parse_timestamp).unwrap_or_else(now_ms);
         expand(&self.template, ms)
     }
 

@@ -1,0 +1,279 @@
+//! [`Doc`]: a record's document — a JSON tree, or the JSON text of a flat object that the
+//! host wrote itself and turns into a tree only when something reads into it.
+//!
+//! Why text: `batch.flatten` turns a CTR into about 150 columns. As a tree, that is 150 key
+//! strings and 150 copied values, built on a transform's thread, handed on, serialized by
+//! the sink and freed on another thread; on the demo graph that was about a third of the
+//! pipeline's CPU (docs/performance.md). Written straight to text it is one buffer, and a
+//! sink that writes JSON (the file lake, Kinesis, Firehose, HTTP) copies it as it is.
+//!
+//! Nothing else changes for the code that reads a record: `Doc` dereferences to
+//! `serde_json::Value`, parsing the text on first use (once; the tree is kept). Editing goes
+//! through [`Doc::make_mut`], copy-on-write like `Arc::make_mut`. The text is exactly what
+//! [`crate::json::write_value`] writes for the tree it parses to, so a record serializes the
+//! same either way.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Deref;
+use std::sync::{Arc, OnceLock};
+
+use ctrflow_plugin_sdk::flatten::{self, Arrays, Cell};
+use ctrflow_plugin_sdk::path::FieldPath;
+use serde_json::{Map, Value};
+
+use crate::json;
+
+/// A record's document, shared by fan-out copies (cloning it clones an `Arc`).
+#[derive(Clone)]
+pub struct Doc(Arc<Inner>);
+
+#[derive(Clone)]
+enum Inner {
+    Tree(Value),
+    /// A flat object's JSON text: every value a scalar or a string, keys sorted, as
+    /// [`json::write_value`] writes it. `tree` is filled on first read.
+    Flat {
+        text: Box<[u8]>,
+        tree: OnceLock<Value>,
+    },
+}
+
+impl Doc {
+    /// A document holding `value`.
+    pub fn new(value: Value) -> Doc {
+        Doc(Arc::new(Inner::Tree(value)))
+    }
+
+    /// `object` flattened into columns (the SDK's [`flatten::columns`] rules), held as the
+    /// flat object's JSON text: what `batch.flatten` makes of a record. The values are
+    /// written from `object` where they are; nothing is copied into a tree.
+    pub fn flatten(object: &Map<String, Value>, separator: &str, arrays: Arrays) -> Result<Doc, String> {
+        let columns = flatten::columns(object, separator, arrays)?;
+        let mut text = Vec::with_capacity(columns.len() * 48);
+        let mut array = Vec::new();
+        text.push(b'{');
+        for (i, (name, cell)) in columns.iter().enumerate() {
+            if i > 0 {
+                text.push(b',');
+            }
+            json::write_str(&mut text, name);
+            text.push(b':');
+            match cell {
+                Cell::Null => text.extend_from_slice(b"null"),
+                Cell::Scalar(value) => json::write_value(&mut text, value),
+                Cell::ArrayText(value) => {
+                    array.clear();
+                    json::write_value(&mut array, value);
+                    json::write_str(
+                        &mut text,
+                        std::str::from_utf8(&array).expect("JSON text written from str is UTF-8"),
+                    );
+                }
+            }
+        }
+        text.push(b'}');
+        Ok(Doc::flat_text(text))
+    }
+
+    /// A flat object held as its text. `text` must be what [`json::write_value`] writes for
+    /// an object whose values are all scalars or strings; [`Doc::field`] relies on there
+    /// being no nesting.
+    fn flat_text(text: Vec<u8>) -> Doc {
+        Doc(Arc::new(Inner::Flat { text: text.into_boxed_slice(), tree: OnceLock::new() }))
+    }
+
+    /// The document's JSON text, when it is held as text.
+    pub fn text(&self) -> Option<&[u8]> {
+        match &*self.0 {
+            Inner::Flat { text, .. } => Some(text),
+            Inner::Tree(_) => None,
+        }
+    }
+
+    /// Appends the document's JSON to `out`: the text as it is, or the tree written.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        match &*self.0 {
+            Inner::Flat { text, .. } => out.extend_from_slice(text),
+            Inner::Tree(value) => json::write_value(out, value),
+        }
+    }
+
+    /// The value at `path`. A one-segment path into a flat text that nobody has parsed yet
+    /// is found in the text, and only that value is parsed: a sink that reads one field
+    /// (the file lake's date) does not build the whole tree for it.
+    pub fn field(&self, path: &FieldPath) -> Option<Cow<'_, Value>> {
+        if let Inner::Flat { text, tree } = &*self.0
+            && tree.get().is_none()
+            && let [segment] = path.segments()
+        {
+            return flat_field(text, &segment.key).map(Cow::Owned);
+        }
+        path.get(self).map(Cow::Borrowed)
+    }
+
+    /// The tree, to edit; copied first when another record shares it (like `Arc::make_mut`),
+    /// and parsed first when it is held as text.
+    pub fn make_mut(&mut self) -> &mut Value {
+        if let Inner::Flat { text, tree } = &*self.0 {
+            let tree = tree.get().cloned().unwrap_or_else(|| parse(text));
+            self.0 = Arc::new(Inner::Tree(tree));
+        }
+        match Arc::make_mut(&mut self.0) {
+            Inner::Tree(value) => value,
+            Inner::Flat { .. } => unreachable!("made a tree above"),
+        }
+    }
+
+    /// How many records share this document (for tests of copy-on-write).
+    pub fn share_count(&self) -> usize {
+        Arc::strong_count(&self.0)
+    }
+}
+
+impl Deref for Doc {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        match &*self.0 {
+            Inner::Tree(value) => value,
+            Inner::Flat { text, tree } => tree.get_or_init(|| parse(text)),
+        }
+    }
+}
+
+impl From<Value> for Doc {
+    fn from(value: Value) -> Doc {
+        Doc::new(value)
+    }
+}
+
+impl PartialEq for Doc {
+    fn eq(&self, other: &Doc) -> bool {
+        **self == **other
+    }
+}
+
+impl fmt::Debug for Doc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl serde::Serialize for Doc {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (**self).serialize(serializer)
+    }
+}
+
+fn parse(text: &[u8]) -> Value {
+    // Written by `json::write_value` from a tree: always JSON.
+    json::parse(text).expect("a flat document's text is JSON the host wrote")
+}
+
+/// The value of top-level `key` in a flat object's text, parsed alone.
+///
+/// In a flat object every value is a scalar or a string, so a `"` directly after `{` or `,`
+/// opens a key: inside a string every `"` is escaped (`\"`), and no value opens with `{`,
+/// `[` or `,`. So the first `{"key":` or `,"key":` is the key, and its value runs to the
+/// next unescaped `,` or the closing `}`; the parser finds that end itself.
+fn flat_field(text: &[u8], key: &str) -> Option<Value> {
+    let mut needle = Vec::with_capacity(key.len() + 3);
+    json::write_str(&mut needle, key);
+    needle.push(b':');
+    let mut from = 0;
+    while let Some(at) = memchr::memmem::find(&text[from..], &needle).map(|i| from + i) {
+        if at > 0 && matches!(text[at - 1], b'{' | b',') {
+            let value = &text[at + needle.len()..];
+            return json::parse_first(value).map(|(v, _)| v);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn flat(value: &Value) -> Doc {
+        let mut text = Vec::new();
+        json::write_value(&mut text, value);
+        Doc::flat_text(text)
+    }
+
+    #[test]
+    fn a_flat_text_reads_as_the_tree_it_was_written_from() {
+        let value = json!({"a": 1, "b": "x", "c": null, "d": 1.5, "e": true, "f": "[1,{\"g\":2}]"});
+        let doc = flat(&value);
+        assert_eq!(*doc, value);
+        let mut out = Vec::new();
+        doc.write_json(&mut out);
+        assert_eq!(out, serde_json::to_vec(&value).unwrap());
+    }
+
+    #[test]
+    fn a_field_is_found_in_the_text_and_never_inside_a_string() {
+        // Strings holding what looks like the key, escaped quotes, a key that ends in a
+        // backslash, keys that contain the one looked for.
+        let value = json!({
+            "A": "{\"Date\":\"wrong\"}",
+            "B": ",\"Date\":\"wrong\"",
+            "C\\": "\\",
+            "XDate": "wrong",
+            "Date": "2026-11-30T10:00:00Z",
+            "Datex": "wrong",
+            "Z\"Date": "wrong",
+        });
+        let doc = flat(&value);
+        let path = |p: &str| FieldPath::parse(p).unwrap();
+        assert_eq!(doc.field(&path("Date")).as_deref(), Some(&json!("2026-11-30T10:00:00Z")));
+        assert_eq!(doc.field(&path("XDate")).as_deref(), Some(&json!("wrong")));
+        assert_eq!(doc.field(&path("C\\")).as_deref(), Some(&json!("\\")));
+        assert_eq!(doc.field(&path("Missing")), None);
+        // Found without parsing the whole text.
+        assert!(matches!(&*doc.0, Inner::Flat { tree, .. } if tree.get().is_none()));
+        // The first key, and every key, agree with the tree.
+        for key in value.as_object().unwrap().keys().filter(|k| !k.contains('.')) {
+            assert_eq!(doc.field(&path(key)).as_deref(), value.get(key), "{key}");
+        }
+    }
+
+    #[test]
+    fn flattening_writes_the_text_of_the_flat_tree_for_every_real_sample() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/ctr");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let Ok(text) = std::fs::read_to_string(&path) else { continue };
+            for doc in serde_json::Deserializer::from_str(&text).into_iter::<Value>() {
+                let Ok(Value::Object(object)) = doc else { break };
+                for arrays in [Arrays::Json, Arrays::First] {
+                    let tree = Value::Object(flatten::flatten(&object, "_", arrays).unwrap());
+                    let doc = Doc::flatten(&object, "_", arrays).unwrap();
+                    assert_eq!(doc.text().unwrap(), json::to_string(&tree).as_bytes(), "{}", path.display());
+                    assert_eq!(*doc, tree);
+                }
+                seen += 1;
+            }
+        }
+        assert!(seen >= 3, "the fixtures hold the published samples ({seen} read)");
+        let collide = json!({"Queue": {"Name": "a"}, "Queue_Name": "b"});
+        let err = Doc::flatten(collide.as_object().unwrap(), "_", Arrays::Json).unwrap_err();
+        assert_eq!(err, "two fields flatten to the same column \"Queue_Name\"");
+    }
+
+    #[test]
+    fn editing_a_shared_flat_text_copies_it_and_leaves_the_other_as_it_was() {
+        let value = json!({"a": 1, "b": "x"});
+        let shared = flat(&value);
+        let mut edited = shared.clone();
+        edited.make_mut().as_object_mut().unwrap().insert("c".into(), json!(2));
+        assert_eq!(*edited, json!({"a": 1, "b": "x", "c": 2}));
+        assert_eq!(*shared, value);
+        assert_eq!(shared.text().map(<[u8]>::len), Some(serde_json::to_vec(&value).unwrap().len()));
+        assert!(edited.text().is_none(), "an edited document is a tree");
+    }
+}
