@@ -115,9 +115,14 @@ impl Doc {
     /// The tree, to edit; copied first when another record shares it (like `Arc::make_mut`),
     /// and parsed first when it is held as text.
     pub fn make_mut(&mut self) -> &mut Value {
-        if let Inner::Flat { text, tree } = &*self.0 {
-            let tree = tree.get().cloned().unwrap_or_else(|| parse(text));
-            self.0 = Arc::new(Inner::Tree(tree));
+        if let Some(inner) = Arc::get_mut(&mut self.0) {
+            if let Inner::Flat { text, tree } = inner {
+                let value = tree.take().unwrap_or_else(|| parse(text));
+                *inner = Inner::Tree(value);
+            }
+        } else if let Inner::Flat { text, tree } = &*self.0 {
+            let value = tree.get().cloned().unwrap_or_else(|| parse(text));
+            self.0 = Arc::new(Inner::Tree(value));
         }
         match Arc::make_mut(&mut self.0) {
             Inner::Tree(value) => value,
@@ -275,5 +280,10 @@ mod tests {
         assert_eq!(*shared, value);
         assert_eq!(shared.text().map(<[u8]>::len), Some(serde_json::to_vec(&value).unwrap().len()));
         assert!(edited.text().is_none(), "an edited document is a tree");
+        // Alone and already read, its tree is taken, not copied.
+        let mut alone = flat(&value);
+        assert_eq!(alone["a"], 1);
+        alone.make_mut()["a"] = json!(3);
+        assert_eq!(*alone, json!({"a": 3, "b": "x"}));
     }
 }

@@ -1,6 +1,7 @@
 //! The data plane through the real binary: a transform with several workers keeps its
 //! input's order, a fused chain of transforms gives what separate threads give, and the
-//! file source streams large inputs (gzip too) in bounded pieces.
+//! file source streams large inputs (gzip too) in bounded pieces, and a flattened record (held
+//! as its text) reads the same to every kind of consumer.
 
 use std::io::Write;
 
@@ -176,4 +177,70 @@ fn a_file_source_knows_its_files_by_identity_not_by_name() {
     let ids: Vec<String> =
         read_jsonl(&dir.join("out.jsonl")).iter().map(|r| r["ContactId"].as_str().unwrap().to_string()).collect();
     assert_eq!(ids, ["b1", "b2", "a1"]);
+}
+
+/// A flattened record travels as its JSON text (`ctrflow::doc::Doc`); every kind of reader
+/// after it must see the same record a tree would give: a file sink partitioning by the date
+/// field, a SQLite sink's columns, a plugin routing on a field, and `ctr-flatten` picking
+/// columns (which walks the flat record).
+#[test]
+fn a_flattened_record_reads_the_same_to_every_kind_of_consumer() {
+    let dir = temp_dir("flat-text");
+    let mut text = String::new();
+    for (i, channel) in ["VOICE", "CHAT", "VOICE"].iter().enumerate() {
+        text.push_str(&format!(
+            r#"{{"ContactId":"c{i}","Channel":"{channel}","LastUpdateTimestamp":"2024-03-0{d}T10:00:00Z","Agent":{{"Username":"a\"{i}","Hours":[1,2]}},"Note":"{{\"LastUpdateTimestamp\":\"1999-01-01T00:00:00Z\"}}"}}"#,
+            d = i + 1
+        ));
+        text.push('\n');
+    }
+    std::fs::write(dir.join("in.jsonl"), text).unwrap();
+    std::fs::write(
+        dir.join("p.toml"),
+        "[sources.in]\ntype = \"file\"\npath = \"in.jsonl\"\n\
+         [transforms.flatten]\nplugin = \"ctr-flatten\"\ninputs = [\"in\"]\n\
+         [transforms.pick]\nplugin = \"ctr-flatten\"\ninputs = [\"in\"]\nconfig = { exclude = [\"Note\"] }\n\
+         [transforms.route]\nplugin = \"route-by-field\"\ninputs = [\"flatten\"]\nconfig = { field = \"Channel\", routes = [\"VOICE\"], default = \"other\" }\n\
+         [sinks.lake]\ntype = \"file\"\ninputs = [\"flatten\"]\npath = \"lake/%Y/%m/%d/out.jsonl\"\n\
+         [sinks.db]\ntype = \"sqlite\"\ninputs = [\"flatten\"]\npath = \"out.db\"\ntable = \"flat\"\nmode = \"newer-wins\"\n\
+         [sinks.voice]\ntype = \"file\"\ninputs = [\"route.VOICE\"]\npath = \"voice.jsonl\"\n\
+         [sinks.other]\ntype = \"file\"\ninputs = [\"route.other\"]\npath = \"other.jsonl\"\n\
+         [sinks.picked]\ntype = \"file\"\ninputs = [\"pick\"]\npath = \"picked.jsonl\"\n",
+    )
+    .unwrap();
+    let out = ctrflow(&dir, &["run", "p.toml", "--quiet"]);
+    assert!(out.success, "{}", out.stderr);
+    let flat = |i: usize, channel: &str| {
+        serde_json::json!({
+            "Agent_Hours": "[1,2]", "Agent_Username": format!("a\"{i}"), "Channel": channel, "ContactId": format!("c{i}"),
+            "LastUpdateTimestamp": format!("2024-03-0{}T10:00:00Z", i + 1),
+            "Note": "{\"LastUpdateTimestamp\":\"1999-01-01T00:00:00Z\"}",
+        })
+    };
+    // The lake: each record under its own date (read from the text, not from the string
+    // that looks like the field), byte for byte what the tree would write.
+    for i in 0..3 {
+        let path = dir.join(format!("lake/2024/03/0{}/out.jsonl", i + 1));
+        let line = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let want = flat(i, ["VOICE", "CHAT", "VOICE"][i]);
+        assert_eq!(line, format!("{}\n", serde_json::to_string(&want).unwrap()));
+    }
+    // The routing plugin read `Channel` from the flat record.
+    let ids = |name: &str| -> Vec<String> {
+        read_jsonl(&dir.join(name)).iter().map(|r| r["ContactId"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(ids("voice.jsonl"), ["c0", "c2"]);
+    assert_eq!(ids("other.jsonl"), ["c1"]);
+    // Picking columns walked the flat record.
+    let picked = read_jsonl(&dir.join("picked.jsonl"));
+    assert_eq!(picked.len(), 3);
+    assert!(picked.iter().all(|r| r.get("Note").is_none() && r["Agent_Hours"] == "[1,2]"), "{picked:?}");
+    // SQLite got one column per flat field.
+    let conn = rusqlite::Connection::open(dir.join("out.db")).unwrap();
+    let row: (String, String, String) = conn
+        .query_row("SELECT Agent_Username, Agent_Hours, Channel FROM flat WHERE ContactId = 'c1'", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    assert_eq!(row, ("a\"1".to_string(), "[1,2]".to_string(), "CHAT".to_string()));
 }

@@ -109,7 +109,8 @@ impl KinesisWriter {
         let mut entries: Vec<Option<PutRecordsRequestEntry>> = Vec::with_capacity(items.len());
         let mut sizes = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
-            let key = match self.key.get(&item.record.doc) {
+            // `Doc::field`: a flattened record's key is read from its text, not its tree.
+            let key = match item.record.doc.field(&self.key).as_deref() {
                 Some(Value::String(s)) if !s.is_empty() => s.clone(),
                 Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
                 _ => {
