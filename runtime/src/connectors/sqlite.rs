@@ -180,6 +180,9 @@ pub struct SqliteWriter {
     spelled: FastMap<String, usize>,
     /// The SQL for a row with a given set of columns, by a hash of the slots.
     sql: FastMap<u64, (Vec<usize>, String)>,
+    /// The JSON text of a row's object and array fields, written one after another and
+    /// bound as slices of this buffer: no string per field, reused for every row.
+    texts: Vec<u8>,
     health: Health,
     shutdown: Shutdown,
 }
@@ -193,9 +196,10 @@ fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// A JSON value bound as a SQL value, borrowed where it can be.
-fn bind(v: &Value) -> ToSqlOutput<'_> {
-    match v {
+/// A scalar JSON value bound as a SQL value, borrowed where it can be; `None` for an object
+/// or an array, which is bound as its JSON text.
+fn bind(v: &Value) -> Option<ToSqlOutput<'_>> {
+    Some(match v {
         Value::Null => ToSqlOutput::Borrowed(ValueRef::Null),
         Value::Bool(b) => ToSqlOutput::Owned(Sql::Integer(i64::from(*b))),
         Value::Number(n) => ToSqlOutput::Owned(match n.as_i64() {
@@ -203,10 +207,11 @@ fn bind(v: &Value) -> ToSqlOutput<'_> {
             None => Sql::Real(n.as_f64().unwrap_or(f64::NAN)),
         }),
         Value::String(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
-        // The runtime's JSON writer, not `Display`, which writes through a `fmt::Formatter`
-        // piece by piece (measured: the largest single cost of this sink).
-        other => ToSqlOutput::Owned(Sql::Text(crate::json::to_string(other))),
-    }
+        // The runtime's JSON writer (not `Display`, which writes through a `fmt::Formatter`
+        // piece by piece: measured, the largest single cost of this sink), into the row's
+        // buffer.
+        Value::Object(_) | Value::Array(_) => return None,
+    })
 }
 
 /// Whether an error is the record's (writing it again will fail again) rather than the
@@ -257,6 +262,7 @@ impl SqliteWriter {
             names: Vec::new(),
             spelled: FastMap::default(),
             sql: FastMap::default(),
+            texts: Vec::new(),
             health: options.health,
             shutdown: options.shutdown,
         };
@@ -407,11 +413,32 @@ impl SqliteWriter {
         };
         let sql = self.insert_sql(&slots);
         let sql = &self.sql[&sql].1;
+        // Objects and arrays are bound as their JSON text, all written into one buffer
+        // first: a field's text ends where the next one's starts.
+        let texts = &mut self.texts;
+        texts.clear();
+        let ends: Vec<usize> = row
+            .iter()
+            .map(|(_, v)| {
+                if v.is_object() || v.is_array() {
+                    crate::json::write_value(texts, v);
+                }
+                texts.len()
+            })
+            .collect();
         let attempt = (|| {
             // Prepared once per column set: the connection's statement cache keeps it.
             let mut stmt = conn.prepare_cached(sql)?;
-            for (i, (_, v)) in row.iter().enumerate() {
-                stmt.raw_bind_parameter(i + 1, bind(v))?;
+            let mut start = 0;
+            for (i, ((_, v), &end)) in row.iter().zip(&ends).enumerate() {
+                match bind(v) {
+                    Some(value) => stmt.raw_bind_parameter(i + 1, value)?,
+                    // Written by the JSON writer from `str`s: UTF-8.
+                    None => {
+                        stmt.raw_bind_parameter(i + 1, ToSqlOutput::Borrowed(ValueRef::Text(&texts[start..end])))?
+                    }
+                }
+                start = end;
             }
             match &key_version {
                 Some((key, version)) => {
