@@ -4,7 +4,7 @@
 //! - `wasm_resource/<batch>`: the `bench-edit` plugin through [`TransformPlugin::process`]
 //!   (two `batch.get` and one `batch.set` across the boundary, paths resolved at init);
 //! - `native/<batch>`: the same edit in Rust on the host's record (`FieldPath` get/get/set
-//!   on `Arc::make_mut(&mut record.doc)`), the floor the host could reach;
+//!   on `record.doc.make_mut()`), the floor the host could reach;
 //! - `wasm_json_bytes/<batch>`: the `bench-json` plugin, the whole record crossing the
 //!   boundary as JSON text both ways, as engines that ship JSON to wasm do;
 //! - `python_sdk/<batch>` and `js_sdk/<batch>`: the same edit as `bench-edit`, written in

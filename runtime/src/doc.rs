@@ -3,15 +3,19 @@
 //!
 //! Why text: `batch.flatten` turns a CTR into about 150 columns. As a tree, that is 150 key
 //! strings and 150 copied values, built on a transform's thread, handed on, serialized by
-//! the sink and freed on another thread; on the demo graph that was about a third of the
-//! pipeline's CPU (docs/performance.md). Written straight to text it is one buffer, and a
-//! sink that writes JSON (the file lake, Kinesis, Firehose, HTTP) copies it as it is.
+//! the sink and freed on another thread: in the profile of the throughput graph, building,
+//! writing and freeing the flat trees took about a third of the CPU (docs/performance.md).
+//! Written straight to text it is one buffer, and a sink that writes JSON (the file lake,
+//! Kinesis, Firehose, HTTP) copies it as it is.
 //!
 //! Nothing else changes for the code that reads a record: `Doc` dereferences to
-//! `serde_json::Value`, parsing the text on first use (once; the tree is kept). Editing goes
-//! through [`Doc::make_mut`], copy-on-write like `Arc::make_mut`. The text is exactly what
-//! [`crate::json::write_value`] writes for the tree it parses to, so a record serializes the
-//! same either way.
+//! `serde_json::Value`, parsing the text on first use (once; the tree is then kept beside the
+//! text for the record's life). Editing goes through [`Doc::make_mut`], copy-on-write like
+//! `Arc::make_mut`. The text is what [`crate::json::write_value`] writes for the flat tree, so
+//! a record serializes the same either way. Read back, the tree is that tree, except that a
+//! float may come back one unit in the last place away in rare cases (serde_json parses
+//! floats fast, not exactly, without its `float_roundtrip` feature; CTRs carry few floats).
+//! One field is read without building the tree at all: [`Doc::field`].
 
 use std::borrow::Cow;
 use std::fmt;
@@ -178,23 +182,39 @@ fn parse(text: &[u8]) -> Value {
 
 /// The value of top-level `key` in a flat object's text, parsed alone.
 ///
-/// In a flat object every value is a scalar or a string, so a `"` directly after `{` or `,`
-/// opens a key: inside a string every `"` is escaped (`\"`), and no value opens with `{`,
-/// `[` or `,`. So the first `{"key":` or `,"key":` is the key, and its value runs to the
-/// next unescaped `,` or the closing `}`; the parser finds that end itself.
+/// The text is walked pair by pair: a key is a string; its value is a string (skipped to
+/// its closing quote, stepping over every `\` escape) or a scalar, which holds no `,` or `}`.
+/// Keys are compared as written (escaped the way [`json::write_str`] escapes them), so no
+/// unescaping is needed. A text that is not a flat object gives `None`.
 fn flat_field(text: &[u8], key: &str) -> Option<Value> {
-    let mut needle = Vec::with_capacity(key.len() + 3);
-    json::write_str(&mut needle, key);
-    needle.push(b':');
-    let mut from = 0;
-    while let Some(at) = memchr::memmem::find(&text[from..], &needle).map(|i| from + i) {
-        if at > 0 && matches!(text[at - 1], b'{' | b',') {
-            let value = &text[at + needle.len()..];
-            return json::parse_first(value).map(|(v, _)| v);
+    let mut wanted = Vec::with_capacity(key.len() + 2);
+    json::write_str(&mut wanted, key);
+    let mut at = 1; // past `{`
+    while text.get(at) == Some(&b'"') {
+        let key_end = string_end(text, at)?;
+        let value_start = key_end + 1; // past `:`
+        let value_end = match text.get(value_start)? {
+            b'"' => string_end(text, value_start)?,
+            _ => value_start + memchr::memchr2(b',', b'}', &text[value_start..])?,
+        };
+        if text[at..key_end] == wanted[..] {
+            return json::parse(&text[value_start..value_end]).ok();
         }
-        from = at + 1;
+        at = value_end + 1; // past `,` (or `}`, where the loop ends)
     }
     None
+}
+
+/// The end (one past the closing quote) of the JSON string that opens at `start`.
+fn string_end(text: &[u8], start: usize) -> Option<usize> {
+    let mut at = start + 1;
+    loop {
+        at += memchr::memchr2(b'"', b'\\', &text[at..])?;
+        if text[at] == b'"' {
+            return Some(at + 1);
+        }
+        at += 2; // an escape: `\` and the byte it escapes
+    }
 }
 
 #[cfg(test)]
@@ -231,12 +251,20 @@ mod tests {
             "Date": "2026-11-30T10:00:00Z",
             "Datex": "wrong",
             "Z\"Date": "wrong",
+            // Keys and values ending in `,` or `{`, and keys opening with `:` or `,`.
+            "0,": ":5",
+            "0{": ",5",
+            ":": "colon",
+            ",": "comma",
+            "v": "x,",
         });
         let doc = flat(&value);
         let path = |p: &str| FieldPath::parse(p).unwrap();
         assert_eq!(doc.field(&path("Date")).as_deref(), Some(&json!("2026-11-30T10:00:00Z")));
         assert_eq!(doc.field(&path("XDate")).as_deref(), Some(&json!("wrong")));
         assert_eq!(doc.field(&path("C\\")).as_deref(), Some(&json!("\\")));
+        assert_eq!(doc.field(&path(":")).as_deref(), Some(&json!("colon")));
+        assert_eq!(doc.field(&path(",")).as_deref(), Some(&json!("comma")));
         assert_eq!(doc.field(&path("Missing")), None);
         // Found without parsing the whole text.
         assert!(matches!(&*doc.0, Inner::Flat { tree, .. } if tree.get().is_none()));

@@ -169,7 +169,9 @@ impl batch::Host for PluginState {
 
     fn get(&mut self, index: u32, path: u32) -> Option<Value> {
         let path = self.paths.get(path)?;
-        path.get(self.doc(index)?).map(to_wit)
+        // `Doc::field`: one field of a flattened record is read from its text.
+        let record = self.batch.as_ref()?.records.get(index as usize)?;
+        record.doc.field(path).map(|value| to_wit(&value))
     }
 
     fn set(&mut self, index: u32, path: u32, value: Value) -> Result<(), String> {
@@ -211,7 +213,12 @@ impl batch::Host for PluginState {
     }
 
     fn to_json(&mut self, index: u32) -> String {
-        self.doc(index).and_then(|doc| serde_json::to_string(doc).ok()).unwrap_or_default()
+        let Some(record) = self.batch.as_ref().and_then(|b| b.records.get(index as usize)) else {
+            return String::new();
+        };
+        let mut out = Vec::new();
+        record.doc.write_json(&mut out);
+        String::from_utf8(out).expect("JSON text written from str is UTF-8")
     }
 
     fn set_json(&mut self, index: u32, json: String) -> Result<(), String> {
