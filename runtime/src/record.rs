@@ -1,10 +1,11 @@
 //! [`Record`]: one contact record as it travels through a pipeline.
 //!
 //! A record is parsed once, at its source, into a `serde_json::Value` held in a [`Doc`]
-//! (behind an `Arc`), and serialized once, at its sink. Fan-out clones the `Arc`, not the
-//! document; a node that changes a shared record copies it then ([`Doc::make_mut`]), so
-//! untouched records are never copied. Everything the runtime knows about where a record came from lives in
-//! [`Meta`], shared by all copies.
+//! (behind an `Arc`), and serialized once, at its sink (a flattened record is held as the
+//! text the host wrote for it, which a sink copies; see [`crate::doc`]). Fan-out clones the
+//! `Arc`, not the document; a node that changes a shared record copies it then
+//! ([`Doc::make_mut`]), so untouched records are never copied. Everything the runtime knows
+//! about where a record came from lives in [`Meta`], shared by all copies.
 
 use std::sync::Arc;
 
