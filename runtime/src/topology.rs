@@ -53,13 +53,12 @@ fn spawn(key: String, f: impl FnOnce() -> anyhow::Result<()> + Send + 'static) -
 /// workers of `a` then carry each batch on into `b`, with no channel and no thread
 /// hand-over between them. (With one worker each, two separate nodes work on two batches at
 /// once and a fused pair on one: that pair is left apart.)
-fn fused(
-    graph: &crate::graph::Graph,
-    transforms: &HashMap<String, crate::pipeline::PreparedTransform>,
-) -> HashMap<String, String> {
+///
+/// `shapes` gives each transform's workers and whether its plugin has named outputs.
+fn fused(graph: &crate::graph::Graph, shapes: &HashMap<String, Shape>) -> HashMap<String, String> {
     let mut out = HashMap::new();
-    for (id, t) in transforms {
-        if !t.plugin.outputs().is_empty() {
+    for (id, shape) in shapes {
+        if shape.named_outputs {
             continue;
         }
         let readers: Vec<_> = graph.readers(id).collect();
@@ -67,13 +66,20 @@ fn fused(
         let fits = reader.section == Section::Transform
             && input.output.is_none()
             && reader.inputs.len() == 1
-            && t.workers > 1
-            && transforms.get(&reader.id).is_some_and(|next| next.workers == t.workers);
+            && shape.workers > 1
+            && shapes.get(&reader.id).is_some_and(|next| next.workers == shape.workers);
         if fits {
             out.insert(id.clone(), reader.id.clone());
         }
     }
     out
+}
+
+/// What [`fused`] needs to know of a transform.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    workers: usize,
+    named_outputs: bool,
 }
 
 /// Runs until every source ends (or a stop), then drains. `shutdown` may be requested from
@@ -111,7 +117,11 @@ pub fn run(pipeline: Pipeline, shutdown: Shutdown, opts: RunOptions) -> anyhow::
     }
     // Transforms fused into the one after them (see `fused`): their default output sends
     // nowhere, since its one reader runs on their workers.
-    let fused_into = if cfg.runtime.fuse_transforms { fused(&graph, &transforms) } else { HashMap::new() };
+    let shapes = transforms
+        .iter()
+        .map(|(id, t)| (id.clone(), Shape { workers: t.workers, named_outputs: !t.plugin.outputs().is_empty() }))
+        .collect();
+    let fused_into = if cfg.runtime.fuse_transforms { fused(&graph, &shapes) } else { HashMap::new() };
     let taps = crate::tap::Taps::default();
     let output_of = |id: &str, output: Option<&str>| {
         let senders = if output.is_none() && fused_into.contains_key(id) {
@@ -281,4 +291,72 @@ pub fn run(pipeline: Pipeline, shutdown: Shutdown, opts: RunOptions) -> anyhow::
     }
     let dead_letter_path = (dead_letters > 0 && dl_sink.is_none()).then_some(dl_path);
     Ok(RunOutcome { report: timing.report(), dead_letters, dead_letter_path })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::PipelineConfig;
+    use crate::graph::Graph;
+
+    /// What `fused` makes of `graph`'s transforms, with these workers each (named outputs for
+    /// `route` only), as sorted `a → b` pairs.
+    fn fused_pairs(toml: &str, workers: &[(&str, usize)]) -> Vec<String> {
+        let cfg = PipelineConfig::parse(toml, Path::new("."), &|_| None).expect("config");
+        let graph = Graph::from_config(cfg).expect("graph");
+        let shapes = workers
+            .iter()
+            .map(|&(id, workers)| (id.to_string(), Shape { workers, named_outputs: id == "route" }))
+            .collect();
+        let mut pairs: Vec<String> = fused(&graph, &shapes).into_iter().map(|(a, b)| format!("{a} → {b}")).collect();
+        pairs.sort();
+        pairs
+    }
+
+    const SOURCE: &str = "[sources.in]\ntype = \"generator\"\n";
+
+    fn transform(id: &str, inputs: &str) -> String {
+        format!("[transforms.{id}]\nplugin = \"redact-pii\"\ninputs = [{inputs}]\n")
+    }
+
+    fn sink(id: &str, inputs: &str) -> String {
+        format!("[sinks.{id}]\ntype = \"stdout\"\ninputs = [{inputs}]\n")
+    }
+
+    #[test]
+    fn a_linear_chain_with_equal_workers_fuses_link_by_link() {
+        let toml = [
+            SOURCE.into(),
+            transform("a", "\"in\""),
+            transform("b", "\"a\""),
+            transform("c", "\"b\""),
+            sink("out", "\"c\""),
+        ]
+        .concat();
+        assert_eq!(fused_pairs(&toml, &[("a", 2), ("b", 2), ("c", 2)]), ["a → b", "b → c"]);
+        // Unequal workers break the chain there; one worker each leaves it apart.
+        assert_eq!(fused_pairs(&toml, &[("a", 2), ("b", 3), ("c", 3)]), ["b → c"]);
+        assert!(fused_pairs(&toml, &[("a", 1), ("b", 1), ("c", 1)]).is_empty());
+    }
+
+    #[test]
+    fn fan_out_fan_in_named_outputs_and_sinks_are_left_apart() {
+        // `a` has two readers; `c` reads two nodes; `route`'s outputs are named; `d` feeds a sink.
+        let toml = [
+            SOURCE.into(),
+            transform("a", "\"in\""),
+            transform("b", "\"a\""),
+            transform("x", "\"a\""),
+            transform("c", "\"b\", \"x\""),
+            transform("route", "\"c\""),
+            transform("d", "\"route.VOICE\""),
+            sink("out", "\"d\", \"route.other\""),
+        ]
+        .concat();
+        let all: Vec<(&str, usize)> = ["a", "b", "x", "c", "route", "d"].iter().map(|id| (*id, 2)).collect();
+        // Only `c → route`: a chain may end in a node with named outputs, not go on past one.
+        assert_eq!(fused_pairs(&toml, &all), ["c → route"]);
+    }
 }
