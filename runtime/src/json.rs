@@ -162,6 +162,24 @@ static ESCAPE: [u8; 256] = {
     table
 };
 
+/// Every document of the published samples in `tests/fixtures/ctr` (a file may hold several),
+/// with its file; at least three, or the fixtures are not where the tests expect them.
+#[cfg(test)]
+pub(crate) fn real_samples() -> Vec<(std::path::PathBuf, Value)> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/ctr");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("tests/fixtures/ctr") {
+        let path = entry.expect("a fixture").path();
+        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        for doc in serde_json::Deserializer::from_str(&text).into_iter::<Value>() {
+            let Ok(doc) = doc else { break };
+            out.push((path.clone(), doc));
+        }
+    }
+    assert!(out.len() >= 3, "the fixtures hold the published samples ({} read)", out.len());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,21 +229,12 @@ mod tests {
 
     #[test]
     fn every_real_sample_is_written_as_serde_json_writes_it() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/ctr");
-        let mut seen = 0;
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            let Ok(text) = std::fs::read_to_string(&path) else { continue };
-            for doc in serde_json::Deserializer::from_str(&text).into_iter::<Value>() {
-                let Ok(doc) = doc else { break };
-                same_as_serde(&doc);
-                let mut flat = Vec::new();
-                write_value(&mut flat, &doc);
-                assert_eq!(flat, serde_json::to_vec(&doc).unwrap(), "{}", path.display());
-                seen += 1;
-            }
+        for (path, doc) in real_samples() {
+            same_as_serde(&doc);
+            let mut flat = Vec::new();
+            write_value(&mut flat, &doc);
+            assert_eq!(flat, serde_json::to_vec(&doc).unwrap(), "{}", path.display());
         }
-        assert!(seen >= 3, "the fixtures hold the published samples ({seen} read)");
     }
 
     #[test]
