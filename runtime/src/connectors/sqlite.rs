@@ -180,8 +180,8 @@ pub struct SqliteWriter {
     spelled: FastMap<String, usize>,
     /// The SQL for a row with a given set of columns, by a hash of the slots.
     sql: FastMap<u64, (Vec<usize>, String)>,
-    /// The JSON text of a row's object and array fields, written one after another and
-    /// bound as slices of this buffer: no string per field, reused for every row.
+    /// The JSON text of an object or array field, bound from here: one buffer reused for
+    /// every such field of every row, not a string each.
     texts: Vec<u8>,
     health: Health,
     shutdown: Shutdown,
@@ -413,32 +413,22 @@ impl SqliteWriter {
         };
         let sql = self.insert_sql(&slots);
         let sql = &self.sql[&sql].1;
-        // Objects and arrays are bound as their JSON text, all written into one buffer
-        // first: a field's text ends where the next one's starts.
         let texts = &mut self.texts;
-        texts.clear();
-        let ends: Vec<usize> = row
-            .iter()
-            .map(|(_, v)| {
-                if v.is_object() || v.is_array() {
-                    crate::json::write_value(texts, v);
-                }
-                texts.len()
-            })
-            .collect();
         let attempt = (|| {
             // Prepared once per column set: the connection's statement cache keeps it.
             let mut stmt = conn.prepare_cached(sql)?;
-            let mut start = 0;
-            for (i, ((_, v), &end)) in row.iter().zip(&ends).enumerate() {
+            for (i, (_, v)) in row.iter().enumerate() {
                 match bind(v) {
                     Some(value) => stmt.raw_bind_parameter(i + 1, value)?,
-                    // Written by the JSON writer from `str`s: UTF-8.
+                    // An object or array: its JSON text, in the one reused buffer (binding
+                    // copies it: rusqlite binds text as SQLITE_TRANSIENT). Written from
+                    // `str`s: UTF-8.
                     None => {
-                        stmt.raw_bind_parameter(i + 1, ToSqlOutput::Borrowed(ValueRef::Text(&texts[start..end])))?
+                        texts.clear();
+                        crate::json::write_value(texts, v);
+                        stmt.raw_bind_parameter(i + 1, ToSqlOutput::Borrowed(ValueRef::Text(texts)))?
                     }
                 }
-                start = end;
             }
             match &key_version {
                 Some((key, version)) => {
