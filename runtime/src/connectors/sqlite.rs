@@ -228,6 +228,17 @@ fn is_record_fault(e: &rusqlite::Error) -> bool {
     }
 }
 
+/// A row made ready outside the database's lock ([`SqliteWriter::prepare`]).
+struct Prepared<'a> {
+    /// Its fields, borrowed from the encoding or the record.
+    row: Vec<(&'a str, &'a Value)>,
+    /// Where the JSON text of each object or array field is in the batch's text buffer, in
+    /// field order.
+    nested: Vec<std::ops::Range<usize>>,
+    /// Its key and version (newer-wins), `None` in append mode, `Err` when it has no key.
+    key_version: Result<Option<(&'a str, i64)>, ()>,
+}
+
 /// What became of one row: written, or the record's fault.
 enum RowOutcome {
     Written,
@@ -374,12 +385,37 @@ impl SqliteWriter {
         key
     }
 
-    /// Writes one row. `Err` is an infrastructure fault (the caller rolls the batch back and
-    /// retries); a record fault comes back as [`RowOutcome::Refused`].
-    fn write_row(&mut self, conn: &rusqlite::Connection, item: &Item, now: i64) -> rusqlite::Result<RowOutcome> {
+    /// Makes a row ready to write, without the database: its fields, the JSON text of each
+    /// object or array field (appended to `texts`), and its key and version.
+    fn prepare<'a>(&self, item: &'a Item, texts: &mut Vec<u8>) -> Prepared<'a> {
         let row = Self::row(item);
+        let mut nested = Vec::new();
+        for (_, v) in &row {
+            if matches!(v, Value::Object(_) | Value::Array(_)) {
+                let start = texts.len();
+                crate::json::write_value(texts, v);
+                nested.push(start..texts.len());
+            }
+        }
+        let key_version = match self.mode {
+            SqliteMode::NewerWins => Self::key_and_version(item).map(Some).ok_or(()),
+            SqliteMode::Append => Ok(None),
+        };
+        Prepared { row, nested, key_version }
+    }
+
+    /// Writes one prepared row. `Err` is an infrastructure fault (the caller rolls the batch
+    /// back and retries); a record fault comes back as [`RowOutcome::Refused`].
+    fn write_row(
+        &mut self,
+        conn: &rusqlite::Connection,
+        prepared: &Prepared<'_>,
+        texts: &[u8],
+        now: i64,
+    ) -> rusqlite::Result<RowOutcome> {
+        let row = &prepared.row;
         let mut slots = Vec::with_capacity(row.len());
-        for (name, _) in &row {
+        for (name, _) in row {
             match self.slot(conn, name) {
                 Ok(s) => slots.push(s),
                 Err(e) if is_record_fault(&e) => {
@@ -391,7 +427,7 @@ impl SqliteWriter {
                 Err(e) => return Err(e),
             }
         }
-        if let Some((a, b)) = same_column(&row, &slots) {
+        if let Some((a, b)) = same_column(row, &slots) {
             return Ok(RowOutcome::Refused(
                 DeadLetterKind::Unwritable,
                 format!(
@@ -399,41 +435,33 @@ impl SqliteWriter {
                 ),
             ));
         }
-        let key_version = match self.mode {
-            SqliteMode::NewerWins => match Self::key_and_version(item) {
-                Some(kv) => Some(kv),
-                None => {
-                    return Ok(RowOutcome::Refused(
-                        DeadLetterKind::NoKey,
-                        "newer-wins needs a ContactId (or a plugin partition key)".into(),
-                    ));
-                }
-            },
-            SqliteMode::Append => None,
+        let Ok(key_version) = prepared.key_version else {
+            return Ok(RowOutcome::Refused(
+                DeadLetterKind::NoKey,
+                "newer-wins needs a ContactId (or a plugin partition key)".into(),
+            ));
         };
         let sql = self.insert_sql(&slots);
         let sql = &self.sql[&sql].1;
-        let texts = &mut self.texts;
         let attempt = (|| {
             // Prepared once per column set: the connection's statement cache keeps it.
             let mut stmt = conn.prepare_cached(sql)?;
+            let mut nested = prepared.nested.iter();
             for (i, (_, v)) in row.iter().enumerate() {
                 match bind(v) {
                     Some(value) => stmt.raw_bind_parameter(i + 1, value)?,
-                    // An object or array: its JSON text, in the one reused buffer (binding
-                    // copies it: rusqlite binds text as SQLITE_TRANSIENT). Written from
-                    // `str`s: UTF-8.
+                    // An object or array: its JSON text, written before the lock was taken
+                    // (binding copies it: rusqlite binds text as SQLITE_TRANSIENT).
                     None => {
-                        texts.clear();
-                        crate::json::write_value(texts, v);
-                        stmt.raw_bind_parameter(i + 1, ToSqlOutput::Borrowed(ValueRef::Text(texts)))?
+                        let range = nested.next().cloned().unwrap_or_default();
+                        stmt.raw_bind_parameter(i + 1, ToSqlOutput::Borrowed(ValueRef::Text(&texts[range])))?
                     }
                 }
             }
-            match &key_version {
+            match key_version {
                 Some((key, version)) => {
-                    stmt.raw_bind_parameter(row.len() + 1, *key)?;
-                    stmt.raw_bind_parameter(row.len() + 2, *version)?;
+                    stmt.raw_bind_parameter(row.len() + 1, key)?;
+                    stmt.raw_bind_parameter(row.len() + 2, version)?;
                 }
                 None => stmt.raw_bind_parameter(row.len() + 1, now)?,
             }
@@ -448,17 +476,27 @@ impl SqliteWriter {
         }
     }
 
-    /// One attempt at the whole batch, in one transaction.
+    /// One attempt at the whole batch, in one transaction. The rows are made ready first,
+    /// outside the lock, so that sinks sharing the file hold it only to write.
     fn write_once(&mut self, items: &[Item]) -> rusqlite::Result<Vec<Written>> {
+        let mut texts = std::mem::take(&mut self.texts);
+        texts.clear();
+        let prepared: Vec<Prepared<'_>> = items.iter().map(|item| self.prepare(item, &mut texts)).collect();
+        let result = self.write_prepared(&prepared, &texts);
+        self.texts = texts;
+        result
+    }
+
+    fn write_prepared(&mut self, prepared: &[Prepared<'_>], texts: &[u8]) -> rusqlite::Result<Vec<Written>> {
         let db = self.db.clone();
         let mut guard = SharedDb::lock(&db);
         guard.synchronous(self.fsync)?;
         let conn = &guard.conn;
         conn.execute_batch("BEGIN IMMEDIATE")?;
         let now = crate::record::now_ms();
-        let mut results = Vec::with_capacity(items.len());
-        for item in items {
-            match self.write_row(conn, item, now) {
+        let mut results = Vec::with_capacity(prepared.len());
+        for row in prepared {
+            match self.write_row(conn, row, texts, now) {
                 Ok(RowOutcome::Written) => results.push(Written::Ok),
                 Ok(RowOutcome::Refused(kind, reason)) => results.push(Written::Refused { kind, reason }),
                 Err(e) => return Err(self.abandon(conn, e)),
