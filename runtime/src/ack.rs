@@ -18,6 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::mpsc;
 
+use crate::doc::Doc;
+
 /// A batch's completion, reported to its source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completion {
@@ -31,7 +33,12 @@ struct Inner {
     seq: u64,
     abandoned: AtomicBool,
     tx: mpsc::UnboundedSender<Completion>,
+    home: Option<Home>,
 }
+
+/// Where a source takes back its records' documents once they are written, to free them on
+/// the thread that built them ([`crate::record::Returns`]).
+pub type Home = mpsc::UnboundedSender<Vec<Doc>>;
 
 impl Drop for Inner {
     fn drop(&mut self) {
@@ -55,6 +62,11 @@ impl std::fmt::Debug for Inner {
 }
 
 impl AckRef {
+    /// Where the record's source takes its document back, if it does.
+    pub fn home(&self) -> Option<&Home> {
+        self.inner.home.as_ref()
+    }
+
     /// Marks this copy as safely handled.
     pub fn complete(mut self) {
         self.completed = true;
@@ -90,7 +102,12 @@ pub struct AckBatch {
 impl AckBatch {
     /// A batch with sequence number `seq`, reporting to `tx`.
     pub fn new(seq: u64, tx: mpsc::UnboundedSender<Completion>) -> Self {
-        AckBatch { inner: Arc::new(Inner { seq, abandoned: AtomicBool::new(false), tx }) }
+        AckBatch { inner: Arc::new(Inner { seq, abandoned: AtomicBool::new(false), tx, home: None }) }
+    }
+
+    /// A batch whose records' documents go back to `home` once written.
+    pub fn returning(seq: u64, tx: mpsc::UnboundedSender<Completion>, home: Home) -> Self {
+        AckBatch { inner: Arc::new(Inner { seq, abandoned: AtomicBool::new(false), tx, home: Some(home) }) }
     }
 
     /// A share for one record.

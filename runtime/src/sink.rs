@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use crate::contract::{Item, NodeHandle, Writer, Written};
 use crate::flow::Batch;
 use crate::host::SinkPlugin;
-use crate::record::{Record, now_ms};
+use crate::record::{Record, Returns, now_ms};
 use crate::timing::Counters;
 use crate::transform::dead_letter_kind;
 
@@ -202,6 +202,7 @@ impl SinkNode {
         let mut arrival_us = Vec::new();
         let mut ok = 0u64;
         let mut unwritten = 0u64;
+        let mut returns = Returns::default();
         for (item, result) in items.into_iter().zip(results) {
             match result {
                 Written::Ok => {
@@ -213,13 +214,14 @@ impl SinkNode {
                         }
                         arrival_us.push(((acked_ms - meta.arrival_ms).max(0) as u64) * 1000);
                     }
-                    item.record.ack.complete();
+                    returns.complete(item.record);
                 }
                 Written::Refused { kind, reason } => self.node.refuse(item.record, kind, reason).await,
                 Written::Unwritten => unwritten += 1,
                 Written::Skipped => self.node.drop_record(item.record),
             }
         }
+        returns.send();
         if unwritten > 0 {
             // Unacknowledged: the source's checkpoint stays before them.
             Counters::add(&self.node.timing.counters.unwritten, unwritten);

@@ -21,7 +21,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::{Env, NodeHandle};
-use crate::ack::{AckBatch, AckRef, Completion};
+use crate::ack::{AckBatch, AckRef, Completion, Home};
 use crate::dead_letter::DeadLetterKind;
 use crate::doc::Doc;
 use crate::flow::{Batch, Closed, Output, Shutdown};
@@ -77,6 +77,10 @@ pub struct SourceContext {
     /// Batch completions arrive here.
     pub completions: mpsc::UnboundedReceiver<Completion>,
     completions_tx: mpsc::UnboundedSender<Completion>,
+    /// Written records' documents come back here, to be freed on this thread, which built
+    /// them ([`crate::record::Returns`]).
+    returned: mpsc::UnboundedReceiver<Vec<Doc>>,
+    home: Home,
     pending: Vec<Record>,
     batch_ack: Option<AckBatch>,
     batch_read_at: Option<Instant>,
@@ -146,6 +150,7 @@ impl SourceContext {
     /// A context for source `id`.
     pub fn new(id: &str, node: NodeHandle, output: Output, mut settings: SourceSettings) -> Self {
         let (completions_tx, completions) = mpsc::unbounded_channel();
+        let (home, returned) = mpsc::unbounded_channel();
         settings.batch_size = settings.batch_size.max(1);
         SourceContext {
             id: Arc::from(id),
@@ -154,6 +159,8 @@ impl SourceContext {
             settings,
             completions,
             completions_tx,
+            returned,
+            home,
             pending: Vec::new(),
             batch_ack: None,
             batch_read_at: None,
@@ -175,7 +182,7 @@ impl SourceContext {
     /// The record's share of the current batch's acknowledgement, and its read time.
     fn ack(&mut self) -> (AckRef, i64) {
         if self.batch_ack.is_none() {
-            self.batch_ack = Some(AckBatch::new(self.next_seq, self.completions_tx.clone()));
+            self.batch_ack = Some(AckBatch::returning(self.next_seq, self.completions_tx.clone(), self.home.clone()));
             self.batch_read_at = Some(Instant::now());
             self.batch_read_ms = now_ms();
         }
@@ -322,9 +329,17 @@ impl SourceContext {
         }
     }
 
+    /// Frees the documents the sinks have sent back since the last batch.
+    pub fn free_returned(&mut self) {
+        while let Ok(docs) = self.returned.try_recv() {
+            drop(docs);
+        }
+    }
+
     /// Closes the current batch: its sequence number, and the batch to send (none when every
     /// document of it was dead-lettered).
     fn take_batch(&mut self) -> Option<(u64, Option<Batch>)> {
+        self.free_returned();
         let ack = self.batch_ack.take()?;
         let read_at = self.batch_read_at.take().unwrap_or_else(Instant::now);
         let seq = self.next_seq;
