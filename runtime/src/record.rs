@@ -5,7 +5,9 @@
 //! text the host wrote for it, which a sink copies; see [`crate::doc`]). Fan-out clones the
 //! `Arc`, not the document; a node that changes a shared record copies it then
 //! ([`Doc::make_mut`]), so untouched records are never copied. Everything the runtime knows
-//! about where a record came from lives in [`Meta`], shared by all copies.
+//! about where a record came from lives in [`Meta`], shared by all copies. A sink sends the
+//! documents it has written back to their source, which frees them on the thread that built
+//! them ([`Returns`]).
 
 use std::sync::Arc;
 

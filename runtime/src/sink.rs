@@ -2,6 +2,9 @@
 //! itself), writing through a connector, then acknowledging — only after the write
 //! succeeded — and timing delivery and end to end.
 //!
+//! Two threads per sink: the connector writes on one, a write at a time and in order,
+//! while the node's own thread gathers the next write and acknowledges the last.
+//!
 //! A connector's [`Writer`] only writes: it chunks to its API's limits, retries transient
 //! failures with capped exponential backoff and full jitter, and says per item whether it
 //! was written, refused for good (→ dead letters, per `on_error`), or left unwritten
@@ -56,6 +59,16 @@ struct Job {
     groups: Groups,
 }
 
+/// A sink's writer thread, and the ends the node talks to it through.
+struct WriterThread {
+    /// Writes to make (one at a time).
+    jobs: std::sync::mpsc::SyncSender<Job>,
+    /// Writes made, with their results.
+    done: mpsc::Receiver<(Job, Vec<Written>)>,
+    /// Ends with the connector's `close`.
+    thread: std::thread::JoinHandle<anyhow::Result<()>>,
+}
+
 impl SinkNode {
     /// Runs until the input closes and everything is written.
     ///
@@ -63,10 +76,10 @@ impl SinkNode {
     /// this one takes in the next batch and acknowledges (and frees) the last: a sink's
     /// throughput is its slowest part, not the sum of them (docs/performance.md).
     pub async fn run(mut self) -> anyhow::Result<()> {
-        let (jobs, done, writer) = self.start_writer()?;
+        let WriterThread { jobs, done, thread } = self.start_writer()?;
         let result = self.feed(&jobs, done).await;
         drop(jobs);
-        let closed = writer.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the sink's writer panicked")));
+        let closed = thread.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the sink's writer panicked")));
         // A writer that stopped says why first.
         closed?;
         result?;
@@ -81,14 +94,7 @@ impl SinkNode {
 
     /// Starts the writer's thread: it writes each job it is handed, hands it back with the
     /// results, and closes the connector when no more jobs come.
-    #[allow(clippy::type_complexity)]
-    fn start_writer(
-        &mut self,
-    ) -> anyhow::Result<(
-        std::sync::mpsc::SyncSender<Job>,
-        mpsc::Receiver<(Job, Vec<Written>)>,
-        std::thread::JoinHandle<anyhow::Result<()>>,
-    )> {
+    fn start_writer(&mut self) -> anyhow::Result<WriterThread> {
         // No slack: a job waits here only while the writer finishes the one before it.
         let (jobs, queued) = std::sync::mpsc::sync_channel::<Job>(0);
         let (finished, done) = mpsc::channel(1);
@@ -107,7 +113,7 @@ impl SinkNode {
             }
             writer.close()
         })?;
-        Ok((jobs, done, thread))
+        Ok(WriterThread { jobs, done, thread })
     }
 
     /// Takes in batches and hands them to the writer as they fill (or linger), acknowledging

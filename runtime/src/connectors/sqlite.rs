@@ -180,8 +180,8 @@ pub struct SqliteWriter {
     spelled: FastMap<String, usize>,
     /// The SQL for a row with a given set of columns, by a hash of the slots.
     sql: FastMap<u64, (Vec<usize>, String)>,
-    /// The JSON text of an object or array field, bound from here: one buffer reused for
-    /// every such field of every row, not a string each.
+    /// The JSON text of every object or array field of a batch, written before the lock is
+    /// taken and bound from here: one buffer, reused from batch to batch, not a string each.
     texts: Vec<u8>,
     health: Health,
     shutdown: Shutdown,
@@ -487,6 +487,7 @@ impl SqliteWriter {
         result
     }
 
+    /// Writes the prepared rows under the lock, in one transaction.
     fn write_prepared(&mut self, prepared: &[Prepared<'_>], texts: &[u8]) -> rusqlite::Result<Vec<Written>> {
         let db = self.db.clone();
         let mut guard = SharedDb::lock(&db);
