@@ -62,7 +62,7 @@ struct Job {
 /// A sink's writer thread, and the ends the node talks to it through.
 struct WriterThread {
     /// Writes to make (one at a time).
-    jobs: std::sync::mpsc::SyncSender<Job>,
+    jobs: mpsc::Sender<Job>,
     /// Writes made, with their results.
     done: mpsc::Receiver<(Job, Vec<Written>)>,
     /// Ends with the connector's `close`.
@@ -95,22 +95,26 @@ impl SinkNode {
     /// Starts the writer's thread: it writes each job it is handed, hands it back with the
     /// results, and closes the connector when no more jobs come.
     fn start_writer(&mut self) -> anyhow::Result<WriterThread> {
-        // No slack: a job waits here only while the writer finishes the one before it.
-        let (jobs, queued) = std::sync::mpsc::sync_channel::<Job>(0);
+        // One slot: the node hands a job over only when the writer is free.
+        let (jobs, mut queued) = mpsc::channel::<Job>(1);
         let (finished, done) = mpsc::channel(1);
         let mut writer = std::mem::replace(&mut self.writer, Box::new(Handed));
         let span = tracing::Span::current();
         let name = std::thread::current().name().map_or_else(|| format!("ctrflow-sinks.{}", self.id), str::to_owned);
         let thread = std::thread::Builder::new().name(format!("{name}.write")).spawn(move || {
             let _entered = span.enter();
-            // The connector's retries sleep, and the AWS clients need a reactor.
+            // The connector's retries sleep and its clients need a reactor, which keeps
+            // running between writes (an HTTP client's pooled connections see the server
+            // close them).
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            for job in queued {
-                let results = rt.block_on(writer.write(&job.items));
-                if finished.blocking_send((job, results)).is_err() {
-                    break;
+            rt.block_on(async {
+                while let Some(job) = queued.recv().await {
+                    let results = writer.write(&job.items).await;
+                    if finished.send((job, results)).await.is_err() {
+                        break;
+                    }
                 }
-            }
+            });
             writer.close()
         })?;
         Ok(WriterThread { jobs, done, thread })
@@ -120,22 +124,14 @@ impl SinkNode {
     /// each write as it comes back, until the input closes and the last write is back.
     async fn feed(
         &mut self,
-        jobs: &std::sync::mpsc::SyncSender<Job>,
+        jobs: &mpsc::Sender<Job>,
         mut done: mpsc::Receiver<(Job, Vec<Written>)>,
     ) -> anyhow::Result<()> {
         let mut pending = Pending::default();
         let (mut open, mut writing) = (true, false);
         loop {
-            let due = pending.first_at.map(|t| t + self.linger);
-            let ready = pending.records.len() >= self.max_records
-                || (!pending.records.is_empty() && (!open || due.is_some_and(|d| d <= Instant::now())));
-            if ready && !writing {
-                let job = self.job(&mut pending).await;
-                if !job.items.is_empty() {
-                    jobs.send(job).map_err(|_| anyhow::anyhow!("the sink's writer stopped"))?;
-                    writing = true;
-                }
-                continue;
+            if !writing {
+                writing = self.hand_over(&mut pending, jobs, &mut open).await?;
             }
             if !open && !writing && pending.records.is_empty() {
                 return Ok(());
@@ -143,6 +139,7 @@ impl SinkNode {
             // Take more input while the batch has room (the writer busy with the last one);
             // a full batch waits for the writer, which holds the input back.
             let room = open && pending.records.len() < self.max_records;
+            let due = pending.first_at.map(|t| t + self.linger);
             let linger = async {
                 match due {
                     Some(d) if !writing => tokio::time::sleep_until(d.into()).await,
@@ -152,7 +149,8 @@ impl SinkNode {
             tokio::select! {
                 back = done.recv(), if writing => {
                     let (job, results) = back.ok_or_else(|| anyhow::anyhow!("the sink's writer stopped"))?;
-                    writing = false;
+                    // The next write first: the writer works while this one is acknowledged.
+                    writing = self.hand_over(&mut pending, jobs, &mut open).await?;
                     self.acknowledge(job, results).await;
                 }
                 batch = self.rx.recv(), if room => match batch {
@@ -162,6 +160,37 @@ impl SinkNode {
                 () = linger => {}
             }
         }
+    }
+
+    /// Hands the pending records to the writer (which is free) when they make a write: a
+    /// full one, or any once the input has closed or the linger has run out. Batches
+    /// already waiting in the input join it first. Whether a write was handed over.
+    async fn hand_over(
+        &mut self,
+        pending: &mut Pending,
+        jobs: &mpsc::Sender<Job>,
+        open: &mut bool,
+    ) -> anyhow::Result<bool> {
+        let full = pending.records.len() >= self.max_records;
+        let due = !pending.records.is_empty()
+            && (!*open || pending.first_at.is_some_and(|t| t + self.linger <= Instant::now()));
+        if !full && !due {
+            return Ok(false);
+        }
+        while *open && pending.records.len() < self.max_records {
+            match self.rx.try_recv() {
+                Ok(batch) => self.take(pending, batch),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => *open = false,
+            }
+        }
+        let job = self.job(pending).await;
+        if job.items.is_empty() {
+            // The sink's plugin refused every record.
+            return Ok(false);
+        }
+        jobs.send(job).await.map_err(|_| anyhow::anyhow!("the sink's writer stopped"))?;
+        Ok(true)
     }
 
     /// Adds an input batch to the pending write.

@@ -329,7 +329,8 @@ impl SourceContext {
         }
     }
 
-    /// Frees the documents the sinks have sent back since the last batch.
+    /// Frees the documents the sinks have sent back since the last batch (every batch does;
+    /// a source that waits for a while between batches calls it too).
     pub fn free_returned(&mut self) {
         while let Ok(docs) = self.returned.try_recv() {
             drop(docs);

@@ -94,7 +94,12 @@ impl Source for EventReader {
         loop {
             let work = match inbox.recv_timeout(STOP_CHECK) {
                 Ok(w) => w,
-                Err(std_mpsc::RecvTimeoutError::Timeout) if !ctx.shutdown().is_requested() => continue,
+                Err(std_mpsc::RecvTimeoutError::Timeout) if !ctx.shutdown().is_requested() => {
+                    // Between invocations: the documents the sinks wrote last are freed
+                    // now, not in the next invocation's time.
+                    ctx.free_returned();
+                    continue;
+                }
                 // Stopped, or the function is tearing this topology down.
                 Err(_) => return Ok(()),
             };

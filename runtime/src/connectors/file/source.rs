@@ -309,6 +309,7 @@ fn save(
     wait: bool,
 ) -> anyhow::Result<()> {
     loop {
+        ctx.free_returned();
         while let Ok(c) = ctx.completions.try_recv() {
             checkpoints.complete(c);
         }

@@ -801,6 +801,7 @@ impl Reader<'_> {
 
     /// Takes the completions that arrived (and `first`), advancing shard checkpoints.
     fn take_completions(&mut self, ctx: &mut SourceContext, first: Option<Completion>) {
+        ctx.free_returned();
         let mut arrived: Vec<Completion> = first.into_iter().collect();
         while let Ok(c) = ctx.completions.try_recv() {
             arrived.push(c);
