@@ -102,12 +102,16 @@ pub struct AckBatch {
 impl AckBatch {
     /// A batch with sequence number `seq`, reporting to `tx`.
     pub fn new(seq: u64, tx: mpsc::UnboundedSender<Completion>) -> Self {
-        AckBatch { inner: Arc::new(Inner { seq, abandoned: AtomicBool::new(false), tx, home: None }) }
+        Self::with_home(seq, tx, None)
     }
 
     /// A batch whose records' documents go back to `home` once written.
     pub fn returning(seq: u64, tx: mpsc::UnboundedSender<Completion>, home: Home) -> Self {
-        AckBatch { inner: Arc::new(Inner { seq, abandoned: AtomicBool::new(false), tx, home: Some(home) }) }
+        Self::with_home(seq, tx, Some(home))
+    }
+
+    fn with_home(seq: u64, tx: mpsc::UnboundedSender<Completion>, home: Option<Home>) -> Self {
+        AckBatch { inner: Arc::new(Inner { seq, abandoned: AtomicBool::new(false), tx, home }) }
     }
 
     /// A share for one record.

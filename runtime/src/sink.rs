@@ -47,7 +47,13 @@ pub struct SinkNode {
 struct Pending {
     records: Vec<Record>,
     groups: Groups,
-    first_at: Option<Instant>,
+}
+
+impl Pending {
+    /// When the first of its records arrived: its linger counts from then.
+    fn first_at(&self) -> Option<Instant> {
+        self.groups.first().map(|&(arrived, _, _)| arrived)
+    }
 }
 
 /// When each input batch of a write arrived: (at the sink, read by the source, records).
@@ -139,7 +145,7 @@ impl SinkNode {
             // Take more input while the batch has room (the writer busy with the last one);
             // a full batch waits for the writer, which holds the input back.
             let room = open && pending.records.len() < self.max_records;
-            let due = pending.first_at.map(|t| t + self.linger);
+            let due = pending.first_at().map(|t| t + self.linger);
             let linger = async {
                 match due {
                     Some(d) if !writing => tokio::time::sleep_until(d.into()).await,
@@ -173,7 +179,7 @@ impl SinkNode {
     ) -> anyhow::Result<bool> {
         let full = pending.records.len() >= self.max_records;
         let due = !pending.records.is_empty()
-            && (!*open || pending.first_at.is_some_and(|t| t + self.linger <= Instant::now()));
+            && (!*open || pending.first_at().is_some_and(|t| t + self.linger <= Instant::now()));
         if !full && !due {
             return Ok(false);
         }
@@ -201,14 +207,12 @@ impl SinkNode {
         }
         Counters::add(&self.node.timing.counters.records_in, batch.records.len() as u64);
         pending.groups.push((now, batch.read_at, batch.records.len()));
-        pending.first_at.get_or_insert(now);
         pending.records.extend(batch.records);
     }
 
     /// Makes the pending records a write: annotated, and encoded by the sink's plugin (a
     /// record it refuses goes to the dead letters here).
     async fn job(&mut self, pending: &mut Pending) -> Job {
-        pending.first_at = None;
         let records = std::mem::take(&mut pending.records);
         let groups = std::mem::take(&mut pending.groups);
         let records = if self.annotate { records.into_iter().map(|r| self.annotated(r)).collect() } else { records };

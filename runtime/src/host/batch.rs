@@ -119,8 +119,8 @@ impl PluginBatch {
         self.undo.len()
     }
 
-    fn doc(&self, index: u32) -> Option<&Json> {
-        self.records.get(index as usize).map(|r| &*r.doc)
+    fn doc(&self, index: u32) -> Option<&Doc> {
+        self.records.get(index as usize).map(|r| &r.doc)
     }
 
     /// Charges an edit of `bytes` to record `index`; refuses it (and marks the record
@@ -155,7 +155,7 @@ impl PluginBatch {
 }
 
 impl PluginState {
-    fn doc(&self, index: u32) -> Option<&Json> {
+    fn doc(&self, index: u32) -> Option<&Doc> {
         self.batch.as_ref()?.doc(index)
     }
 }
@@ -170,8 +170,7 @@ impl batch::Host for PluginState {
     fn get(&mut self, index: u32, path: u32) -> Option<Value> {
         let path = self.paths.get(path)?;
         // `Doc::field`: one field of a flattened record is read from its text.
-        let record = self.batch.as_ref()?.records.get(index as usize)?;
-        record.doc.field(path).map(|value| to_wit(&value))
+        self.doc(index)?.field(path).map(|value| to_wit(&value))
     }
 
     fn set(&mut self, index: u32, path: u32, value: Value) -> Result<(), String> {
@@ -213,11 +212,9 @@ impl batch::Host for PluginState {
     }
 
     fn to_json(&mut self, index: u32) -> String {
-        let Some(record) = self.batch.as_ref().and_then(|b| b.records.get(index as usize)) else {
-            return String::new();
-        };
+        let Some(doc) = self.doc(index) else { return String::new() };
         let mut out = Vec::new();
-        record.doc.write_json(&mut out);
+        doc.write_json(&mut out);
         String::from_utf8(out).expect("JSON text written from str is UTF-8")
     }
 
@@ -246,7 +243,7 @@ impl batch::Host for PluginState {
 
     fn walk(&mut self, index: u32) -> Vec<Field> {
         let mut out = Vec::new();
-        if let Some(Json::Object(object)) = self.doc(index) {
+        if let Some(Json::Object(object)) = self.doc(index).map(|d| &**d) {
             walk_into(&mut out, object, 0);
         }
         out
