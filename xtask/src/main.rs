@@ -5,7 +5,7 @@
 //! - `cargo xtask test`  — everything CI runs: formatting, the workspace tests (which
 //!   start their own AWS emulator), and the plugins' native unit tests.
 //! - `cargo xtask bench` — the benchmarks (criterion); `cargo xtask bench throughput
-//!   [--records N]` — ctrflow against a Python baseline and the native limit
+//!   [--records N] [--rounds R]` — ctrflow against a Python baseline and the native limit
 //!   ([`throughput`], docs/performance.md).
 //! - `cargo xtask fuzz [--seconds N] [target…]` — runs the fuzz targets in `fuzz/` for N
 //!   seconds each (default 60) and prints executions and findings; not part of `test`.
@@ -54,7 +54,9 @@ fn main() -> anyhow::Result<()> {
             eprintln!("usage: cargo xtask <demo | test | bench | fuzz | dist | moto> [args…]");
             eprintln!("  demo   run the local demo pipeline (pipelines/local-demo.toml)");
             eprintln!("  test   run every test CI runs");
-            eprintln!("  bench  run the benchmarks (`bench throughput [--records N]`: the throughput comparison)");
+            eprintln!(
+                "  bench  run the benchmarks (`bench throughput [--records N] [--rounds R]`: the throughput comparison)"
+            );
             eprintln!("  fuzz   run each fuzz target for a while: [--seconds N] [target…]");
             eprintln!("  dist   build and check the tarball to deploy (binary, systemd unit, Dockerfile)");
             eprintln!("  moto   install the AWS emulator if needed and print its path");

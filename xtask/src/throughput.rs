@@ -1,5 +1,5 @@
-//! `cargo xtask bench throughput [--records N]`: ctrflow against its two yardsticks, in one
-//! run, on one generated input file.
+//! `cargo xtask bench throughput [--records N] [--rounds R]`: ctrflow against its two
+//! yardsticks, in one run, on one generated input file.
 //!
 //! 1. Generates (once, cached under the target directory) N realistic contact records as
 //!    one JSON-lines file, with ctrflow's own generator (`bench/generate.toml`: fixed seed
@@ -13,6 +13,12 @@
 //!      handler would do it;
 //!    - **native**: `native-limit` (the `bench/` crate), which only parses and serializes
 //!      each record — the floor any implementation pays.
+//!
+//!    It does so `R` times (3 unless told), each round in a different order, and reports each
+//!    row's median (peak RSS: its largest), the ratios of the medians, and the range of the
+//!    ratios within a round. A shared machine's speed drifts by a quarter from one minute to
+//!    the next; three programs measured once each, a minute apart, made ratios that moved
+//!    by as much between two runs of the bench.
 //! 3. Checks that ctrflow and the Python script end with the same rows per SQLite table and
 //!    the same number of lake lines, prints the table and the ratios.
 //!
@@ -31,6 +37,34 @@ use crate::{cargo, run, target_dir, wasm_target};
 const DEFAULT_RECORDS: u64 = 100_000;
 /// Records of the unmeasured warm-up run (compiles and caches the plugins).
 const WARMUP_RECORDS: usize = 1_000;
+/// Rounds of the three rows, unless told.
+const DEFAULT_ROUNDS: usize = 3;
+
+/// What the bench was asked for.
+struct Args {
+    records: u64,
+    rounds: usize,
+}
+
+/// The three rows, in the order the table prints them.
+#[derive(Clone, Copy, PartialEq)]
+enum Row {
+    Ctrflow,
+    Python,
+    Native,
+}
+
+impl Row {
+    const ALL: [Row; 3] = [Row::Ctrflow, Row::Python, Row::Native];
+
+    fn name(self) -> &'static str {
+        match self {
+            Row::Ctrflow => "ctrflow (demo graph)",
+            Row::Python => "python baseline",
+            Row::Native => "native limit",
+        }
+    }
+}
 
 /// What the kernel accounted for one finished child.
 struct Measured {
@@ -49,7 +83,7 @@ impl Measured {
 }
 
 pub fn throughput(root: &Path, args: &[String]) -> anyhow::Result<()> {
-    let records = parse_records(args)?;
+    let Args { records, rounds } = parse_args(args)?;
     wasm_target(root)?;
     run(cargo(root).args(["build", "--release", "-p", "ctrflow"]))?;
     // The native limit is its own workspace (its benchmark parsers stay out of the main one).
@@ -73,36 +107,54 @@ pub fn throughput(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let load = std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "unknown".into());
-    let out_native = fresh(&work.join("out-native"))?;
-    eprintln!("\n[1/3] native limit");
-    let m_native =
-        measure(Command::new(&native).arg(&input).arg(out_native.join("records.jsonl")), &out_native, "native-limit")?;
-    // Only its speed matters; do not keep a third copy of the input around.
-    let _ = std::fs::remove_file(out_native.join("records.jsonl"));
-
-    let out_python = fresh(&work.join("out-python"))?;
-    eprintln!("[2/3] python baseline");
-    let m_python = measure(
-        Command::new("python3")
-            .arg(root.join("bench/baseline.py"))
-            .arg("run")
-            .arg("--input")
-            .arg(&input)
-            .arg("--agents")
-            .arg(&agents)
-            .arg("--out")
-            .arg(&out_python),
-        &out_python,
-        "python",
-    )?;
-
-    let out_ctrflow = fresh(&work.join("out-ctrflow"))?;
-    eprintln!("[3/3] ctrflow");
-    let m_ctrflow = run_ctrflow(root, &ctrflow, &input, &out_ctrflow)?;
+    let (out_ctrflow, out_python) = (work.join("out-ctrflow"), work.join("out-python"));
+    // measured[round][row], rows in Row::ALL's order.
+    let mut measured: Vec<[Option<Measured>; 3]> = Vec::new();
+    for round in 0..rounds {
+        let mut this: [Option<Measured>; 3] = [None, None, None];
+        // Each round starts with another row, so that no row always runs first (or last).
+        for k in 0..3 {
+            let i = (round + k) % 3;
+            let row = Row::ALL[i];
+            eprintln!("\n[round {}/{rounds}, {}/3] {}", round + 1, k + 1, row.name());
+            this[i] = Some(match row {
+                Row::Native => {
+                    let out = fresh(&work.join("out-native"))?;
+                    let m = measure(
+                        Command::new(&native).arg(&input).arg(out.join("records.jsonl")),
+                        &out,
+                        "native-limit",
+                    )?;
+                    // Only its speed matters; do not keep a third copy of the input around.
+                    let _ = std::fs::remove_file(out.join("records.jsonl"));
+                    m
+                }
+                Row::Python => {
+                    let out = fresh(&out_python)?;
+                    measure(
+                        Command::new("python3")
+                            .arg(root.join("bench/baseline.py"))
+                            .arg("run")
+                            .arg("--input")
+                            .arg(&input)
+                            .arg("--agents")
+                            .arg(&agents)
+                            .arg("--out")
+                            .arg(&out),
+                        &out,
+                        "python",
+                    )?
+                }
+                Row::Ctrflow => run_ctrflow(root, &ctrflow, &input, &fresh(&out_ctrflow)?)?,
+            });
+        }
+        measured.push(this);
+    }
+    let measured: Vec<[Measured; 3]> =
+        measured.into_iter().map(|r| r.map(|m| m.expect("every row ran in every round"))).collect();
 
     let same = check_outputs(root, &out_ctrflow, &out_python, records)?;
 
-    let rows = [("ctrflow (demo graph)", &m_ctrflow), ("python baseline", &m_python), ("native limit", &m_native)];
     println!();
     println!(
         "throughput: {records} records, {:.1} MB ({:.2} KB/record), {} cores ({})",
@@ -111,51 +163,85 @@ pub fn throughput(root: &Path, args: &[String]) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         cpu_model()
     );
-    println!("load average before the rows: {load}");
+    println!(
+        "load average before the rows: {load}; {rounds} round{}, medians (peak RSS: the largest)",
+        if rounds == 1 { "" } else { "s" }
+    );
     println!(
         "{:<22} {:>11} {:>9} {:>7} {:>14} {:>16}",
         "row", "records/s", "wall s", "CPU %", "peak RSS MB", "records/CPU-s"
     );
-    for (name, m) in rows {
+    let column = |i: usize, f: &dyn Fn(&Measured) -> f64| median(measured.iter().map(|r| f(&r[i])).collect());
+    let per_s = |m: &Measured| m.records_per_s(records);
+    for (i, row) in Row::ALL.iter().enumerate() {
+        let peak = measured.iter().map(|r| r[i].peak_rss_kib).max().unwrap_or(0);
         println!(
             "{:<22} {:>11.0} {:>9.2} {:>7.0} {:>14.1} {:>16.0}",
-            name,
-            m.records_per_s(records),
-            m.wall.as_secs_f64(),
-            m.cpu_percent(),
-            m.peak_rss_kib as f64 / 1024.0,
-            records as f64 / m.cpu.as_secs_f64()
+            row.name(),
+            column(i, &per_s),
+            column(i, &|m| m.wall.as_secs_f64()),
+            column(i, &|m| m.cpu_percent()),
+            peak as f64 / 1024.0,
+            column(i, &|m| records as f64 / m.cpu.as_secs_f64())
         );
     }
-    let ctr = m_ctrflow.records_per_s(records);
+    let (ctr, py, nat) = (column(0, &per_s), column(1, &per_s), column(2, &per_s));
+    let peak = |i: usize| measured.iter().map(|r| r[i].peak_rss_kib).max().unwrap_or(0).max(1) as f64;
     println!(
-        "ratios (records/s): ctrflow/python {:.2}x, ctrflow/native {:.2}x; peak RSS ctrflow/python {:.1}x",
-        ctr / m_python.records_per_s(records),
-        ctr / m_native.records_per_s(records),
-        m_ctrflow.peak_rss_kib as f64 / m_python.peak_rss_kib.max(1) as f64
+        "ratios (records/s, of the medians): ctrflow/python {:.2}x, ctrflow/native {:.2}x; peak RSS ctrflow/python {:.1}x",
+        ctr / py,
+        ctr / nat,
+        peak(0) / peak(1)
     );
-    println!("outputs in {}", work.display());
+    if rounds > 1 {
+        let range = |other: usize| {
+            let ratios: Vec<f64> = measured.iter().map(|r| per_s(&r[0]) / per_s(&r[other])).collect();
+            let (lo, hi) = ratios.iter().fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
+            format!("{lo:.2}-{hi:.2}x")
+        };
+        println!("ratios within each round: ctrflow/python {}, ctrflow/native {}", range(1), range(2));
+    }
+    println!("outputs (the last round's) in {}", work.display());
     if !same {
         bail!("ctrflow and the Python baseline disagree on the outputs (see the check above)");
     }
     Ok(())
 }
 
-fn parse_records(args: &[String]) -> anyhow::Result<u64> {
-    let mut records = DEFAULT_RECORDS;
+/// The middle value (the mean of the two middle ones for an even count).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+fn parse_args(args: &[String]) -> anyhow::Result<Args> {
+    const USAGE: &str = "usage: cargo xtask bench throughput [--records N] [--rounds R]";
+    let mut parsed = Args { records: DEFAULT_RECORDS, rounds: DEFAULT_ROUNDS };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
-        let value = match arg.strip_prefix("--records=") {
-            Some(v) => v.to_string(),
-            None if arg == "--records" => it.next().context("--records needs a number")?.clone(),
-            None => bail!("unknown argument {arg:?} (usage: cargo xtask bench throughput [--records N])"),
+        let (name, value) = match arg.split_once('=') {
+            Some((name, value)) => (name, value.to_string()),
+            None => (arg.as_str(), it.next().with_context(|| format!("{arg} needs a number ({USAGE})"))?.clone()),
         };
-        records = value.replace('_', "").parse().with_context(|| format!("--records {value:?} is not a count"))?;
-        if records == 0 {
-            bail!("--records must be at least 1");
+        let count = |what: &str| -> anyhow::Result<u64> {
+            let n: u64 = value.replace('_', "").parse().with_context(|| format!("{what} {value:?} is not a count"))?;
+            if n == 0 {
+                bail!("{what} must be at least 1");
+            }
+            Ok(n)
+        };
+        match name {
+            "--records" => parsed.records = count("--records")?,
+            "--rounds" => parsed.rounds = count("--rounds")? as usize,
+            _ => bail!("unknown argument {arg:?} ({USAGE})"),
         }
     }
-    Ok(records)
+    Ok(parsed)
 }
 
 /// The input file for `records`, generated on first use and kept for later runs.
