@@ -107,51 +107,19 @@ pub fn throughput(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let load = std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "unknown".into());
-    let (out_ctrflow, out_python) = (work.join("out-ctrflow"), work.join("out-python"));
-    // measured[round][row], rows in Row::ALL's order.
-    let mut measured: Vec<[Option<Measured>; 3]> = Vec::new();
+    let programs = Programs { root, ctrflow: &ctrflow, native: &native, input: &input, agents: &agents, work: &work };
+    let mut measured: Vec<[Measured; 3]> = Vec::new();
     for round in 0..rounds {
-        let mut this: [Option<Measured>; 3] = [None, None, None];
         // Each round starts with another row, so that no row always runs first (or last).
+        let mut this: [Option<Measured>; 3] = [None, None, None];
         for k in 0..3 {
             let i = (round + k) % 3;
-            let row = Row::ALL[i];
-            eprintln!("\n[round {}/{rounds}, {}/3] {}", round + 1, k + 1, row.name());
-            this[i] = Some(match row {
-                Row::Native => {
-                    let out = fresh(&work.join("out-native"))?;
-                    let m = measure(
-                        Command::new(&native).arg(&input).arg(out.join("records.jsonl")),
-                        &out,
-                        "native-limit",
-                    )?;
-                    // Only its speed matters; do not keep a third copy of the input around.
-                    let _ = std::fs::remove_file(out.join("records.jsonl"));
-                    m
-                }
-                Row::Python => {
-                    let out = fresh(&out_python)?;
-                    measure(
-                        Command::new("python3")
-                            .arg(root.join("bench/baseline.py"))
-                            .arg("run")
-                            .arg("--input")
-                            .arg(&input)
-                            .arg("--agents")
-                            .arg(&agents)
-                            .arg("--out")
-                            .arg(&out),
-                        &out,
-                        "python",
-                    )?
-                }
-                Row::Ctrflow => run_ctrflow(root, &ctrflow, &input, &fresh(&out_ctrflow)?)?,
-            });
+            eprintln!("\n[round {}/{rounds}, {}/3] {}", round + 1, k + 1, Row::ALL[i].name());
+            this[i] = Some(programs.run(Row::ALL[i])?);
         }
-        measured.push(this);
+        measured.push(this.map(|m| m.expect("every row ran in this round")));
     }
-    let measured: Vec<[Measured; 3]> =
-        measured.into_iter().map(|r| r.map(|m| m.expect("every row ran in every round"))).collect();
+    let (out_ctrflow, out_python) = (programs.out(Row::Ctrflow), programs.out(Row::Python));
 
     let same = check_outputs(root, &out_ctrflow, &out_python, records)?;
 
@@ -208,6 +176,58 @@ pub fn throughput(root: &Path, args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the rows run on, and where their outputs go.
+struct Programs<'a> {
+    root: &'a Path,
+    ctrflow: &'a Path,
+    native: &'a Path,
+    input: &'a Path,
+    agents: &'a Path,
+    work: &'a Path,
+}
+
+impl Programs<'_> {
+    /// The row's output directory (emptied before each of its runs).
+    fn out(&self, row: Row) -> PathBuf {
+        self.work.join(match row {
+            Row::Ctrflow => "out-ctrflow",
+            Row::Python => "out-python",
+            Row::Native => "out-native",
+        })
+    }
+
+    /// One measured run of `row`.
+    fn run(&self, row: Row) -> anyhow::Result<Measured> {
+        let out = fresh(&self.out(row))?;
+        match row {
+            Row::Ctrflow => run_ctrflow(self.root, self.ctrflow, self.input, &out),
+            Row::Python => measure(
+                Command::new("python3")
+                    .arg(self.root.join("bench/baseline.py"))
+                    .arg("run")
+                    .arg("--input")
+                    .arg(self.input)
+                    .arg("--agents")
+                    .arg(self.agents)
+                    .arg("--out")
+                    .arg(&out),
+                &out,
+                "python",
+            ),
+            Row::Native => {
+                let m = measure(
+                    Command::new(self.native).arg(self.input).arg(out.join("records.jsonl")),
+                    &out,
+                    "native-limit",
+                )?;
+                // Only its speed matters; do not keep a third copy of the input around.
+                let _ = std::fs::remove_file(out.join("records.jsonl"));
+                Ok(m)
+            }
+        }
+    }
+}
+
 /// The middle value (the mean of the two middle ones for an even count).
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
@@ -224,9 +244,13 @@ fn parse_args(args: &[String]) -> anyhow::Result<Args> {
     let mut parsed = Args { records: DEFAULT_RECORDS, rounds: DEFAULT_ROUNDS };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
-        let (name, value) = match arg.split_once('=') {
-            Some((name, value)) => (name, value.to_string()),
-            None => (arg.as_str(), it.next().with_context(|| format!("{arg} needs a number ({USAGE})"))?.clone()),
+        let (name, inline) = arg.split_once('=').map_or((arg.as_str(), None), |(name, value)| (name, Some(value)));
+        if !matches!(name, "--records" | "--rounds") {
+            bail!("unknown argument {arg:?} ({USAGE})");
+        }
+        let value = match inline {
+            Some(value) => value.to_string(),
+            None => it.next().with_context(|| format!("{arg} needs a number ({USAGE})"))?.clone(),
         };
         let count = |what: &str| -> anyhow::Result<u64> {
             let n: u64 = value.replace('_', "").parse().with_context(|| format!("{what} {value:?} is not a count"))?;
@@ -237,8 +261,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Args> {
         };
         match name {
             "--records" => parsed.records = count("--records")?,
-            "--rounds" => parsed.rounds = count("--rounds")? as usize,
-            _ => bail!("unknown argument {arg:?} ({USAGE})"),
+            _ => parsed.rounds = count("--rounds")? as usize,
         }
     }
     Ok(parsed)
