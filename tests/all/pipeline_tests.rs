@@ -76,6 +76,25 @@ fn a_wrong_expectation_fails_with_exit_1_and_a_readable_diff() {
 }
 
 #[test]
+fn a_record_missing_because_it_was_dead_lettered_shows_the_dead_letters_reason() {
+    let dir = temp_dir("pipeline-tests");
+    let tests = dir.join("t.tests.toml");
+    std::fs::write(
+        &tests,
+        "[[tests]]\nname = \"t\"\n[[tests.inputs]]\nnode = \"contacts\"\nrecords = [{ Channel = \"VOICE\" }]\n\
+         [[tests.expect]]\nat = \"voice\"\ncount = 1\n",
+    )
+    .unwrap();
+    let pipeline = repo_root().join("pipelines/local-demo.toml");
+    let out = ctrflow(&repo_root(), &["test", pipeline.to_str().unwrap(), tests.to_str().unwrap()]);
+    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+    let s = &out.stdout;
+    assert!(s.contains("- count: 1") && s.contains("+ count: 0"), "{s}");
+    assert!(s.contains("(records seen: dead_letters 1"), "{s}");
+    assert!(s.contains("dead letter from sources.contacts: not_a_ctr: "), "why it went there is shown: {s}");
+}
+
+#[test]
 fn a_misspelt_place_is_named_with_a_suggestion() {
     let dir = temp_dir("pipeline-tests");
     let tests = dir.join("t.tests.toml");
