@@ -75,20 +75,23 @@ fn a_wrong_expectation_fails_with_exit_1_and_a_readable_diff() {
     assert!(out.stderr.contains("1 pipeline test(s) failed"), "{}", out.stderr);
 }
 
+/// `ctrflow test` of the local demo with `tests` (a test file's text) that must fail: its
+/// output.
+fn failing_demo_test(tests: &str) -> String {
+    let path = temp_dir("pipeline-tests").join("t.tests.toml");
+    std::fs::write(&path, tests).unwrap();
+    let pipeline = repo_root().join("pipelines/local-demo.toml");
+    let out = ctrflow(&repo_root(), &["test", pipeline.to_str().unwrap(), path.to_str().unwrap()]);
+    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+    out.stdout
+}
+
 #[test]
 fn a_record_missing_because_it_was_dead_lettered_shows_the_dead_letters_reason() {
-    let dir = temp_dir("pipeline-tests");
-    let tests = dir.join("t.tests.toml");
-    std::fs::write(
-        &tests,
+    let s = &failing_demo_test(
         "[[tests]]\nname = \"t\"\n[[tests.inputs]]\nnode = \"contacts\"\nrecords = [{ Channel = \"VOICE\" }]\n\
          [[tests.expect]]\nat = \"voice\"\ncount = 1\n",
-    )
-    .unwrap();
-    let pipeline = repo_root().join("pipelines/local-demo.toml");
-    let out = ctrflow(&repo_root(), &["test", pipeline.to_str().unwrap(), tests.to_str().unwrap()]);
-    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
-    let s = &out.stdout;
+    );
     assert!(s.contains("- count: 1") && s.contains("+ count: 0"), "{s}");
     assert!(s.contains("(records seen: dead_letters 1"), "{s}");
     assert!(s.contains("dead letter from sources.contacts: not_a_ctr: "), "why it went there is shown: {s}");
@@ -96,23 +99,12 @@ fn a_record_missing_because_it_was_dead_lettered_shows_the_dead_letters_reason()
 
 #[test]
 fn a_misspelt_place_is_named_with_a_suggestion() {
-    let dir = temp_dir("pipeline-tests");
-    let tests = dir.join("t.tests.toml");
-    std::fs::write(
-        &tests,
+    let s = &failing_demo_test(
         "[[tests]]\nname = \"t\"\n[[tests.inputs]]\nnode = \"contacts\"\nrecords = [{ ContactId = \"c\" }]\n\
          [[tests.expect]]\nat = \"voise\"\ncount = 0\n[[tests.expect]]\nat = \"route.VOCE\"\ncount = 0\n",
-    )
-    .unwrap();
-    let pipeline = repo_root().join("pipelines/local-demo.toml");
-    let out = ctrflow(&repo_root(), &["test", pipeline.to_str().unwrap(), tests.to_str().unwrap()]);
-    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("(did you mean \"voice\"?)"), "{}", out.stdout);
-    assert!(
-        out.stdout.contains("\"route\" has no output \"VOCE\" (its outputs: VOICE, CHAT, TASK, other)"),
-        "{}",
-        out.stdout
     );
+    assert!(s.contains("(did you mean \"voice\"?)"), "{s}");
+    assert!(s.contains("\"route\" has no output \"VOCE\" (its outputs: VOICE, CHAT, TASK, other)"), "{s}");
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! Running plugins: a pool of instances per node, each in its own `Store`, with traps
 //! contained.
 //!
-//! Every call gets a deadline of the node's `time_per_record` times the batch length
-//! (epoch interruption). When a call traps — a panic, the deadline, the memory cap — the
+//! Every call gets a deadline of the node's `time_per_record` times the batch length, at
+//! least [`super::limits::MIN_CALL_TIME`] (epoch interruption). When a call traps — a
+//! panic, the deadline, the memory cap — the
 //! instance is discarded (wasmtime poisons it), the batch's edits are rolled back, and the
 //! records are retried one by one on fresh instances, so one bad record costs only itself:
 //! it comes back as a [`Failure`] naming the kind, while its batch-mates are processed
@@ -121,7 +122,7 @@ pub(crate) fn classify_trap(err: &wasmtime::Error, limits: &Limits, n: usize, me
             kind: FailureKind::Deadline,
             message: format!(
                 "waited (wasi:io/poll, e.g. a sleep) past its deadline of {:?} ({} record(s) at {:?} each)",
-                limits.time_per_record * n as u32,
+                limits.call_time(n),
                 n,
                 limits.time_per_record
             ),
@@ -132,7 +133,7 @@ pub(crate) fn classify_trap(err: &wasmtime::Error, limits: &Limits, n: usize, me
             FailureKind::Deadline,
             format!(
                 "exceeded its deadline of {:?} ({} record(s) at {:?} each)",
-                limits.time_per_record * n as u32,
+                limits.call_time(n),
                 n,
                 limits.time_per_record
             ),
@@ -336,7 +337,7 @@ impl<W: World> Pool<W> {
         };
         let n = records.len();
         let store = &mut instance.store;
-        let budget = self.limits.time_per_record * n as u32;
+        let budget = self.limits.call_time(n);
         store.data_mut().batch = Some(PluginBatch::new(records, self.limits.max_output_bytes));
         store.data_mut().deadline = Some(Instant::now() + budget);
         store.set_epoch_deadline(ticks(budget));
