@@ -35,8 +35,8 @@ impl Default for Limits {
 /// a busy machine a call waits for a core as well as runs: a JavaScript plugin's one-record
 /// call, 0.5–1.1 ms on a quiet machine (its node's `process` time, 3 runs), took 15.9 ms
 /// while the test suite built plugins beside it, past a 10 ms budget, and its record was
-/// dead-lettered for the machine's load. A
-/// plugin that never returns is still stopped within this.
+/// dead-lettered for the machine's load. A plugin that never returns is still stopped
+/// within this.
 pub const MIN_CALL_TIME: Duration = Duration::from_millis(100);
 
 impl Limits {

@@ -3,9 +3,9 @@
 //!
 //! Every call gets a deadline of the node's `time_per_record` times the batch length, at
 //! least [`super::limits::MIN_CALL_TIME`] (epoch interruption). When a call traps — a
-//! panic, the deadline, the memory cap — the
-//! instance is discarded (wasmtime poisons it), the batch's edits are rolled back, and the
-//! records are retried one by one on fresh instances, so one bad record costs only itself:
+//! panic, the deadline, the memory cap — the instance is discarded (wasmtime poisons it),
+//! the batch's edits are rolled back, and the records are retried one by one on fresh
+//! instances, so one bad record costs only itself:
 //! it comes back as a [`Failure`] naming the kind, while its batch-mates are processed
 //! normally.
 

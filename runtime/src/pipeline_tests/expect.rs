@@ -35,16 +35,14 @@ pub fn check(
     {
         lines.push(format!("- count: {count}"));
         lines.push(format!("+ count: {}", selected.len()));
-        lines.push(format!("  (records seen: {})", seen.summary()));
-        lines.extend(dead_letters(exp, seen));
+        lines.extend(context(exp, seen));
     }
     let has_conditions =
         !exp.equals.is_empty() || !exp.absent.is_empty() || !exp.present.is_empty() || !exp.encoded.is_empty();
     if has_conditions && selected.is_empty() && exp.count.is_none_or(|c| c > 0) {
         if lines.is_empty() {
             lines.push(format!("no record at {:?}{} to check", exp.at, where_text(exp)));
-            lines.push(format!("  (records seen: {})", seen.summary()));
-            lines.extend(dead_letters(exp, seen));
+            lines.extend(context(exp, seen));
         }
         return Err(lines);
     }
@@ -58,23 +56,20 @@ pub fn check(
     if lines.is_empty() { Ok(()) } else { Err(lines) }
 }
 
-/// The dead letters' nodes, kinds and reasons, when records missing elsewhere went there:
-/// why a record did not arrive is the first thing a reader of the failure wants (the first
-/// few; the count is in the summary).
-fn dead_letters(exp: &Expectation, seen: &Seen) -> Vec<String> {
+/// A missing record's context: how many records were seen where, then the first few dead
+/// letters' nodes, kinds and reasons (unless the dead letters are the place checked): why a
+/// record did not arrive is the first thing a reader of the failure wants.
+fn context(exp: &Expectation, seen: &Seen) -> Vec<String> {
     const SHOWN: usize = 3;
-    if exp.at == DEAD_LETTERS {
-        return Vec::new();
-    }
-    let letters = seen.places.get(DEAD_LETTERS).map(Vec::as_slice).unwrap_or(&[]);
-    letters
-        .iter()
-        .take(SHOWN)
-        .map(|s| {
+    let mut lines = vec![format!("  (records seen: {})", seen.summary())];
+    if exp.at != DEAD_LETTERS {
+        let letters = seen.places.get(DEAD_LETTERS).map(Vec::as_slice).unwrap_or(&[]);
+        lines.extend(letters.iter().take(SHOWN).map(|s| {
             let field = |k: &str| s.doc.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
             format!("  dead letter from {}{}: {}: {}", field("node"), contact(&s.doc), field("kind"), field("reason"))
-        })
-        .collect()
+        }));
+    }
+    lines
 }
 
 /// `at`'s place, said the way a reader of the failure wants it.
