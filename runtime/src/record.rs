@@ -92,12 +92,32 @@ impl Returns {
     pub fn complete(&mut self, record: Record) {
         let Record { doc, meta: _, ack } = record;
         if let Some(home) = ack.home() {
-            match self.homes.iter_mut().find(|(h, _)| h.same_channel(home)) {
-                Some((_, docs)) => docs.push(doc),
-                None => self.homes.push((home.clone(), vec![doc])),
-            }
+            self.keep(home, doc);
         }
         ack.complete();
+    }
+
+    /// Takes the document of a record still waiting for its write, once its writer has
+    /// staged it ([`crate::contract::Stager`]), leaving in its place only its `ContactId`:
+    /// a dead letter takes the rest from the original bytes, so the record must have them
+    /// (`meta.raw`).
+    pub fn release(&mut self, record: &mut Record) {
+        debug_assert!(record.meta.raw.is_some(), "a released record's dead letter needs its original bytes");
+        let light = match record.contact_id() {
+            Some(id) => serde_json::json!({ "ContactId": id }),
+            None => Value::Null,
+        };
+        let doc = std::mem::replace(&mut record.doc, Doc::new(light));
+        if let Some(home) = record.ack.home() {
+            self.keep(home, doc);
+        }
+    }
+
+    fn keep(&mut self, home: &Home, doc: Doc) {
+        match self.homes.iter_mut().find(|(h, _)| h.same_channel(home)) {
+            Some((_, docs)) => docs.push(doc),
+            None => self.homes.push((home.clone(), vec![doc])),
+        }
     }
 
     /// Sends each source its documents. (A source that has stopped leaves them to be freed

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::contract::{Item, NodeHandle, Writer, Written};
+use crate::contract::{Item, NodeHandle, Staged, Stager, Writer, Written};
 use crate::flow::Batch;
 use crate::host::SinkPlugin;
 use crate::record::{Record, Returns, now_ms};
@@ -42,11 +42,14 @@ pub struct SinkNode {
     pub annotate: bool,
 }
 
-/// Records waiting for the next write, with when they arrived (per input batch).
+/// Records waiting for the next write, with when they arrived (per input batch), and their
+/// writer's form of them when it stages records (one entry per record then, else none).
 #[derive(Default)]
 struct Pending {
     records: Vec<Record>,
+    staged: Vec<Option<Staged>>,
     groups: Groups,
+    stager: Option<Box<dyn Stager>>,
 }
 
 impl Pending {
@@ -82,8 +85,10 @@ impl SinkNode {
     /// this one takes in the next batch and acknowledges (and frees) the last: a sink's
     /// throughput is its slowest part, not the sum of them (docs/performance.md).
     pub async fn run(mut self) -> anyhow::Result<()> {
+        // Records a plugin encodes or the sink annotates change after they arrive: not staged.
+        let stager = if self.plugin.is_none() && !self.annotate { self.writer.stager() } else { None };
         let WriterThread { jobs, done, thread } = self.start_writer()?;
-        let result = self.feed(&jobs, done).await;
+        let result = self.feed(&jobs, done, stager).await;
         drop(jobs);
         let closed = thread.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the sink's writer panicked")));
         // A writer that stopped says why first.
@@ -132,8 +137,9 @@ impl SinkNode {
         &mut self,
         jobs: &mpsc::Sender<Job>,
         mut done: mpsc::Receiver<(Job, Vec<Written>)>,
+        stager: Option<Box<dyn Stager>>,
     ) -> anyhow::Result<()> {
-        let mut pending = Pending::default();
+        let mut pending = Pending { stager, ..Pending::default() };
         let (mut open, mut writing) = (true, false);
         loop {
             if !writing {
@@ -207,7 +213,22 @@ impl SinkNode {
         }
         Counters::add(&self.node.timing.counters.records_in, batch.records.len() as u64);
         pending.groups.push((now, batch.read_at, batch.records.len()));
-        pending.records.extend(batch.records);
+        let mut records = batch.records;
+        if let Some(stager) = &mut pending.stager {
+            // Staged, a record's tree is not needed until its write: it goes home now.
+            let mut returns = Returns::default();
+            for record in &mut records {
+                // Only a record that keeps its original bytes (all a dead letter needs besides
+                // its ContactId) can let its tree go before its write.
+                let staged = if record.meta.raw.is_some() { stager.stage(record) } else { None };
+                if staged.is_some() {
+                    returns.release(record);
+                }
+                pending.staged.push(staged);
+            }
+            returns.send();
+        }
+        pending.records.extend(records);
     }
 
     /// Makes the pending records a write: annotated, and encoded by the sink's plugin (a
@@ -215,15 +236,20 @@ impl SinkNode {
     async fn job(&mut self, pending: &mut Pending) -> Job {
         let records = std::mem::take(&mut pending.records);
         let groups = std::mem::take(&mut pending.groups);
+        let mut staged = std::mem::take(&mut pending.staged).into_iter();
         let records = if self.annotate { records.into_iter().map(|r| self.annotated(r)).collect() } else { records };
 
         let mut items = Vec::with_capacity(records.len());
         match &self.plugin {
-            None => items.extend(records.into_iter().map(|record| Item { record, encoding: None })),
+            None => items.extend(records.into_iter().map(|record| Item {
+                record,
+                encoding: None,
+                staged: staged.next().flatten(),
+            })),
             Some(plugin) => {
                 for (record, enc) in plugin.encode(records) {
                     match enc {
-                        Ok(e) => items.push(Item { record, encoding: Some(e) }),
+                        Ok(e) => items.push(Item::new(record, Some(e))),
                         Err(f) => self.node.refuse(record, dead_letter_kind(f.kind), f.message).await,
                     }
                 }

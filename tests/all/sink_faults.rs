@@ -41,6 +41,9 @@ fn a_record_with_fields_differing_only_by_case_is_dead_lettered_alone() {
         let dead = read_jsonl(&dir.join("dead-letters.jsonl"));
         assert_eq!(dead.len(), 1, "{mode}: {dead:?}");
         assert_eq!(dead[0]["contact_id"], "c3");
+        // The sink let the record's tree go when it staged its row: the dead letter still
+        // holds the record as it was read.
+        assert_eq!(dead[0]["original"], lines[2].as_str(), "{mode}");
         assert_eq!(dead[0]["kind"], "unwritable");
         assert_eq!(dead[0]["node"], "sinks.db");
         assert!(dead[0]["reason"].as_str().unwrap().contains("differ only by case"), "{}", dead[0]["reason"]);

@@ -198,10 +198,8 @@ impl OnceWriter {
             for &i in &waiting {
                 if taken.insert(keys[i].as_str()) { round.push(i) } else { later.push(i) }
             }
-            let subset: Vec<Item> = round
-                .iter()
-                .map(|&i| Item { record: items[i].record.clone(), encoding: items[i].encoding.clone() })
-                .collect();
+            let subset: Vec<Item> =
+                round.iter().map(|&i| Item::new(items[i].record.clone(), items[i].encoding.clone())).collect();
             let written = self.inner.write(&subset).await;
             // The copies' acknowledgements are ours to close; the originals' are the runtime's.
             for item in subset {
@@ -293,7 +291,7 @@ mod tests {
     }
 
     fn item(contact: &str, v: &str, status: &str) -> Item {
-        Item { record: Record::detached(json!({"ContactId": contact, "v": v, "status": status})), encoding: None }
+        Item::new(Record::detached(json!({"ContactId": contact, "v": v, "status": status})), None)
     }
 
     fn writer(dir: &Path, remember: &str) -> (Box<dyn Writer>, Arc<std::sync::Mutex<Vec<String>>>) {
@@ -367,7 +365,7 @@ mod tests {
     fn a_record_without_the_key_is_dead_lettered_naming_the_path() {
         let dir = temp("nokey");
         let (mut w, _) = writer(&dir, "7d");
-        let items = vec![Item { record: Record::detached(json!({"v": "x"})), encoding: None }];
+        let items = vec![Item::new(Record::detached(json!({"v": "x"})), None)];
         let out = run(&mut w, items);
         assert!(
             matches!(&out[0], Written::Refused { kind: DeadLetterKind::NoKey, reason } if reason.contains("ContactId")),

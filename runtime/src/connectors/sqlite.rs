@@ -29,6 +29,11 @@
 //! a sink often slept after the lock was free; and every commit of one connection threw
 //! away the others' page caches, which then read their pages back (see
 //! docs/performance.md for the measurement).
+//!
+//! A sink without a plugin stages each record as it arrives ([`StagedRow`]: names and values
+//! in two buffers, objects and arrays already JSON text) and lets its tree go, so the records
+//! waiting for a write (up to two writes' worth) hold about a quarter of the memory they did;
+//! the write binds from the staged row.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -42,7 +47,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::contract::{
-    Destination, Env, Health, Item, LOCAL_MAX_RECORDS, SinkConnector, SinkOptions, WriteFuture, Writer, Written,
+    Destination, Encoding, Env, Health, Item, LOCAL_MAX_RECORDS, SinkConnector, SinkOptions, Staged, Stager,
+    WriteFuture, Writer, Written,
 };
 use crate::dead_letter::DeadLetterKind;
 use crate::flow::Shutdown;
@@ -228,15 +234,139 @@ fn is_record_fault(e: &rusqlite::Error) -> bool {
     }
 }
 
-/// A row made ready outside the database's lock ([`SqliteWriter::prepare`]).
+/// A row made ready outside the database's lock ([`SqliteWriter::prepare`], or
+/// [`StagedRow::prepared`]).
 struct Prepared<'a> {
-    /// Its fields, borrowed from the encoding or the record.
-    row: Vec<(&'a str, &'a Value)>,
-    /// Where the JSON text of each object or array field is in the batch's text buffer, in
-    /// field order.
-    nested: Vec<std::ops::Range<usize>>,
+    /// Its fields by name, borrowed from the encoding, the record or its staged row.
+    row: Vec<(&'a str, Field<'a>)>,
     /// Its key and version (newer-wins), `None` in append mode, `Err` when it has no key.
     key_version: Result<Option<(&'a str, i64)>, ()>,
+}
+
+/// One field's value as it is bound.
+enum Field<'a> {
+    /// A scalar of the record or the encoding, bound from where it is.
+    Scalar(&'a Value),
+    /// An object or array, as its JSON text in the batch's text buffer.
+    Nested(std::ops::Range<usize>),
+    /// A value of a staged row (whose text is given).
+    Staged(&'a Cell, &'a [u8]),
+}
+
+impl Field<'_> {
+    /// The SQL value to bind; `texts` is the batch's text buffer.
+    fn bound<'b>(&'b self, texts: &'b [u8]) -> ToSqlOutput<'b> {
+        match self {
+            Field::Scalar(v) => bind(v).unwrap_or(ToSqlOutput::Borrowed(ValueRef::Null)),
+            Field::Nested(range) => ToSqlOutput::Borrowed(ValueRef::Text(&texts[range.clone()])),
+            Field::Staged(cell, text) => match cell {
+                Cell::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+                Cell::Integer(i) => ToSqlOutput::Owned(Sql::Integer(*i)),
+                Cell::Real(f) => ToSqlOutput::Owned(Sql::Real(*f)),
+                Cell::Text(range) => {
+                    ToSqlOutput::Borrowed(ValueRef::Text(&text[range.start as usize..range.end as usize]))
+                }
+            },
+        }
+    }
+}
+
+/// A record's row as the sink holds it from its arrival to its write ([`RowStager`]): the
+/// field names in one string, the values (strings, and objects and arrays as JSON text) in
+/// one buffer. About 3.5 KB for a contact record whose tree takes 15 KB.
+struct StagedRow {
+    names: String,
+    text: Vec<u8>,
+    fields: Vec<(std::ops::Range<u32>, Cell)>,
+    /// The key's place in `names` and the version (newer-wins), `None` in append mode,
+    /// `Err` when the record has no key.
+    key_version: Result<Option<(std::ops::Range<u32>, i64)>, ()>,
+}
+
+/// A staged value.
+enum Cell {
+    Null,
+    Integer(i64),
+    Real(f64),
+    /// A string, or an object's or array's JSON text, in the row's `text`.
+    Text(std::ops::Range<u32>),
+}
+
+impl StagedRow {
+    /// `map`'s row, as [`SqliteWriter::prepare`] would make it from the record.
+    fn new(map: &serde_json::Map<String, Value>, key_version: Result<Option<(&str, i64)>, ()>) -> StagedRow {
+        let mut row = StagedRow {
+            names: String::with_capacity(map.len() * 16),
+            text: Vec::with_capacity(4096),
+            fields: Vec::with_capacity(map.len()),
+            key_version: Err(()),
+        };
+        for (name, value) in map {
+            let name = push_str(&mut row.names, name);
+            let cell = match value {
+                Value::Null => Cell::Null,
+                Value::Bool(b) => Cell::Integer(i64::from(*b)),
+                Value::Number(n) => match n.as_i64() {
+                    Some(i) => Cell::Integer(i),
+                    None => Cell::Real(n.as_f64().unwrap_or(f64::NAN)),
+                },
+                Value::String(s) => {
+                    let start = row.text.len();
+                    row.text.extend_from_slice(s.as_bytes());
+                    Cell::Text(span(start, row.text.len()))
+                }
+                Value::Object(_) | Value::Array(_) => {
+                    let start = row.text.len();
+                    crate::json::write_value(&mut row.text, value);
+                    Cell::Text(span(start, row.text.len()))
+                }
+            };
+            row.fields.push((name, cell));
+        }
+        row.key_version = key_version.map(|kv| kv.map(|(key, version)| (push_str(&mut row.names, key), version)));
+        row
+    }
+
+    /// The row, ready to write.
+    fn prepared(&self) -> Prepared<'_> {
+        let name = |range: &std::ops::Range<u32>| &self.names[range.start as usize..range.end as usize];
+        Prepared {
+            row: self.fields.iter().map(|(n, cell)| (name(n), Field::Staged(cell, &self.text))).collect(),
+            key_version: self
+                .key_version
+                .as_ref()
+                .map(|kv| kv.as_ref().map(|(key, version)| (name(key), *version)))
+                .map_err(|_| ()),
+        }
+    }
+}
+
+fn push_str(out: &mut String, s: &str) -> std::ops::Range<u32> {
+    let start = out.len();
+    out.push_str(s);
+    span(start, out.len())
+}
+
+/// A range in a staged row's buffers (a record is at most a few MB: `max_record_size`).
+fn span(start: usize, end: usize) -> std::ops::Range<u32> {
+    u32::try_from(start).unwrap_or(u32::MAX)..u32::try_from(end).unwrap_or(u32::MAX)
+}
+
+/// Stages a SQLite sink's records as they arrive: each object record becomes its
+/// [`StagedRow`].
+struct RowStager {
+    mode: SqliteMode,
+}
+
+impl Stager for RowStager {
+    fn stage(&mut self, record: &crate::record::Record) -> Option<Staged> {
+        let Value::Object(map) = &*record.doc else { return None };
+        let key_version = match self.mode {
+            SqliteMode::NewerWins => SqliteWriter::key_and_version(None, &record.doc).map(Some).ok_or(()),
+            SqliteMode::Append => Ok(None),
+        };
+        Some(Box::new(StagedRow::new(map, key_version)))
+    }
 }
 
 /// What became of one row: written, or the record's fault.
@@ -313,11 +443,8 @@ impl SqliteWriter {
     }
 
     /// The row's key and version, borrowed from the encoding or the record.
-    fn key_and_version(item: &Item) -> Option<(&str, i64)> {
-        let doc = &item.record.doc;
-        let key = item
-            .encoding
-            .as_ref()
+    fn key_and_version<'a>(encoding: Option<&'a Encoding>, doc: &'a Value) -> Option<(&'a str, i64)> {
+        let key = encoding
             .and_then(|e| e.partition_key.as_deref())
             .or_else(|| doc.get("ContactId").and_then(Value::as_str))?;
         let version =
@@ -386,22 +513,33 @@ impl SqliteWriter {
     }
 
     /// Makes a row ready to write, without the database: its fields, the JSON text of each
-    /// object or array field (appended to `texts`), and its key and version.
+    /// object or array field (appended to `texts`), and its key and version. A staged item
+    /// is ready already.
     fn prepare<'a>(&self, item: &'a Item, texts: &mut Vec<u8>) -> Prepared<'a> {
-        let row = Self::row(item);
-        let mut nested = Vec::new();
-        for (_, v) in &row {
-            if matches!(v, Value::Object(_) | Value::Array(_)) {
-                let start = texts.len();
-                crate::json::write_value(texts, v);
-                nested.push(start..texts.len());
-            }
+        if let Some(staged) = item.staged.as_ref().and_then(|s| s.downcast_ref::<StagedRow>()) {
+            return staged.prepared();
         }
+        let row = Self::row(item)
+            .into_iter()
+            .map(|(name, v)| {
+                let field = match v {
+                    Value::Object(_) | Value::Array(_) => {
+                        let start = texts.len();
+                        crate::json::write_value(texts, v);
+                        Field::Nested(start..texts.len())
+                    }
+                    scalar => Field::Scalar(scalar),
+                };
+                (name, field)
+            })
+            .collect();
         let key_version = match self.mode {
-            SqliteMode::NewerWins => Self::key_and_version(item).map(Some).ok_or(()),
+            SqliteMode::NewerWins => {
+                Self::key_and_version(item.encoding.as_ref(), &item.record.doc).map(Some).ok_or(())
+            }
             SqliteMode::Append => Ok(None),
         };
-        Prepared { row, nested, key_version }
+        Prepared { row, key_version }
     }
 
     /// Writes one prepared row. `Err` is an infrastructure fault (the caller rolls the batch
@@ -446,17 +584,10 @@ impl SqliteWriter {
         let attempt = (|| {
             // Prepared once per column set: the connection's statement cache keeps it.
             let mut stmt = conn.prepare_cached(sql)?;
-            let mut nested = prepared.nested.iter();
-            for (i, (_, v)) in row.iter().enumerate() {
-                match bind(v) {
-                    Some(value) => stmt.raw_bind_parameter(i + 1, value)?,
-                    // An object or array: its JSON text, written before the lock was taken
-                    // (binding copies it: rusqlite binds text as SQLITE_TRANSIENT).
-                    None => {
-                        let range = nested.next().cloned().unwrap_or_default();
-                        stmt.raw_bind_parameter(i + 1, ToSqlOutput::Borrowed(ValueRef::Text(&texts[range])))?
-                    }
-                }
+            for (i, (_, field)) in row.iter().enumerate() {
+                // An object or array is its JSON text, written before the lock was taken
+                // (binding copies it: rusqlite binds text as SQLITE_TRANSIENT).
+                stmt.raw_bind_parameter(i + 1, field.bound(texts))?;
             }
             match key_version {
                 Some((key, version)) => {
@@ -527,7 +658,7 @@ impl SqliteWriter {
 }
 
 /// Two fields of one row that land in the same column (names differing only by case).
-fn same_column<'a>(row: &[(&'a str, &Value)], slots: &[usize]) -> Option<(&'a str, &'a str)> {
+fn same_column<'a, T>(row: &[(&'a str, T)], slots: &[usize]) -> Option<(&'a str, &'a str)> {
     let mut sorted = slots.to_vec();
     sorted.sort_unstable();
     if sorted.windows(2).all(|w| w[0] != w[1]) {
@@ -545,6 +676,10 @@ fn same_column<'a>(row: &[(&'a str, &Value)], slots: &[usize]) -> Option<(&'a st
 impl Writer for SqliteWriter {
     fn write<'a>(&'a mut self, items: &'a [Item]) -> WriteFuture<'a> {
         Box::pin(self.write_batch(items))
+    }
+
+    fn stager(&self) -> Option<Box<dyn Stager>> {
+        Some(Box::new(RowStager { mode: self.mode }))
     }
 }
 
@@ -586,6 +721,77 @@ mod tests {
         let size: i64 = guard.conn.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
         assert_eq!(size, PAGE_SIZE);
         drop(guard);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn writer(dir: &Path, table: &str, mode: SqliteMode) -> SqliteWriter {
+        use crate::graph::Section;
+        use crate::timing::Timing;
+        let timing = Timing::new(true, [("db".to_string(), Section::Sink, Vec::new())]);
+        let options = SinkOptions {
+            max_bytes: None,
+            shutdown: Shutdown::default(),
+            health: Health::new(Arc::from("sinks.db"), timing.node("db")),
+            state_dir: dir.to_path_buf(),
+        };
+        let cfg = SqliteSink { path: "c.db".into(), table: table.into(), mode, fsync: false };
+        let aws = crate::config::AwsConfig::default();
+        SqliteWriter::open(&cfg, &Env { id: "db", base_dir: dir, aws: &aws }, options).unwrap()
+    }
+
+    /// Every row of `table`, every value with its SQLite type, in key order.
+    fn dump(dir: &Path, table: &str) -> Vec<Vec<(String, String)>> {
+        let conn = rusqlite::Connection::open(dir.join("c.db")).unwrap();
+        let mut stmt = conn.prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2")).unwrap();
+        let names: Vec<String> = stmt.column_names().iter().map(|n| n.to_string()).collect();
+        stmt.query_map([], |row| {
+            Ok((0..names.len())
+                .filter(|&i| names[i] != "_ctrflow_written_at")
+                .map(|i| {
+                    let v = row.get_ref(i).unwrap();
+                    (names[i].clone(), format!("{:?} {:?}", v.data_type(), v))
+                })
+                .collect())
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+    }
+
+    // A staged record (its row made ready as it arrived, its tree gone home) writes the row
+    // the record itself writes: same columns, values and types, in both modes.
+    #[test]
+    fn a_staged_row_writes_what_its_record_writes_for_every_real_sample() {
+        let dir = temp_dir("staged");
+        let mut records: Vec<Value> = crate::json::real_samples().into_iter().map(|(_, v)| v).collect();
+        records.push(serde_json::json!({"ContactId": "x", "n": 1.5, "b": true, "z": null, "a": [1, {"k": "é\n"}]}));
+        records.push(serde_json::json!({"NoKey": 1}));
+        for mode in [SqliteMode::NewerWins, SqliteMode::Append] {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let mut plain = writer(&dir, &format!("plain_{mode:?}"), mode);
+            let mut staged = writer(&dir, &format!("staged_{mode:?}"), mode);
+            let mut stager = staged.stager().unwrap();
+            let items = |stage: Option<&mut Box<dyn Stager>>| -> Vec<Item> {
+                let mut stage = stage;
+                records
+                    .iter()
+                    .map(|doc| {
+                        let record = crate::record::Record::detached(doc.clone());
+                        let staged = stage.as_mut().and_then(|s| s.stage(&record));
+                        Item { record, encoding: None, staged }
+                    })
+                    .collect()
+            };
+            let (plain_items, staged_items) = (items(None), items(Some(&mut stager)));
+            assert!(staged_items.iter().all(|i| i.record.doc.is_object() == i.staged.is_some()));
+            let a = rt.block_on(plain.write(&plain_items));
+            let b = rt.block_on(staged.write(&staged_items));
+            assert_eq!(format!("{a:?}"), format!("{b:?}"), "{mode:?}");
+            assert!(a.iter().any(|w| matches!(w, Written::Ok)));
+            let (a, b) = (dump(&dir, &format!("plain_{mode:?}")), dump(&dir, &format!("staged_{mode:?}")));
+            assert_eq!(a.len(), b.len());
+            assert_eq!(a, b, "{mode:?}");
+        }
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -151,6 +151,13 @@ pub trait Writer: Send {
     /// Writes `items`; one result per item, in order.
     fn write<'a>(&'a mut self, items: &'a [Item]) -> WriteFuture<'a>;
 
+    /// What makes this writer's records ready as they reach the sink, when it has one. Asked
+    /// once, before the first write, and only for a sink without a plugin and without
+    /// timing annotations (whose records change after they arrive).
+    fn stager(&self) -> Option<Box<dyn Stager>> {
+        None
+    }
+
     /// Flushes and closes.
     fn close(&mut self) -> anyhow::Result<()> {
         Ok(())
@@ -170,12 +177,37 @@ pub struct Encoding {
     pub payload: Option<Vec<u8>>,
 }
 
+/// A record in a writer's own form, made by its [`Stager`] (the writer downcasts it).
+pub type Staged = Box<dyn std::any::Any + Send>;
+
+/// Makes each record ready for its writer as it reaches the sink, on the sink node's thread.
+///
+/// Why: a sink holds the records of the write in progress and of the next one, up to
+/// `max_records` each. Held as parsed trees (about 15 KB for a 3 KB contact record), that was
+/// the largest share of a run's memory; held as what the writer needs (a SQLite row: names
+/// and values in two buffers), it is about a quarter of it. Once a record is staged, its
+/// tree goes back to its source to be freed at once when the record still has its original
+/// bytes for the dead letters (docs/performance.md, "eleventh round").
+pub trait Stager: Send {
+    /// The writer's form of `record`, or `None` to leave the record as it is.
+    fn stage(&mut self, record: &Record) -> Option<Staged>;
+}
+
 /// One record on its way out.
 pub struct Item {
     /// The record.
     pub record: Record,
     /// Its encoding by the sink plugin, when the sink has one.
     pub encoding: Option<Encoding>,
+    /// Its writer's form of it, when the writer stages records ([`Writer::stager`]).
+    pub staged: Option<Staged>,
+}
+
+impl Item {
+    /// An item not staged.
+    pub fn new(record: Record, encoding: Option<Encoding>) -> Item {
+        Item { record, encoding, staged: None }
+    }
 }
 
 impl Item {
