@@ -410,4 +410,97 @@ mod tests {
         assert_eq!(*writes.lock().unwrap(), vec![vec![1], vec![2], vec![3]]);
         assert_eq!(timing.node("s").counters.records_out.load(std::sync::atomic::Ordering::Relaxed), 3);
     }
+
+    /// Stages every record as its `n`, and records what each write saw: per item, the
+    /// staged `n` and the document it was handed.
+    struct Staging {
+        seen: Arc<Mutex<Vec<(Option<i64>, Value)>>>,
+    }
+
+    struct StageN;
+
+    impl crate::contract::Stager for StageN {
+        fn stage(&mut self, record: &Record) -> Option<crate::contract::Staged> {
+            record.doc.get("n").and_then(Value::as_i64).map(|n| Box::new(n) as crate::contract::Staged)
+        }
+    }
+
+    impl Writer for Staging {
+        fn write<'a>(&'a mut self, items: &'a [Item]) -> WriteFuture<'a> {
+            let mut seen = self.seen.lock().unwrap();
+            for item in items {
+                let staged = item.staged.as_ref().and_then(|s| s.downcast_ref::<i64>()).copied();
+                seen.push((staged, (*item.record.doc).clone()));
+            }
+            Box::pin(std::future::ready(vec![Written::Ok; items.len()]))
+        }
+
+        fn stager(&self) -> Option<Box<dyn crate::contract::Stager>> {
+            Some(Box::new(StageN))
+        }
+    }
+
+    // A staged record's tree goes home as soon as the sink takes it in, before its write; the
+    // write gets the staged form and a stand-in holding the ContactId (for a dead letter,
+    // whose rest comes from the original bytes). A record without original bytes keeps its
+    // tree and is not staged.
+    #[test]
+    fn a_staged_record_sends_its_tree_home_when_it_arrives_and_keeps_its_contact_id() {
+        use crate::ack::AckBatch;
+        use crate::record::Meta;
+
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel(1);
+        let (dead, _letters) = DeadLetters::channel(8);
+        let timing = Timing::new(true, [("s".to_string(), Section::Sink, Vec::new())]);
+        let node = SinkNode {
+            node: NodeHandle {
+                key: "sinks.s".into(),
+                dead,
+                timing: timing.node("s"),
+                timing_enabled: true,
+                shutdown: Shutdown::default(),
+                on_error: OnError::default(),
+            },
+            id: "s".into(),
+            rx,
+            writer: Box::new(Staging { seen: seen.clone() }),
+            plugin: None,
+            max_records: 3,
+            linger: Duration::from_secs(3600),
+            annotate: false,
+        };
+        let (done, _completions) = mpsc::unbounded_channel();
+        let (home, mut back) = mpsc::unbounded_channel();
+        let ack = AckBatch::returning(0, done, home);
+        let record = |n: i64, raw: Option<&str>| Record {
+            doc: crate::doc::Doc::new(json!({ "ContactId": format!("c{n}"), "n": n })),
+            meta: Arc::new(Meta { raw: raw.map(|r| bytes::Bytes::from(r.to_string())), ..Meta::default() }),
+            ack: ack.record(),
+        };
+        let records = vec![record(1, Some("one")), record(2, Some("two")), record(3, None)];
+        drop(ack);
+        let running = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(node.run())
+        });
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(tx.send(Batch::new(records, Instant::now()))).unwrap();
+        drop(tx);
+        running.join().unwrap().unwrap();
+
+        let ns =
+            |docs: Vec<crate::doc::Doc>| docs.iter().map(|d| d.get("n").and_then(Value::as_i64)).collect::<Vec<_>>();
+        // First home: the staged records' trees, sent as they arrived.
+        assert_eq!(ns(back.try_recv().unwrap()), vec![Some(1), Some(2)]);
+        // Then, once written, what the records held: the stand-ins and the unstaged tree.
+        assert_eq!(ns(back.try_recv().unwrap()), vec![None, None, Some(3)]);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![
+                (Some(1), json!({ "ContactId": "c1" })),
+                (Some(2), json!({ "ContactId": "c2" })),
+                (None, json!({ "ContactId": "c3", "n": 3 })),
+            ]
+        );
+    }
 }
