@@ -103,11 +103,8 @@ impl Returns {
     /// (`meta.raw`).
     pub fn release(&mut self, record: &mut Record) {
         debug_assert!(record.meta.raw.is_some(), "a released record's dead letter needs its original bytes");
-        let light = match record.contact_id() {
-            Some(id) => serde_json::json!({ "ContactId": id }),
-            None => Value::Null,
-        };
-        let doc = std::mem::replace(&mut record.doc, Doc::new(light));
+        let stand_in = Doc::stand_in(record.contact_id());
+        let doc = std::mem::replace(&mut record.doc, stand_in);
         if let Some(home) = record.ack.home() {
             self.keep(home, doc);
         }
