@@ -208,9 +208,7 @@ impl Item {
     pub fn new(record: Record, encoding: Option<Encoding>) -> Item {
         Item { record, encoding, staged: None }
     }
-}
 
-impl Item {
     /// The bytes a byte-oriented destination writes: the plugin's payload, or the
     /// record's JSON.
     pub fn payload(&self) -> Vec<u8> {
