@@ -345,6 +345,35 @@ mod tests {
     use crate::graph::Section;
     use crate::timing::Timing;
 
+    /// Sink `s` writing through `writer`, `max_records` a write (no linger), its input's
+    /// sender, its clocks, and where its dead letters go.
+    fn sink_node(
+        writer: Box<dyn Writer>,
+        max_records: usize,
+    ) -> (SinkNode, mpsc::Sender<Batch>, Timing, mpsc::Receiver<crate::dead_letter::DeadLetter>) {
+        let (tx, rx) = mpsc::channel(1);
+        let (dead, letters) = DeadLetters::channel(8);
+        let timing = Timing::new(true, [("s".to_string(), Section::Sink, Vec::new())]);
+        let node = SinkNode {
+            node: NodeHandle {
+                key: "sinks.s".into(),
+                dead,
+                timing: timing.node("s"),
+                timing_enabled: true,
+                shutdown: Shutdown::default(),
+                on_error: OnError::default(),
+            },
+            id: "s".into(),
+            rx,
+            writer,
+            plugin: None,
+            max_records,
+            linger: Duration::from_secs(3600),
+            annotate: false,
+        };
+        (node, tx, timing, letters)
+    }
+
     /// Records what each write held (the documents' `n`), and holds its first write until
     /// released.
     struct Held {
@@ -371,26 +400,7 @@ mod tests {
         let (started, on_start) = std_mpsc::channel();
         let (release, on_release) = std_mpsc::channel();
         let writer = Held { writes: writes.clone(), started, release: Some(on_release) };
-        let (tx, rx) = mpsc::channel(1);
-        let (dead, _letters) = DeadLetters::channel(8);
-        let timing = Timing::new(true, [("s".to_string(), Section::Sink, Vec::new())]);
-        let node = SinkNode {
-            node: NodeHandle {
-                key: "sinks.s".into(),
-                dead,
-                timing: timing.node("s"),
-                timing_enabled: true,
-                shutdown: Shutdown::default(),
-                on_error: OnError::default(),
-            },
-            id: "s".into(),
-            rx,
-            writer: Box::new(writer),
-            plugin: None,
-            max_records: 1,
-            linger: Duration::from_secs(3600),
-            annotate: false,
-        };
+        let (node, tx, timing, _letters) = sink_node(Box::new(writer), 1);
         let running = std::thread::spawn(move || {
             tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(node.run())
         });
@@ -450,26 +460,7 @@ mod tests {
         use crate::record::Meta;
 
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel(1);
-        let (dead, _letters) = DeadLetters::channel(8);
-        let timing = Timing::new(true, [("s".to_string(), Section::Sink, Vec::new())]);
-        let node = SinkNode {
-            node: NodeHandle {
-                key: "sinks.s".into(),
-                dead,
-                timing: timing.node("s"),
-                timing_enabled: true,
-                shutdown: Shutdown::default(),
-                on_error: OnError::default(),
-            },
-            id: "s".into(),
-            rx,
-            writer: Box::new(Staging { seen: seen.clone() }),
-            plugin: None,
-            max_records: 3,
-            linger: Duration::from_secs(3600),
-            annotate: false,
-        };
+        let (node, tx, _timing, _letters) = sink_node(Box::new(Staging { seen: seen.clone() }), 3);
         let (done, _completions) = mpsc::unbounded_channel();
         let (home, mut back) = mpsc::unbounded_channel();
         let ack = AckBatch::returning(0, done, home);
