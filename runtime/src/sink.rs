@@ -421,10 +421,12 @@ mod tests {
         assert_eq!(timing.node("s").counters.records_out.load(std::sync::atomic::Ordering::Relaxed), 3);
     }
 
-    /// Stages every record as its `n`, and records what each write saw: per item, the
-    /// staged `n` and the document it was handed.
+    /// Per item written: its staged `n`, and the document the write was handed.
+    type Seen = Arc<Mutex<Vec<(Option<i64>, Value)>>>;
+
+    /// Stages every record as its `n`, and records what each write saw.
     struct Staging {
-        seen: Arc<Mutex<Vec<(Option<i64>, Value)>>>,
+        seen: Seen,
     }
 
     struct StageN;
