@@ -202,22 +202,26 @@ fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// A scalar JSON value bound as a SQL value, borrowed where it can be; `None` for an object
-/// or an array, which is bound as its JSON text.
-fn bind(v: &Value) -> Option<ToSqlOutput<'_>> {
-    Some(match v {
-        Value::Null => ToSqlOutput::Borrowed(ValueRef::Null),
-        Value::Bool(b) => ToSqlOutput::Owned(Sql::Integer(i64::from(*b))),
-        Value::Number(n) => ToSqlOutput::Owned(match n.as_i64() {
+/// A JSON null, boolean or number as a SQL value (a boolean as 0 or 1); `NULL` for anything
+/// else: a string is bound as text, an object or array as its JSON text, by the caller.
+fn non_text(v: &Value) -> Sql {
+    match v {
+        Value::Bool(b) => Sql::Integer(i64::from(*b)),
+        Value::Number(n) => match n.as_i64() {
             Some(i) => Sql::Integer(i),
             None => Sql::Real(n.as_f64().unwrap_or(f64::NAN)),
-        }),
-        Value::String(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
-        // The runtime's JSON writer (not `Display`, which writes through a `fmt::Formatter`
-        // piece by piece: measured, the largest single cost of this sink), into the row's
-        // buffer.
-        Value::Object(_) | Value::Array(_) => return None,
-    })
+        },
+        _ => Sql::Null,
+    }
+}
+
+/// An object's or array's JSON text, appended to `out`: the runtime's JSON writer (not
+/// `Display`, which writes through a `fmt::Formatter` piece by piece: measured, the largest
+/// single cost of this sink). Where it is in `out`.
+fn write_nested(out: &mut Vec<u8>, v: &Value) -> std::ops::Range<usize> {
+    let start = out.len();
+    crate::json::write_value(out, v);
+    start..out.len()
 }
 
 /// Whether an error is the record's (writing it again will fail again) rather than the
@@ -257,16 +261,13 @@ impl Field<'_> {
     /// The SQL value to bind; `texts` is the batch's text buffer.
     fn bound<'b>(&'b self, texts: &'b [u8]) -> ToSqlOutput<'b> {
         match self {
-            Field::Scalar(v) => bind(v).unwrap_or(ToSqlOutput::Borrowed(ValueRef::Null)),
+            Field::Scalar(Value::String(s)) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Field::Scalar(v) => ToSqlOutput::Owned(non_text(v)),
             Field::Nested(range) => ToSqlOutput::Borrowed(ValueRef::Text(&texts[range.clone()])),
-            Field::Staged(cell, text) => match cell {
-                Cell::Null => ToSqlOutput::Borrowed(ValueRef::Null),
-                Cell::Integer(i) => ToSqlOutput::Owned(Sql::Integer(*i)),
-                Cell::Real(f) => ToSqlOutput::Owned(Sql::Real(*f)),
-                Cell::Text(range) => {
-                    ToSqlOutput::Borrowed(ValueRef::Text(&text[range.start as usize..range.end as usize]))
-                }
-            },
+            Field::Staged(Cell::Sql(v), _) => ToSqlOutput::Borrowed(ValueRef::from(v)),
+            Field::Staged(Cell::Text(range), text) => {
+                ToSqlOutput::Borrowed(ValueRef::Text(&text[range.start as usize..range.end as usize]))
+            }
         }
     }
 }
@@ -285,9 +286,8 @@ struct StagedRow {
 
 /// A staged value.
 enum Cell {
-    Null,
-    Integer(i64),
-    Real(f64),
+    /// A null, boolean or number ([`non_text`]).
+    Sql(Sql),
     /// A string, or an object's or array's JSON text, in the row's `text`.
     Text(std::ops::Range<u32>),
 }
@@ -304,22 +304,13 @@ impl StagedRow {
         for (name, value) in map {
             let name = push_str(&mut row.names, name);
             let cell = match value {
-                Value::Null => Cell::Null,
-                Value::Bool(b) => Cell::Integer(i64::from(*b)),
-                Value::Number(n) => match n.as_i64() {
-                    Some(i) => Cell::Integer(i),
-                    None => Cell::Real(n.as_f64().unwrap_or(f64::NAN)),
-                },
                 Value::String(s) => {
                     let start = row.text.len();
                     row.text.extend_from_slice(s.as_bytes());
-                    Cell::Text(span(start, row.text.len()))
+                    Cell::Text(span(start..row.text.len()))
                 }
-                Value::Object(_) | Value::Array(_) => {
-                    let start = row.text.len();
-                    crate::json::write_value(&mut row.text, value);
-                    Cell::Text(span(start, row.text.len()))
-                }
+                Value::Object(_) | Value::Array(_) => Cell::Text(span(write_nested(&mut row.text, value))),
+                scalar => Cell::Sql(non_text(scalar)),
             };
             row.fields.push((name, cell));
         }
@@ -344,12 +335,12 @@ impl StagedRow {
 fn push_str(out: &mut String, s: &str) -> std::ops::Range<u32> {
     let start = out.len();
     out.push_str(s);
-    span(start, out.len())
+    span(start..out.len())
 }
 
 /// A range in a staged row's buffers (a record is at most a few MB: `max_record_size`).
-fn span(start: usize, end: usize) -> std::ops::Range<u32> {
-    u32::try_from(start).unwrap_or(u32::MAX)..u32::try_from(end).unwrap_or(u32::MAX)
+fn span(range: std::ops::Range<usize>) -> std::ops::Range<u32> {
+    u32::try_from(range.start).unwrap_or(u32::MAX)..u32::try_from(range.end).unwrap_or(u32::MAX)
 }
 
 /// Stages a SQLite sink's records as they arrive: each object record becomes its
@@ -523,11 +514,7 @@ impl SqliteWriter {
             .into_iter()
             .map(|(name, v)| {
                 let field = match v {
-                    Value::Object(_) | Value::Array(_) => {
-                        let start = texts.len();
-                        crate::json::write_value(texts, v);
-                        Field::Nested(start..texts.len())
-                    }
+                    Value::Object(_) | Value::Array(_) => Field::Nested(write_nested(texts, v)),
                     scalar => Field::Scalar(scalar),
                 };
                 (name, field)
