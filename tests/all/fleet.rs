@@ -158,19 +158,46 @@ fn held_by(owners: &BTreeMap<String, Option<String>>, who: &str) -> Vec<String> 
     owners.iter().filter(|(_, o)| o.as_deref() == Some(who)).map(|(k, _)| k.clone()).collect()
 }
 
-/// Every line of every `out-*.jsonl` in `dir`, parsed (a torn line fails the test).
+/// Every complete line of every `out-*.jsonl` in `dir`, parsed (a torn line fails the test).
+///
+/// A line is complete once its newline is written: the tests read these files while the
+/// workers write them, and a reader can see the first part of a line being written. So text
+/// after the last newline is left out here; once the writers have exited,
+/// [`assert_whole_lines`] checks that there is none.
 fn outputs(dir: &Path) -> Vec<Value> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("out-") && name.ends_with(".jsonl") {
-            let text = std::fs::read_to_string(entry.path()).unwrap();
-            for line in text.lines() {
-                out.push(serde_json::from_str(line).unwrap_or_else(|e| panic!("a torn line in {name}: {e}: {line:?}")));
-            }
+    for (name, text) in output_files(dir) {
+        for line in complete_lines(&text).lines() {
+            out.push(serde_json::from_str(line).unwrap_or_else(|e| panic!("a torn line in {name}: {e}: {line:?}")));
         }
     }
     out
+}
+
+/// `text` up to its last newline: what a file sink has finished writing (the rest is a
+/// line in progress, or one a killed process left half written, which the sink cuts off when
+/// it next opens the file).
+fn complete_lines(text: &str) -> &str {
+    text.rfind('\n').map_or("", |end| &text[..end])
+}
+
+/// Every `out-*.jsonl` in `dir`: its name and text.
+fn output_files(dir: &Path) -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("out-") && name.ends_with(".jsonl") {
+            files.push((name, std::fs::read_to_string(entry.path()).unwrap()));
+        }
+    }
+    files
+}
+
+/// With every writer exited, no output ends in part of a line.
+fn assert_whole_lines(dir: &Path) {
+    for (name, text) in output_files(dir) {
+        assert!(text.is_empty() || text.ends_with('\n'), "{name} ends in a torn line: {:?}", text.rsplit('\n').next());
+    }
 }
 
 /// Every (ContactId, LastUpdateTimestamp) on the stream.
@@ -612,6 +639,7 @@ fn killed_many_times_at_random_points_a_kinesis_run_still_delivers_everything() 
         .collect();
     assert_eq!(stream.len(), N);
     let (all, newest) = versions(&stream);
+    assert_whole_lines(&dir);
     let lines = outputs(&dir); // panics on a torn line
     let (in_lake, _) = versions(&lines);
     let missing: Vec<_> = all.difference(&in_lake).take(5).collect();
@@ -674,8 +702,8 @@ fn three_processes_share_four_shards_and_a_kill_costs_only_its_crash_windows_dup
 
     // Duplicates: per record version, lines in the sinks beyond its copies on the stream.
     let (lines, extra) = duplicates(&rt, &sdk, &dir);
-    let victim_wrote: HashSet<(String, String)> = std::fs::read_to_string(dir.join(format!("out-{victim}.jsonl")))
-        .unwrap()
+    let victim_text = std::fs::read_to_string(dir.join(format!("out-{victim}.jsonl"))).unwrap();
+    let victim_wrote: HashSet<(String, String)> = complete_lines(&victim_text)
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .map(|v| (s_of(&v, "ContactId"), s_of(&v, "LastUpdateTimestamp")))
