@@ -36,9 +36,11 @@ pub struct Doc(Arc<Inner>);
 enum Inner {
     Tree(Value),
     /// A flat object's JSON text: every value a scalar or a string, keys sorted, as
-    /// [`json::write_value`] writes it. `tree` is filled on first read.
+    /// [`json::write_value`] writes it. `keys` holds where each key's opening quote is, so
+    /// [`Doc::field`] finds a field without walking the text; `tree` is filled on first read.
     Flat {
         text: Box<[u8]>,
+        keys: Box<[u32]>,
         tree: OnceLock<Value>,
     },
 }
@@ -55,12 +57,14 @@ impl Doc {
     pub fn flatten(object: &Map<String, Value>, separator: &str, arrays: Arrays) -> Result<Doc, String> {
         let columns = flatten::columns(object, separator, arrays)?;
         let mut text = Vec::with_capacity(columns.len() * 48);
+        let mut keys = Vec::with_capacity(columns.len());
         let mut array = Vec::new();
         text.push(b'{');
         for (i, (name, cell)) in columns.iter().enumerate() {
             if i > 0 {
                 text.push(b',');
             }
+            keys.push(offset(text.len()));
             json::write_str(&mut text, name);
             text.push(b':');
             match cell {
@@ -77,7 +81,7 @@ impl Doc {
             }
         }
         text.push(b'}');
-        Ok(Doc::flat_text(text))
+        Ok(Doc::flat_indexed(text, keys))
     }
 
     /// What stands in for a record's document once its sink has staged it and sent the tree
@@ -90,17 +94,22 @@ impl Doc {
                 text.extend_from_slice(b"{\"ContactId\":");
                 json::write_str(&mut text, id);
                 text.push(b'}');
-                Doc::flat_text(text)
+                Doc::flat_indexed(text, vec![1])
             }
             None => Doc::new(Value::Null),
         }
     }
 
-    /// A flat object held as its text. `text` must be what [`json::write_value`] writes for
-    /// an object whose values are all scalars or strings; [`Doc::field`] relies on there
-    /// being no nesting.
-    fn flat_text(text: Vec<u8>) -> Doc {
-        Doc(Arc::new(Inner::Flat { text: text.into_boxed_slice(), tree: OnceLock::new() }))
+    /// A flat object held as its text, with where each of its keys starts (the offset of
+    /// the key's opening quote, in the text's order). `text` must be what
+    /// [`json::write_value`] writes for an object whose values are all scalars or strings;
+    /// [`Doc::field`] relies on there being no nesting.
+    fn flat_indexed(text: Vec<u8>, keys: Vec<u32>) -> Doc {
+        Doc(Arc::new(Inner::Flat {
+            text: text.into_boxed_slice(),
+            keys: keys.into_boxed_slice(),
+            tree: OnceLock::new(),
+        }))
     }
 
     /// The document's JSON text, when it is held as text.
@@ -123,11 +132,11 @@ impl Doc {
     /// is found in the text, and only that value is parsed: a sink that reads one field
     /// (the file lake's date) does not build the whole tree for it.
     pub fn field(&self, path: &FieldPath) -> Option<Cow<'_, Value>> {
-        if let Inner::Flat { text, tree } = &*self.0
+        if let Inner::Flat { text, keys, tree } = &*self.0
             && tree.get().is_none()
             && let [segment] = path.segments()
         {
-            return flat_field(text, &segment.key).map(Cow::Owned);
+            return flat_field(text, keys, &segment.key).map(Cow::Owned);
         }
         path.get(self).map(Cow::Borrowed)
     }
@@ -136,11 +145,11 @@ impl Doc {
     /// and parsed first when it is held as text.
     pub fn make_mut(&mut self) -> &mut Value {
         if let Some(inner) = Arc::get_mut(&mut self.0) {
-            if let Inner::Flat { text, tree } = inner {
+            if let Inner::Flat { text, tree, .. } = inner {
                 let value = tree.take().unwrap_or_else(|| parse(text));
                 *inner = Inner::Tree(value);
             }
-        } else if let Inner::Flat { text, tree } = &*self.0 {
+        } else if let Inner::Flat { text, tree, .. } = &*self.0 {
             let value = tree.get().cloned().unwrap_or_else(|| parse(text));
             self.0 = Arc::new(Inner::Tree(value));
         }
@@ -162,7 +171,7 @@ impl Deref for Doc {
     fn deref(&self) -> &Value {
         match &*self.0 {
             Inner::Tree(value) => value,
-            Inner::Flat { text, tree } => tree.get_or_init(|| parse(text)),
+            Inner::Flat { text, tree, .. } => tree.get_or_init(|| parse(text)),
         }
     }
 }
@@ -198,27 +207,61 @@ fn parse(text: &[u8]) -> Value {
 
 /// The value of top-level `key` in a flat object's text, parsed alone.
 ///
-/// The text is walked pair by pair: a key is a string; its value is a string (skipped to
-/// its closing quote, stepping over every `\` escape) or a scalar, which holds no `,` or `}`.
-/// Keys are compared as written (escaped the way [`json::write_str`] escapes them), so no
-/// unescaping is needed. A text that is not a flat object gives `None`.
-fn flat_field(text: &[u8], key: &str) -> Option<Value> {
-    let mut wanted = Vec::with_capacity(key.len() + 2);
+/// `keys` says where every key opens, so each is compared where it is: the text at a key's
+/// opening quote starts with `"key":` exactly when that key is `key` (compared as written,
+/// escaped the way [`json::write_str`] escapes it, so no unescaping is needed). The value
+/// then runs to its closing quote (a string, stepping over every `\` escape) or to the next
+/// `,` or `}` (a scalar holds neither). A text that is not a flat object gives `None`.
+///
+/// Why an index (4 bytes a column) rather than walking the text pair by pair: the file sink
+/// reads its date field from every record the flattening wrote, and the walk, two `memchr`
+/// calls a column up to the one wanted, was 2% of the throughput graph's CPU
+/// (docs/performance.md, twelfth round).
+fn flat_field(text: &[u8], keys: &[u32], key: &str) -> Option<Value> {
+    let mut wanted = Vec::with_capacity(key.len() + 3);
     json::write_str(&mut wanted, key);
+    wanted.push(b':');
+    // The `":` that closes a key of the same written length is checked first: a byte
+    // compare that rules out most keys before a whole comparison.
+    let closes = wanted.len() - 2;
+    let at = keys
+        .iter()
+        .map(|&k| k as usize)
+        .find(|&k| text.get(k + closes..k + wanted.len()) == Some(b"\":") && text[k..].starts_with(&wanted))?;
+    let value_start = at + wanted.len();
+    let value_end = match text.get(value_start)? {
+        b'"' => string_end(text, value_start)?,
+        _ => value_start + memchr::memchr2(b',', b'}', &text[value_start..])?,
+    };
+    json::parse(&text[value_start..value_end]).ok()
+}
+
+/// Where each key of a flat object's text opens, found by walking it pair by pair: a key
+/// is a string; its value is a string or a scalar, which holds no `,` or `}`. For a flat
+/// text written from a tree rather than by [`Doc::flatten`], which records them as it writes.
+#[cfg(test)]
+fn key_offsets(text: &[u8]) -> Vec<u32> {
+    let mut keys = Vec::new();
     let mut at = 1; // past `{`
     while text.get(at) == Some(&b'"') {
-        let key_end = string_end(text, at)?;
+        keys.push(offset(at));
+        let Some(key_end) = string_end(text, at) else { break };
         let value_start = key_end + 1; // past `:`
-        let value_end = match text.get(value_start)? {
-            b'"' => string_end(text, value_start)?,
-            _ => value_start + memchr::memchr2(b',', b'}', &text[value_start..])?,
+        let value_end = match text.get(value_start) {
+            Some(b'"') => string_end(text, value_start),
+            Some(_) => memchr::memchr2(b',', b'}', &text[value_start..]).map(|n| value_start + n),
+            None => None,
         };
-        if text[at..key_end] == wanted[..] {
-            return json::parse(&text[value_start..value_end]).ok();
-        }
+        let Some(value_end) = value_end else { break };
         at = value_end + 1; // past `,` (or `}`, where the loop ends)
     }
-    None
+    keys
+}
+
+/// A position in a record's flat text as a `u32`: one record's text is far below the
+/// 4 GiB it reaches (a source refuses records over `max_record_size`).
+fn offset(at: usize) -> u32 {
+    u32::try_from(at).expect("a flat record's text is under 4 GiB")
 }
 
 /// The end (one past the closing quote) of the JSON string that opens at `start`.
@@ -242,7 +285,8 @@ mod tests {
     fn flat(value: &Value) -> Doc {
         let mut text = Vec::new();
         json::write_value(&mut text, value);
-        Doc::flat_text(text)
+        let keys = key_offsets(&text);
+        Doc::flat_indexed(text, keys)
     }
 
     #[test]
@@ -298,6 +342,8 @@ mod tests {
                 let tree = Value::Object(flatten::flatten(&object, "_", arrays).unwrap());
                 let doc = Doc::flatten(&object, "_", arrays).unwrap();
                 assert_eq!(doc.text().unwrap(), json::to_string(&tree).as_bytes(), "{}", path.display());
+                let Inner::Flat { text, keys, .. } = &*doc.0 else { panic!("a flat text") };
+                assert_eq!(keys[..], key_offsets(text)[..], "{}: where each key opens", path.display());
                 assert_eq!(*doc, tree);
             }
         }
