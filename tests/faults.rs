@@ -222,8 +222,11 @@ impl Message {
     }
 }
 
+/// A request's start line and its headers.
+type Head = (String, Vec<(String, String)>);
+
 /// Reads the start line and headers; `None` at a clean end of stream.
-fn read_head(r: &mut impl BufRead) -> std::io::Result<Option<(String, Vec<(String, String)>)>> {
+fn read_head(r: &mut impl BufRead) -> std::io::Result<Option<Head>> {
     let mut start = String::new();
     if r.read_line(&mut start)? == 0 {
         return Ok(None);
@@ -382,9 +385,9 @@ fn handle(request: &Message, shared: &Shared) -> std::io::Result<Option<Vec<u8>>
 /// The throttling error each service answers with: (HTTP status, error code).
 fn throttle_error(operation: &str, draw: u64) -> (u16, &'static str) {
     match operation.split('.').next().unwrap_or("") {
-        "DynamoDB_20120810" if draw % 2 == 0 => (400, "ProvisionedThroughputExceededException"),
+        "DynamoDB_20120810" if draw.is_multiple_of(2) => (400, "ProvisionedThroughputExceededException"),
         "DynamoDB_20120810" => (400, "ThrottlingException"),
-        "Firehose_20150804" if draw % 2 == 0 => (503, "ServiceUnavailableException"),
+        "Firehose_20150804" if draw.is_multiple_of(2) => (503, "ServiceUnavailableException"),
         "Firehose_20150804" => (400, "ThrottlingException"),
         _ => (400, "ProvisionedThroughputExceededException"),
     }

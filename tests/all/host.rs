@@ -542,7 +542,7 @@ fn a_secret_reaches_a_plugin_config_only_when_allowed() {
                 [transforms.t]\nplugin = \"redact-pii\"\ninputs = [\"s\"]\n\
                 config = { field = \"${AWS_SECRET_ACCESS_KEY:-none}\" }\n";
     let env = |v: &str| (v == "AWS_SECRET_ACCESS_KEY").then(|| "wJalrXUtnFEMI".to_string());
-    let errs = PipelineConfig::parse(text, Path::new("."), &env).err().expect("refused");
+    let errs = PipelineConfig::parse(text, Path::new("."), &env).expect_err("refused");
     let text_of = errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
     assert!(text_of.contains("transforms.t.config.field") && text_of.contains("config_env"), "{text_of}");
     assert!(!text_of.contains("wJalrXUtnFEMI"), "the error leaks the secret: {text_of}");

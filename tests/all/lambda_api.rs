@@ -198,7 +198,7 @@ fn serve(conn: TcpStream, state: &(Mutex<Inner>, Condvar)) -> std::io::Result<()
         let parsed: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
         let recorded = match path.rsplit_once('/') {
             Some((prefix, "response")) => prefix.strip_prefix("invocation/").map(|id| (id, Answer::Response(parsed))),
-            Some((prefix, "error")) if prefix == "init" => Some(("init", Answer::Error(parsed))),
+            Some(("init", "error")) => Some(("init", Answer::Error(parsed))),
             Some((prefix, "error")) => prefix.strip_prefix("invocation/").map(|id| (id, Answer::Error(parsed))),
             _ => None,
         };

@@ -92,10 +92,10 @@ impl PluginState {
         loop {
             let message = match source.get_json(table, key) {
                 Ok(row) => {
-                    if backoff.attempts() > 0 {
-                        if let Some((health, _)) = self.ctx.lookup_retry.attached.get() {
-                            health.recovered();
-                        }
+                    if backoff.attempts() > 0
+                        && let Some((health, _)) = self.ctx.lookup_retry.attached.get()
+                    {
+                        health.recovered();
                     }
                     return Ok(Ok(row));
                 }

@@ -18,9 +18,13 @@ use crate::timing::{NodeTiming, Series, Summary, Timing};
 /// CloudWatch takes at most 100 metrics per directive.
 const MAX_METRICS: usize = 100;
 
+/// One histogram's snapshot: its metric name, its node, how to find it there, and its
+/// counts as the invocation started.
+type Mark = (String, Arc<NodeTiming>, fn(&NodeTiming) -> &Series, Histogram<u64>);
+
 /// The hop histograms as an invocation started.
 pub struct Marks {
-    series: Vec<(String, Arc<NodeTiming>, fn(&NodeTiming) -> &Series, Histogram<u64>)>,
+    series: Vec<Mark>,
     dead_lettered: u64,
 }
 
@@ -30,7 +34,7 @@ fn dead_lettered(timing: &Timing) -> u64 {
 
 /// Snapshots `timing` before an invocation.
 pub fn mark(timing: &Timing) -> Marks {
-    let mut series: Vec<(String, Arc<NodeTiming>, fn(&NodeTiming) -> &Series, Histogram<u64>)> = Vec::new();
+    let mut series: Vec<Mark> = Vec::new();
     for node in timing.nodes() {
         let mut add = |name: &str, pick: fn(&NodeTiming) -> &Series| {
             series.push((format!("{}.{name}", node.id), node.clone(), pick, pick(node).snapshot()));

@@ -73,7 +73,7 @@ pub fn walk(pipeline: &Pipeline, inputs: Vec<(String, Vec<Value>)>) -> Result<Se
             return Err(format!("inputs: {node:?} is not a node of the pipeline{hint}"));
         };
         if n.section == Section::Source {
-            w.from_source(&node, docs);
+            w.read_source(&node, docs);
         } else {
             let records: Vec<Record> = docs.into_iter().enumerate().map(|(i, d)| record(&node, i, d, None)).collect();
             w.pending.entry(node).or_default().extend(records);
@@ -102,7 +102,7 @@ fn record(source: &str, i: usize, doc: Value, raw: Option<Bytes>) -> Record {
 
 impl Walk<'_> {
     /// Checks documents as a source checks what it reads, and sends the records on.
-    fn from_source(&mut self, id: &str, docs: Vec<Value>) {
+    fn read_source(&mut self, id: &str, docs: Vec<Value>) {
         let limit = self.pipeline.settings.max_record_size;
         let mut ok = Vec::new();
         for (i, doc) in docs.into_iter().enumerate() {

@@ -144,6 +144,21 @@ fn respond(mut stream: TcpStream, timing: &Timing) -> std::io::Result<()> {
     stream.flush()
 }
 
+/// Reads an HTTP request's head (up to the blank line, at most 64 KiB) within `timeout`.
+pub fn read_head(stream: &mut TcpStream, timeout: Duration) -> std::io::Result<String> {
+    stream.set_read_timeout(Some(timeout))?;
+    let mut buf = [0u8; 4096];
+    let mut head = Vec::new();
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    Ok(String::from_utf8_lossy(&head).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,19 +173,4 @@ mod tests {
         assert!(!escaped.contains('\n'), "{escaped}");
         assert!(!escaped.replace("\\\"", "").contains('"'), "an unescaped quote: {escaped}");
     }
-}
-
-/// Reads an HTTP request's head (up to the blank line, at most 64 KiB) within `timeout`.
-pub fn read_head(stream: &mut TcpStream, timeout: Duration) -> std::io::Result<String> {
-    stream.set_read_timeout(Some(timeout))?;
-    let mut buf = [0u8; 4096];
-    let mut head = Vec::new();
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    Ok(String::from_utf8_lossy(&head).into_owned())
 }
