@@ -72,6 +72,12 @@ pub struct RuntimeConfig {
     /// 15 KB each for a contact record) then stay within a core's L2 cache from one stage to
     /// the next (docs/performance.md, twelfth round).
     pub batch_size: usize,
+    /// A batch also closes once its records' source text reaches this many bytes, e.g.
+    /// `"256KiB"`: large records make smaller batches, so what is in flight stays bounded in
+    /// bytes as well as in records. Default `"256KiB"` (about 80 contact records of 3 KB, so
+    /// `batch_size` decides for those). Records a source makes itself (the generator's) count
+    /// by `batch_size` alone.
+    pub batch_bytes: String,
     /// Batches each node's input channel holds before it pushes back. Default 2.
     pub channel_capacity: usize,
     /// Run each linear chain of transforms (a transform without named outputs whose only
@@ -100,6 +106,7 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             state_dir: ".ctrflow-state".into(),
             batch_size: 32,
+            batch_bytes: "256KiB".into(),
             channel_capacity: 2,
             fuse_transforms: true,
             max_record_size: "1MiB".into(),

@@ -48,6 +48,7 @@ pub(crate) struct PreparedSink {
 /// The pipeline-wide settings, checked.
 pub(crate) struct RuntimeSettings {
     pub max_record_size: usize,
+    pub batch_bytes: usize,
     pub event_field: FieldPath,
 }
 
@@ -327,10 +328,12 @@ fn check_runtime(cfg: &PipelineConfig, problems: &mut Vec<GraphError>) -> Option
     let mut setting = |node: &str, detail: String| problems.push(GraphError::Connector { node: node.into(), detail });
     let max_record_size =
         parse_size(&cfg.runtime.max_record_size).map_err(|e| setting("runtime", format!("max_record_size: {e}"))).ok();
+    let batch_bytes =
+        parse_size(&cfg.runtime.batch_bytes).map_err(|e| setting("runtime", format!("batch_bytes: {e}"))).ok();
     let event_field = FieldPath::parse(&cfg.timing.event_time_field)
         .map_err(|e| setting("timing", format!("event_time_field: {e}")))
         .ok();
-    Some(RuntimeSettings { max_record_size: max_record_size?, event_field: event_field? })
+    Some(RuntimeSettings { max_record_size: max_record_size?, batch_bytes: batch_bytes?, event_field: event_field? })
 }
 
 /// A TOML `config` table as the JSON text plugins receive.

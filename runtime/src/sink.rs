@@ -42,17 +42,32 @@ pub struct SinkNode {
     pub annotate: bool,
 }
 
+/// The most source text one write gathers, in bytes, whatever `max_records`: with records
+/// far larger than a contact record's 3 KB, `max_records` of them (512 for a local sink)
+/// would be most of a run's memory. 4 MiB is more than 512 contact records' text, so it
+/// only bounds large records: 3,000 records of 88 KB peaked at 475–586 MB without a byte
+/// bound (docs/performance.md, twelfth round).
+pub const GATHER_BYTES: usize = 4 << 20;
+
 /// Records waiting for the next write, with when they arrived (per input batch), and their
 /// writer's form of them when it stages records (one entry per record then, else none).
 #[derive(Default)]
 struct Pending {
     records: Vec<Record>,
+    /// The source text of `records`, in bytes (a record without it counts nothing).
+    bytes: usize,
     staged: Vec<Option<Staged>>,
     groups: Groups,
     stager: Option<Box<dyn Stager>>,
 }
 
 impl Pending {
+    /// Whether it makes a whole write: `max_records` records, or [`GATHER_BYTES`] of their
+    /// source text.
+    fn full(&self, max_records: usize) -> bool {
+        self.records.len() >= max_records || self.bytes >= GATHER_BYTES
+    }
+
     /// When the first of its records arrived: its linger counts from then.
     fn first_at(&self) -> Option<Instant> {
         self.groups.first().map(|&(arrived, _, _)| arrived)
@@ -150,7 +165,7 @@ impl SinkNode {
             }
             // Take more input while the batch has room (the writer busy with the last one);
             // a full batch waits for the writer, which holds the input back.
-            let room = open && pending.records.len() < self.max_records;
+            let room = open && !pending.full(self.max_records);
             let due = pending.first_at().map(|t| t + self.linger);
             let linger = async {
                 match due {
@@ -183,13 +198,13 @@ impl SinkNode {
         jobs: &mpsc::Sender<Job>,
         open: &mut bool,
     ) -> anyhow::Result<bool> {
-        let full = pending.records.len() >= self.max_records;
+        let full = pending.full(self.max_records);
         let due = !pending.records.is_empty()
             && (!*open || pending.first_at().is_some_and(|t| t + self.linger <= Instant::now()));
         if !full && !due {
             return Ok(false);
         }
-        while *open && pending.records.len() < self.max_records {
+        while *open && !pending.full(self.max_records) {
             match self.rx.try_recv() {
                 Ok(batch) => self.take(pending, batch),
                 Err(mpsc::error::TryRecvError::Empty) => break,
@@ -213,6 +228,7 @@ impl SinkNode {
         }
         Counters::add(&self.node.timing.counters.records_in, batch.records.len() as u64);
         pending.groups.push((now, batch.read_at, batch.records.len()));
+        pending.bytes += batch.records.iter().filter_map(|r| r.meta.raw.as_ref()).map(bytes::Bytes::len).sum::<usize>();
         let mut records = batch.records;
         if let Some(stager) = &mut pending.stager {
             // Staged, a record's tree is not needed until its write: it goes home now.
@@ -235,6 +251,7 @@ impl SinkNode {
     /// record it refuses goes to the dead letters here).
     async fn job(&mut self, pending: &mut Pending) -> Job {
         let records = std::mem::take(&mut pending.records);
+        pending.bytes = 0;
         let groups = std::mem::take(&mut pending.groups);
         let mut staged = std::mem::take(&mut pending.staged).into_iter();
         let records = if self.annotate { records.into_iter().map(|r| self.annotated(r)).collect() } else { records };
@@ -419,6 +436,34 @@ mod tests {
         running.join().unwrap().unwrap();
         assert_eq!(*writes.lock().unwrap(), vec![vec![1], vec![2], vec![3]]);
         assert_eq!(timing.node("s").counters.records_out.load(std::sync::atomic::Ordering::Relaxed), 3);
+    }
+
+    // Records far larger than a contact record make a write once their text reaches
+    // GATHER_BYTES, however far below `max_records` they are.
+    #[test]
+    fn a_write_gathers_at_most_gather_bytes_of_source_text() {
+        use crate::record::Meta;
+
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let (unused, _) = std_mpsc::channel();
+        let writer = Held { writes: writes.clone(), started: unused, release: None };
+        let (node, tx, _timing, _letters) = sink_node(Box::new(writer), 100);
+        let running = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(node.run())
+        });
+        let big = |n: i64| Record {
+            doc: crate::doc::Doc::new(json!({ "n": n })),
+            meta: Arc::new(Meta { raw: Some(bytes::Bytes::from(vec![b' '; GATHER_BYTES * 3 / 4])), ..Meta::default() }),
+            ack: crate::ack::AckRef::detached(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        for n in 1..=5 {
+            rt.block_on(tx.send(Batch::new(vec![big(n)], Instant::now()))).unwrap();
+        }
+        drop(tx);
+        running.join().unwrap().unwrap();
+        // Two records pass the bound; the last one is written when the input closes.
+        assert_eq!(*writes.lock().unwrap(), vec![vec![1, 2], vec![3, 4], vec![5]]);
     }
 
     /// Per item written: its staged `n`, and the document the write was handed.

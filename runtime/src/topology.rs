@@ -218,6 +218,7 @@ pub fn run(pipeline: Pipeline, shutdown: Shutdown, opts: RunOptions) -> anyhow::
 
     let source_settings = SourceSettings {
         batch_size: cfg.runtime.batch_size,
+        batch_bytes: settings.batch_bytes,
         max_record_size: settings.max_record_size,
         event_field: settings.event_field.clone(),
         state_dir: cfg.resolve(&cfg.runtime.state_dir),

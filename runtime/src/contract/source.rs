@@ -56,6 +56,8 @@ pub trait Source: Send {
 pub struct SourceSettings {
     /// Records per batch.
     pub batch_size: usize,
+    /// Source bytes per batch: a batch also closes once its records' text reaches this.
+    pub batch_bytes: usize,
     /// The largest record accepted, in bytes.
     pub max_record_size: usize,
     /// The field holding the event time.
@@ -82,6 +84,8 @@ pub struct SourceContext {
     returned: mpsc::UnboundedReceiver<Vec<Doc>>,
     home: Home,
     pending: Vec<Record>,
+    /// The source text of `pending`'s records, in bytes.
+    pending_bytes: usize,
     batch_ack: Option<AckBatch>,
     batch_read_at: Option<Instant>,
     /// The wall-clock time the current batch began, in ms: every record's read time when
@@ -162,6 +166,7 @@ impl SourceContext {
             returned,
             home,
             pending: Vec::new(),
+            pending_bytes: 0,
             batch_ack: None,
             batch_read_at: None,
             batch_read_ms: 0,
@@ -267,6 +272,7 @@ impl SourceContext {
         {
             self.node.timing.event_to_arrival.record_us(((arrival_ms - e).max(0) as u64) * 1000, 1);
         }
+        self.pending_bytes += raw.as_ref().map_or(0, Bytes::len);
         let meta = Meta { source: self.id.clone(), position, raw, event_ms, arrival_ms, read_ms };
         self.pending.push(Record { doc: Doc::new(doc), meta: Arc::new(meta), ack });
     }
@@ -292,9 +298,10 @@ impl SourceContext {
         self.node.dead_letter_blocking(record, refusal.kind(), refusal.message());
     }
 
-    /// Whether the current batch is full.
+    /// Whether the current batch is full: `batch_size` records, or `batch_bytes` of their
+    /// source text.
     pub fn batch_full(&self) -> bool {
-        self.pending.len() >= self.settings.batch_size
+        self.pending.len() >= self.settings.batch_size || self.pending_bytes >= self.settings.batch_bytes
     }
 
     /// Sends the current batch on (from a thread). Returns its sequence number, or `None`
@@ -347,6 +354,7 @@ impl SourceContext {
         self.next_seq += 1;
         drop(ack); // the records hold their shares
         let records = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
         Counters::add(&self.node.timing.counters.records_out, records.len() as u64);
         if self.node.timing_enabled {
             self.node.timing.process.record(read_at.elapsed(), records.len() as u64);
@@ -408,6 +416,63 @@ mod tests {
         let err = parse_ctr(bytes, 1 << 20).unwrap_err();
         assert_eq!(err.kind(), DeadLetterKind::NotACtr);
         assert!(err.message().contains("contact event"), "{}", err.message());
+    }
+
+    /// A context reading into a channel of 16 batches, with these batch bounds.
+    fn context(batch_size: usize, batch_bytes: usize) -> (SourceContext, tokio::sync::mpsc::Receiver<Batch>) {
+        use crate::config::OnError;
+        use crate::dead_letter::DeadLetters;
+        use crate::flow::Shutdown;
+        use crate::graph::Section;
+        use crate::timing::Timing;
+
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let (dead, _letters) = DeadLetters::channel(8);
+        let timing = Timing::new(false, [("in".to_string(), Section::Source, Vec::new())]);
+        let node = NodeHandle {
+            key: "sources.in".into(),
+            dead,
+            timing: timing.node("in"),
+            timing_enabled: false,
+            shutdown: Shutdown::default(),
+            on_error: OnError::default(),
+        };
+        let settings = SourceSettings {
+            batch_size,
+            batch_bytes,
+            max_record_size: 1 << 20,
+            event_field: FieldPath::parse("LastUpdateTimestamp").unwrap(),
+            state_dir: std::env::temp_dir(),
+        };
+        (SourceContext::new("in", node, Output::new(vec![tx]), settings), rx)
+    }
+
+    /// A contact record of about `size` bytes of JSON text.
+    fn ctr_of(n: usize, size: usize) -> Bytes {
+        Bytes::from(format!("{{\"ContactId\":\"c{n}\",\"Pad\":\"{}\"}}", "x".repeat(size.saturating_sub(40))))
+    }
+
+    #[test]
+    fn a_batch_closes_at_batch_size_records_or_at_batch_bytes_of_their_text() {
+        // Small records: the record count closes the batch.
+        let (mut ctx, _rx) = context(3, 1000);
+        for n in 0..3 {
+            assert!(!ctx.batch_full(), "full after {n} small records");
+            ctx.ingest(ctr_of(n, 100), n.to_string(), None);
+        }
+        assert!(ctx.batch_full());
+        // Large ones: their bytes do, well before the count.
+        let (mut ctx, mut rx) = context(100, 1000);
+        ctx.ingest(ctr_of(0, 400), "0".into(), None);
+        ctx.ingest(ctr_of(1, 400), "1".into(), None);
+        assert!(!ctx.batch_full(), "800 bytes of 1000");
+        ctx.ingest(ctr_of(2, 400), "2".into(), None);
+        assert!(ctx.batch_full(), "1200 bytes of 1000");
+        ctx.flush_blocking().unwrap();
+        assert_eq!(rx.try_recv().unwrap().records.len(), 3);
+        // The count starts again with the next batch.
+        ctx.ingest(ctr_of(3, 400), "3".into(), None);
+        assert!(!ctx.batch_full(), "a new batch counts its own bytes");
     }
 
     #[test]
