@@ -86,7 +86,7 @@ impl Doc {
 
     /// What stands in for a record's document once its sink has staged it and sent the tree
     /// home ([`crate::record::Returns::release`]): `{"ContactId": …}` (or `null` without
-    /// one), held as its text, a single small allocation, parsed only if a dead letter reads it.
+    /// one), held as its few bytes of text, parsed only if a dead letter reads it.
     pub fn stand_in(contact_id: Option<&str>) -> Doc {
         match contact_id {
             Some(id) => {
@@ -229,11 +229,16 @@ fn flat_field(text: &[u8], keys: &[u32], key: &str) -> Option<Value> {
         .map(|&k| k as usize)
         .find(|&k| text.get(k + closes..k + wanted.len()) == Some(b"\":") && text[k..].starts_with(&wanted))?;
     let value_start = at + wanted.len();
-    let value_end = match text.get(value_start)? {
-        b'"' => string_end(text, value_start)?,
-        _ => value_start + memchr::memchr2(b',', b'}', &text[value_start..])?,
-    };
-    json::parse(&text[value_start..value_end]).ok()
+    json::parse(&text[value_start..value_end(text, value_start)?]).ok()
+}
+
+/// The end of the flat value that opens at `start`: one past a string's closing quote, or
+/// the `,` or `}` after a scalar (which holds neither).
+fn value_end(text: &[u8], start: usize) -> Option<usize> {
+    match text.get(start)? {
+        b'"' => string_end(text, start),
+        _ => memchr::memchr2(b',', b'}', &text[start..]).map(|n| start + n),
+    }
 }
 
 /// Where each key of a flat object's text opens, found by walking it pair by pair: a key
@@ -247,12 +252,7 @@ fn key_offsets(text: &[u8]) -> Vec<u32> {
         keys.push(offset(at));
         let Some(key_end) = string_end(text, at) else { break };
         let value_start = key_end + 1; // past `:`
-        let value_end = match text.get(value_start) {
-            Some(b'"') => string_end(text, value_start),
-            Some(_) => memchr::memchr2(b',', b'}', &text[value_start..]).map(|n| value_start + n),
-            None => None,
-        };
-        let Some(value_end) = value_end else { break };
+        let Some(value_end) = value_end(text, value_start) else { break };
         at = value_end + 1; // past `,` (or `}`, where the loop ends)
     }
     keys
