@@ -105,6 +105,13 @@ pub struct FileWriter {
 /// The most files held open at once; the least recently opened is closed past this.
 const MAX_OPEN: usize = 64;
 
+/// Each open file's write buffer. Lines of a few KB written through std's default 8 KiB
+/// buffer reach the kernel as 8 KiB writes that end mid-block, and ext4 zeroes the rest of
+/// each new block before the next write fills it (a quarter of the bytes again, 3% of the
+/// throughput graph's samples). 256 KiB writes make that, and the calls, 32 times rarer; at
+/// most [`MAX_OPEN`] of them (16 MiB) are held, one or two for a lake of hourly partitions.
+const WRITE_BUFFER: usize = 256 * 1024;
+
 impl FileWriter {
     /// A writer for `cfg`, with `path` resolved against the pipeline's directory.
     pub fn new(cfg: &FileSink, env: &Env) -> Result<Self, String> {
@@ -177,7 +184,14 @@ impl FileWriter {
         if self.fsync && !existed {
             sync_dir(dir.as_deref())?;
         }
-        Ok(OpenFile { path, writer: BufWriter::new(file), len, bytes: 0, opened: Instant::now(), index })
+        Ok(OpenFile {
+            path,
+            writer: BufWriter::with_capacity(WRITE_BUFFER, file),
+            len,
+            bytes: 0,
+            opened: Instant::now(),
+            index,
+        })
     }
 
     fn write_once(&mut self, items: &[Item]) -> std::io::Result<()> {
