@@ -15,6 +15,7 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -66,6 +67,14 @@ pub fn files(pattern: &Path) -> anyhow::Result<Vec<PathBuf>> {
     found.sort();
     Ok(found)
 }
+
+/// How often the checkpoint is written while reading (and always at the end of a run).
+/// Each save writes, syncs and renames a file and syncs its directory: after every batch it
+/// was 155 saves and 415 `fsync` calls per 100,000 records, on the thread that reads, so the
+/// whole pipeline waited on them. A crash re-delivers at most this much more (at least once
+/// either way, and newer-wins sinks take re-deliveries as no-ops); the Kinesis source saves
+/// at the same cadence.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
 
 /// How many leading bytes of a file its fingerprint covers.
 const HEAD: u64 = 1024;
@@ -186,11 +195,18 @@ impl Source for OpenFiles {
         let store = CheckpointFile::new(&ctx.settings.state_dir, &ctx.id);
         let mut state = if self.checkpoint { load(&store, &self.paths)? } else { FilesCheckpoint::default() };
         state.version = 2;
-        let mut checkpoints: Checkpointer<Position> = Checkpointer::default();
-        let result = read_files(&self.paths, &mut state, &mut checkpoints, &store, self.checkpoint, &mut ctx);
+        let mut progress = Progress {
+            state,
+            checkpoints: Checkpointer::default(),
+            store,
+            enabled: self.checkpoint,
+            saved: Instant::now(),
+            unsaved: false,
+        };
+        let result = read_files(&self.paths, &mut progress, &mut ctx);
         // Let go of the output so the pipeline can drain, then wait for the acknowledgements.
         drop(std::mem::take(&mut ctx.output));
-        let saved = save(&mut ctx, &mut state, &mut checkpoints, &store, self.checkpoint, true);
+        let saved = progress.save(&mut ctx, true);
         result.and(saved)
     }
 }
@@ -214,21 +230,14 @@ fn load(store: &CheckpointFile, paths: &[PathBuf]) -> anyhow::Result<FilesCheckp
     serde_json::from_value(value).map_err(|e| anyhow::anyhow!("checkpoint unreadable ({e}); delete it to start over"))
 }
 
-fn read_files(
-    paths: &[PathBuf],
-    state: &mut FilesCheckpoint,
-    checkpoints: &mut Checkpointer<Position>,
-    store: &CheckpointFile,
-    enabled: bool,
-    ctx: &mut SourceContext,
-) -> anyhow::Result<()> {
+fn read_files(paths: &[PathBuf], progress: &mut Progress, ctx: &mut SourceContext) -> anyhow::Result<()> {
     for path in paths {
         if ctx.shutdown().is_requested() {
             break;
         }
         let id = Identity::of(path)?;
-        let file = state.entry(&id)?;
-        let (start, array) = (state.files[file].offset, state.files[file].array);
+        let file = progress.state.entry(&id)?;
+        let (start, array) = (progress.state.files[file].offset, progress.state.files[file].array);
         let gz = path.extension().is_some_and(|e| e == "gz");
         if !gz && start >= id.len {
             continue; // read to its end before
@@ -265,11 +274,11 @@ fn read_files(
                 ),
             }
             if ctx.batch_full() {
-                flush(ctx, checkpoints, Position { file, offset: last, array: framer.is_array() })?;
-                save(ctx, state, checkpoints, store, enabled, false)?;
+                flush(ctx, &mut progress.checkpoints, Position { file, offset: last, array: framer.is_array() })?;
+                progress.save(ctx, false)?;
             }
         }
-        flush(ctx, checkpoints, Position { file, offset: last, array: framer.is_array() })?;
+        flush(ctx, &mut progress.checkpoints, Position { file, offset: last, array: framer.is_array() })?;
     }
     Ok(())
 }
@@ -299,40 +308,51 @@ fn flush(ctx: &mut SourceContext, checkpoints: &mut Checkpointer<Position>, pos:
     Ok(())
 }
 
-/// Takes the completions that arrived (all of them, with `wait`) and saves the position.
-fn save(
-    ctx: &mut SourceContext,
-    state: &mut FilesCheckpoint,
-    checkpoints: &mut Checkpointer<Position>,
-    store: &CheckpointFile,
+/// What has been read and acknowledged, and where it is saved.
+struct Progress {
+    state: FilesCheckpoint,
+    checkpoints: Checkpointer<Position>,
+    store: CheckpointFile,
     enabled: bool,
-    wait: bool,
-) -> anyhow::Result<()> {
-    loop {
-        ctx.free_returned();
-        while let Ok(c) = ctx.completions.try_recv() {
-            checkpoints.complete(c);
-        }
-        if let Some(pos) = checkpoints.advance() {
-            let f = &mut state.files[pos.file];
-            f.offset = pos.offset;
-            f.array = pos.array;
-            if enabled {
-                store.save(state)?;
+    /// When the checkpoint was last written (or the run started), and whether the position
+    /// moved since.
+    saved: Instant,
+    unsaved: bool,
+}
+
+impl Progress {
+    /// Takes the completions that arrived and moves the position past them; writes it when
+    /// [`SAVE_EVERY`] has passed since the last save. With `wait` (the end of a run), waits
+    /// for every batch in flight and writes the position whatever the time.
+    fn save(&mut self, ctx: &mut SourceContext, wait: bool) -> anyhow::Result<()> {
+        loop {
+            ctx.free_returned();
+            while let Ok(c) = ctx.completions.try_recv() {
+                self.checkpoints.complete(c);
+            }
+            if let Some(pos) = self.checkpoints.advance() {
+                let f = &mut self.state.files[pos.file];
+                f.offset = pos.offset;
+                f.array = pos.array;
+                self.unsaved = true;
+            }
+            if !wait || self.checkpoints.in_flight() == 0 || self.checkpoints.is_stalled() {
+                break;
+            }
+            match ctx.completions.blocking_recv() {
+                Some(c) => self.checkpoints.complete(c),
+                None => break,
             }
         }
-        if !wait || checkpoints.in_flight() == 0 || checkpoints.is_stalled() {
-            break;
+        if self.enabled && self.unsaved && (wait || self.saved.elapsed() >= SAVE_EVERY) {
+            self.store.save(&self.state)?;
+            (self.saved, self.unsaved) = (Instant::now(), false);
         }
-        match ctx.completions.blocking_recv() {
-            Some(c) => checkpoints.complete(c),
-            None => break,
+        if self.checkpoints.is_stalled() {
+            tracing::warn!(source = %ctx.id, "A batch was not fully handled; the checkpoint stays before it.");
         }
+        Ok(())
     }
-    if checkpoints.is_stalled() {
-        tracing::warn!(source = %ctx.id, "A batch was not fully handled; the checkpoint stays before it.");
-    }
-    Ok(())
 }
 
 #[cfg(test)]
