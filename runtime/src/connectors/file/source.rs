@@ -336,6 +336,10 @@ impl Progress {
                 f.array = pos.array;
                 self.unsaved = true;
             }
+            // Also while the sinks drain at the end, so a crash then re-reads little.
+            if self.saved.elapsed() >= SAVE_EVERY {
+                self.write()?;
+            }
             if !wait || self.checkpoints.in_flight() == 0 || self.checkpoints.is_stalled() {
                 break;
             }
@@ -344,12 +348,20 @@ impl Progress {
                 None => break,
             }
         }
-        if self.enabled && self.unsaved && (wait || self.saved.elapsed() >= SAVE_EVERY) {
-            self.store.save(&self.state)?;
-            (self.saved, self.unsaved) = (Instant::now(), false);
+        if wait {
+            self.write()?;
         }
         if self.checkpoints.is_stalled() {
             tracing::warn!(source = %ctx.id, "A batch was not fully handled; the checkpoint stays before it.");
+        }
+        Ok(())
+    }
+
+    /// Writes the position, if it moved since it was last written.
+    fn write(&mut self) -> anyhow::Result<()> {
+        if self.enabled && self.unsaved {
+            self.store.save(&self.state)?;
+            (self.saved, self.unsaved) = (Instant::now(), false);
         }
         Ok(())
     }
