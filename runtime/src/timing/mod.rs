@@ -392,6 +392,24 @@ pub struct SinkReport {
     pub read_to_ack_ms: Summary,
 }
 
+/// A duration for the terminal table: milliseconds up to 100 s, then in minutes, hours or
+/// days, marked. Replaying a month-old file makes every event → arrival about 2.6 billion ms,
+/// which nobody reads at a glance; "30.0d" they do.
+fn cell(ms: f64) -> String {
+    const MINUTE: f64 = 60_000.0;
+    const HOUR: f64 = 60.0 * MINUTE;
+    const DAY: f64 = 24.0 * HOUR;
+    if ms < 100_000.0 {
+        format!("{ms:.3}")
+    } else if ms < 100.0 * MINUTE {
+        format!("{:.1}min", ms / MINUTE)
+    } else if ms < 100.0 * HOUR {
+        format!("{:.1}h", ms / HOUR)
+    } else {
+        format!("{:.1}d", ms / DAY)
+    }
+}
+
 impl Report {
     /// The terminal table: one row per hop in path order, end-to-end rows below.
     pub fn table(&self) -> String {
@@ -400,13 +418,13 @@ impl Report {
         s.push_str(&header);
         let row = |s: &mut String, name: String, m: &Summary| {
             s.push_str(&format!(
-                "{:<34} {:>9} {:>9.3} {:>9.3} {:>9.3} {:>9.3}\n",
+                "{:<34} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
                 truncate(&name, 34),
                 m.count,
-                m.p50,
-                m.p90,
-                m.p99,
-                m.max
+                cell(m.p50),
+                cell(m.p90),
+                cell(m.p99),
+                cell(m.max)
             ));
         };
         for n in &self.nodes {
@@ -455,6 +473,19 @@ fn truncate(s: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_durations_in_the_table_are_in_minutes_hours_or_days_and_fit_the_column() {
+        assert_eq!(cell(0.125), "0.125");
+        assert_eq!(cell(99_999.5), "99999.500");
+        assert_eq!(cell(150_000.0), "2.5min");
+        assert_eq!(cell(7_200_000.0), "2.0h");
+        // A year-old event, as replaying an archive gives.
+        assert_eq!(cell(28_501_402_976.255), "329.9d");
+        for ms in [0.001, 99_999.999, 5_999_999.0, 359_999_999.0, 8.64e9] {
+            assert!(cell(ms).len() <= 9, "{ms}: {}", cell(ms));
+        }
+    }
 
     #[test]
     fn a_series_summarises_in_milliseconds() {
