@@ -44,10 +44,11 @@ pub struct SinkNode {
 
 /// The most source text one write gathers, in bytes, whatever `max_records`: with records
 /// far larger than a contact record's 3 KB, `max_records` of them (512 for a local sink)
-/// would be most of a run's memory. 4 MiB is more than 512 contact records' text, so it
+/// would be most of a run's memory. 2 MiB is more than 512 contact records' text, so it
 /// only bounds large records: 3,000 records of 88 KB peaked at 475–586 MB without a byte
-/// bound (docs/performance.md, twelfth round).
-pub const GATHER_BYTES: usize = 4 << 20;
+/// bound (docs/performance.md, twelfth round), 139–152 MB at 4 MiB and 114–120 MB at 2 MiB
+/// (16 KB records: 124–159 MB and 106–138 MB, about 5% slower; fourteenth round).
+pub const GATHER_BYTES: usize = 2 << 20;
 
 /// Records waiting for the next write, with when they arrived (per input batch), and their
 /// writer's form of them when it stages records (one entry per record then, else none).
