@@ -313,6 +313,20 @@ mod tests {
             .collect()
     }
 
+    /// A record keeps its text for as long as it waits in a sink: that must be its own
+    /// bytes, not a share of the read buffer, which would keep a whole chunk alive.
+    #[test]
+    fn a_documents_text_is_its_own_not_a_share_of_the_read_buffer() {
+        let text = "{\"a\":1}\n{\n \"b\": 2\n}\n{\"a\":\n".repeat(3);
+        let mut framer = Framer::new(text.as_bytes(), 0, None, 1 << 20);
+        let pieces: Vec<Piece> = std::iter::from_fn(|| framer.next_piece().unwrap()).collect();
+        assert_eq!(pieces.len(), 9);
+        for piece in &pieces {
+            let (Piece::Doc { raw, .. } | Piece::Bad { raw, .. } | Piece::Oversized { raw, .. }) = piece;
+            assert!(raw.is_unique(), "{piece:?} shares its buffer");
+        }
+    }
+
     #[test]
     fn json_lines_without_a_final_newline() {
         assert_eq!(docs("{\"a\":1}\n{\"a\":2}", 0), ["{\"a\":1}", "{\"a\":2}"]);
