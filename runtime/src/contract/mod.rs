@@ -34,7 +34,7 @@ pub use sink::{
     Backoff, Destination, Encoding, Health, Item, LOCAL_MAX_RECORDS, SinkConnector, SinkOptions, Staged, Stager,
     WriteFuture, Writer, Written,
 };
-pub use source::{CheckpointFile, Refusal, Source, SourceConnector, SourceContext, SourceSettings};
+pub use source::{CheckpointFile, Refusal, SAVE_EVERY, Source, SourceConnector, SourceContext, SourceSettings};
 pub use table::{Lookup, LookupError, TableConnector};
 
 /// What a connector may see of the pipeline when it validates and opens.

@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ctrflow_plugin_sdk::ctr;
@@ -362,6 +362,13 @@ impl SourceContext {
         Some((seq, (!records.is_empty()).then(|| Batch::new(records, read_at))))
     }
 }
+
+/// How often a source writes its checkpoint while it reads (and always when it stops). Each
+/// save writes, syncs and renames a file and syncs its directory: the file source saving
+/// after every batch made 155 saves and 415 `fsync` calls per 100,000 records, on the thread
+/// that reads, so the whole pipeline waited on them. A crash re-delivers at most this much
+/// more (at least once either way, and newer-wins sinks take re-deliveries as no-ops).
+pub const SAVE_EVERY: Duration = Duration::from_secs(1);
 
 /// A source's checkpoint, in `<state_dir>/<source id>.checkpoint.json`, written atomically.
 pub struct CheckpointFile {

@@ -15,14 +15,14 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::framing::{Framer, Piece};
 use crate::ack::Checkpointer;
-use crate::contract::{CheckpointFile, Env, Source, SourceConnector, SourceContext};
+use crate::contract::{CheckpointFile, Env, SAVE_EVERY, Source, SourceConnector, SourceContext};
 use crate::dead_letter::DeadLetterKind;
 
 /// `type = "file"`.
@@ -67,14 +67,6 @@ pub fn files(pattern: &Path) -> anyhow::Result<Vec<PathBuf>> {
     found.sort();
     Ok(found)
 }
-
-/// How often the checkpoint is written while reading (and always at the end of a run).
-/// Each save writes, syncs and renames a file and syncs its directory: after every batch it
-/// was 155 saves and 415 `fsync` calls per 100,000 records, on the thread that reads, so the
-/// whole pipeline waited on them. A crash re-delivers at most this much more (at least once
-/// either way, and newer-wins sinks take re-deliveries as no-ops); the Kinesis source saves
-/// at the same cadence.
-const SAVE_EVERY: Duration = Duration::from_secs(1);
 
 /// How many leading bytes of a file its fingerprint covers.
 const HEAD: u64 = 1024;

@@ -58,7 +58,7 @@ use super::deaggregate;
 use super::lease::{Lease, LeaseTable};
 use crate::ack::{Checkpointer, Completion};
 use crate::connectors::aws::{Fault, Settings, block_on, classify, described};
-use crate::contract::{Backoff, Env, Source, SourceConnector, SourceContext};
+use crate::contract::{Backoff, Env, SAVE_EVERY, Source, SourceConnector, SourceContext};
 use crate::units::parse_duration;
 
 /// GetRecords: at most 5 calls per second per shard (docs/aws-api-quotas.md §2).
@@ -67,8 +67,6 @@ const MIN_CALL_GAP: Duration = Duration::from_millis(200);
 const MAX_RECORDS_PER_CALL: i32 = 10_000;
 /// How often shards are listed again, to find children after a reshard.
 const LIST_EVERY: Duration = Duration::from_secs(30);
-/// How often checkpoints are written while running.
-const SAVE_EVERY: Duration = Duration::from_secs(1);
 
 /// Where a shard without a checkpoint starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
