@@ -29,11 +29,16 @@
 //! a sink often slept after the lock was free; and every commit of one connection threw
 //! away the others' page caches, which then read their pages back (see
 //! docs/performance.md for the measurement).
+//! The file's checkpoints (the WAL copied back into the database, two syncs each) run on
+//! a thread of their own ([`checkpointer`]), not inside whichever sink's write commits when
+//! the WAL is full, where every sink of the file waited for them.
 //!
 //! A sink without a plugin stages each record as it arrives ([`StagedRow`]: names and values
 //! in two buffers, objects and arrays already JSON text) and lets its tree go, so the records
 //! waiting for a write (up to two writes' worth) hold about a quarter of the memory they did;
 //! the write binds from the staged row.
+
+mod checkpointer;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -52,6 +57,7 @@ use crate::contract::{
 };
 use crate::dead_letter::DeadLetterKind;
 use crate::flow::Shutdown;
+use checkpointer::Checkpointer;
 
 /// `type = "sqlite"`.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema, PartialEq)]
@@ -125,6 +131,17 @@ struct SharedDb {
     /// The `synchronous` setting in force: sinks sharing the file may differ in `fsync`,
     /// and each batch runs at its own sink's.
     full_sync: Option<bool>,
+    /// Copies the WAL into the database off the sinks' threads (`None`: SQLite's own
+    /// checkpoints do it, in the committing sink's write).
+    checkpointer: Option<Checkpointer>,
+}
+
+impl Drop for SharedDb {
+    fn drop(&mut self) {
+        // The checkpoint thread's connection closes first, so `conn`, the last one to
+        // close, copies what is left of the WAL and removes it.
+        drop(self.checkpointer.take());
+    }
 }
 
 /// The open databases by file, so a second sink on a file shares the first one's connection
@@ -155,7 +172,11 @@ impl SharedDb {
         conn.set_prepared_statement_cache_capacity(64);
         // Negative: a size in KiB rather than a count of pages.
         conn.pragma_update(None, "cache_size", -CACHE_KIB).map_err(|e| format!("path: {}: {e}", path.display()))?;
-        let db = Arc::new(Mutex::new(SharedDb { conn, full_sync: None }));
+        // Checkpoints run on a thread of their own; the connection's own is the backstop.
+        conn.pragma_update(None, "wal_autocheckpoint", checkpointer::BACKSTOP_PAGES)
+            .map_err(|e| format!("path: {}: {e}", path.display()))?;
+        let checkpointer = Checkpointer::start(path);
+        let db = Arc::new(Mutex::new(SharedDb { conn, full_sync: None, checkpointer }));
         open.insert(key, Arc::downgrade(&db));
         Ok(db)
     }
@@ -632,7 +653,12 @@ impl SqliteWriter {
             }
         }
         match conn.execute_batch("COMMIT") {
-            Ok(()) => Ok(results),
+            Ok(()) => {
+                if let Some(checkpointer) = &guard.checkpointer {
+                    checkpointer.committed();
+                }
+                Ok(results)
+            }
             Err(e) => Err(self.abandon(conn, e)),
         }
     }
@@ -791,6 +817,37 @@ mod tests {
             assert_eq!(a.len(), b.len());
             assert_eq!(a, b, "{mode:?}");
         }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    // The WAL is copied into the database while its sink still has it open, by the
+    // checkpoint thread: 2 MB written is far below the writing connection's own threshold
+    // (64 MiB), so without the thread the database file would stay empty until the close.
+    #[test]
+    fn the_wal_is_checkpointed_by_a_thread_of_its_own_and_removed_at_the_last_close() {
+        let dir = temp_dir("checkpoint");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let mut sink = writer(&dir, "t", SqliteMode::Append);
+        let blob = "x".repeat(10_000);
+        let items: Vec<Item> = (0..200)
+            .map(|i| Item {
+                record: crate::record::Record::detached(serde_json::json!({"n": i, "blob": blob})),
+                encoding: None,
+                staged: None,
+            })
+            .collect();
+        assert!(rt.block_on(sink.write(&items)).iter().all(|w| matches!(w, Written::Ok)));
+        let (file, wal) = (dir.join("c.db"), dir.join("c.db-wal"));
+        let size = |path: &Path| std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        assert!(size(&wal) > 2_000_000, "the batch is in the WAL");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while size(&file) < 2_000_000 {
+            assert!(std::time::Instant::now() < deadline, "no checkpoint copied the WAL: {} bytes", size(&file));
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        drop(sink);
+        assert!(!wal.exists(), "the last connection to close removes the WAL");
+        assert_eq!(dump(&dir, "t").len(), 200);
         let _ = std::fs::remove_dir_all(dir);
     }
 
