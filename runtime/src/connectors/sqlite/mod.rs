@@ -172,7 +172,7 @@ impl SharedDb {
         conn.set_prepared_statement_cache_capacity(64);
         // Negative: a size in KiB rather than a count of pages.
         conn.pragma_update(None, "cache_size", -CACHE_KIB).map_err(|e| format!("path: {}: {e}", path.display()))?;
-        // Checkpoints run on a thread of their own; the connection's own is the backstop.
+        // Checkpoints run on a thread of their own, ahead of the connection's own.
         conn.pragma_update(None, "wal_autocheckpoint", checkpointer::BACKSTOP_PAGES)
             .map_err(|e| format!("path: {}: {e}", path.display()))?;
         let checkpointer = Checkpointer::start(path);
@@ -821,8 +821,8 @@ mod tests {
     }
 
     // The WAL is copied into the database while its sink still has it open, by the
-    // checkpoint thread: 2 MB written is far below the writing connection's own threshold
-    // (64 MiB), so without the thread the database file would stay empty until the close.
+    // checkpoint thread: 2 MB written is below the writing connection's own threshold
+    // (16 MiB), so without the thread the database file would stay empty until the close.
     #[test]
     fn the_wal_is_checkpointed_by_a_thread_of_its_own_and_removed_at_the_last_close() {
         let dir = temp_dir("checkpoint");
