@@ -218,11 +218,11 @@ impl Walk<'_> {
         }
         // A stem is its key and, for a field that branches, the separator after it.
         let separator = self.separator;
-        let mut order: Vec<([&str; 2], bool, (&'a String, &'a Json))> = map
+        let mut order: Vec<(Stem<'_>, bool, (&'a String, &'a Json))> = map
             .iter()
             .map(|(key, value)| {
                 let branches = self.branches(value);
-                ([key.as_str(), if branches { separator } else { "" }], branches, (key, value))
+                ([key.as_bytes(), if branches { separator.as_bytes() } else { b"" }], branches, (key, value))
             })
             .collect();
         // Nearly in order already: the sort's run detection does little more than compare.
@@ -237,10 +237,14 @@ impl Walk<'_> {
     }
 }
 
-/// `a[0] + a[1]` against `b[0] + b[1]`, byte by byte, without joining either.
-fn compare_joined(a: [&str; 2], b: [&str; 2]) -> std::cmp::Ordering {
-    let (mut x, mut y) = (a[0].as_bytes(), b[0].as_bytes());
-    let (mut next_x, mut next_y) = (Some(a[1].as_bytes()), Some(b[1].as_bytes()));
+/// A field's stem as two pieces: its key, and the separator or nothing.
+type Stem<'k> = [&'k [u8]; 2];
+
+/// `a[0] + a[1]` against `b[0] + b[1]`, byte by byte (as `str`'s order is), without joining
+/// either.
+fn compare_joined(a: Stem, b: Stem) -> std::cmp::Ordering {
+    let (mut x, mut y) = (a[0], b[0]);
+    let (mut next_x, mut next_y) = (Some(a[1]), Some(b[1]));
     loop {
         while x.is_empty()
             && let Some(rest) = next_x.take()
@@ -264,18 +268,15 @@ fn compare_joined(a: [&str; 2], b: [&str; 2]) -> std::cmp::Ordering {
     }
 }
 
-/// Whether `joined[0] + joined[1]` starts with `prefix[0] + prefix[1]`.
-fn joined_starts_with(joined: [&str; 2], prefix: [&str; 2]) -> bool {
+/// Whether `joined[0] + joined[1]` starts with `prefix[0] + prefix[1]` (bytes: a stem's
+/// first bytes may end inside a character).
+fn joined_starts_with(joined: Stem, prefix: Stem) -> bool {
     let whole = prefix[0].len() + prefix[1].len();
-    joined[0].len() + joined[1].len() >= whole
-        && compare_joined(
-            [
-                &joined[0][..joined[0].len().min(whole)],
-                if joined[0].len() >= whole { "" } else { &joined[1][..whole - joined[0].len()] },
-            ],
-            prefix,
-        )
-        .is_eq()
+    if joined[0].len() + joined[1].len() < whole {
+        return false;
+    }
+    let head = joined[0].len().min(whole);
+    compare_joined([&joined[0][..head], &joined[1][..whole - head]], prefix).is_eq()
 }
 
 #[cfg(test)]
@@ -345,8 +346,8 @@ mod tests {
 
     // The walk puts fields in column order instead of sorting the columns: on keys built to
     // nest, collide and sort on either side of the separator (`a`, `a_`, `a!b`, `a~`, the
-    // empty key), at every depth, with objects inside arrays, it must give what sorting
-    // gives, collisions included.
+    // empty key, characters of several bytes), at every depth, with objects inside arrays,
+    // it must give what sorting gives, collisions included.
     #[test]
     fn walking_in_column_order_gives_what_sorting_every_column_gives() {
         let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
@@ -357,7 +358,9 @@ mod tests {
             seed % n
         };
         fn key(next: &mut impl FnMut(u64) -> u64) -> String {
-            const PIECES: [&str; 8] = ["a", "b", "_", "__", "!", "~", "A", "ab"];
+            // `é` and `ê` share their first byte: stems compared and cut byte by byte must
+            // not cut a character in two.
+            const PIECES: [&str; 10] = ["a", "b", "_", "__", "!", "~", "A", "ab", "é", "ê"];
             (0..next(3)).map(|_| PIECES[next(PIECES.len() as u64) as usize]).collect()
         }
         fn value(next: &mut impl FnMut(u64) -> u64, depth: u32) -> Json {
