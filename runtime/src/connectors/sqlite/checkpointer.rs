@@ -26,7 +26,7 @@
 //! The thread stops before the writing connection closes, so that connection, the last one,
 //! copies what is left and removes the WAL, as SQLite does on the last close.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -54,7 +54,7 @@ struct Shared {
 
 #[derive(Default)]
 struct State {
-    /// Commits since the last checkpoint began.
+    /// Whether a transaction committed since the last checkpoint began.
     committed: bool,
     stop: bool,
 }
@@ -94,7 +94,7 @@ impl Drop for Checkpointer {
     }
 }
 
-fn run(path: &PathBuf, shared: &Shared) {
+fn run(path: &Path, shared: &Shared) {
     let conn = match rusqlite::Connection::open(path) {
         Ok(conn) => conn,
         Err(e) => {
