@@ -127,8 +127,8 @@ impl SinkNode {
         let (finished, done) = mpsc::channel(1);
         let mut writer = std::mem::replace(&mut self.writer, Box::new(Handed));
         let span = tracing::Span::current();
-        let name = std::thread::current().name().map_or_else(|| format!("ctrflow-sinks.{}", self.id), str::to_owned);
-        let thread = std::thread::Builder::new().name(format!("{name}.write")).spawn(move || {
+        // `write:voice` beside the node's `sink:voice`: the id first, as Linux keeps 15 bytes.
+        let thread = std::thread::Builder::new().name(format!("write:{}", self.id)).spawn(move || {
             let _entered = span.enter();
             // The connector's retries sleep and its clients need a reactor, which keeps
             // running between writes (an HTTP client's pooled connections see the server

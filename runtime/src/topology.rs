@@ -44,8 +44,23 @@ type NodeThread = (String, std::thread::JoinHandle<anyhow::Result<()>>);
 fn spawn(key: String, f: impl FnOnce() -> anyhow::Result<()> + Send + 'static) -> anyhow::Result<NodeThread> {
     // Every log line from the node's thread carries its key (`node=transforms.redact`).
     let span = tracing::info_span!("node", node = %key);
-    let handle = std::thread::Builder::new().name(format!("ctrflow-{key}")).spawn(move || span.in_scope(f))?;
+    let handle = std::thread::Builder::new().name(thread_name(&key)).spawn(move || span.in_scope(f))?;
     Ok((key, handle))
+}
+
+/// A node's thread name: a short kind and the node's id (`src:contacts`, `tf:redact`,
+/// `sink:voice`). Linux keeps the first 15 bytes of a name for `top -H`, `ps -T` and
+/// profilers, so the id must come early: `ctrflow-transforms.redact` showed as
+/// `ctrflow-transfo` for every transform alike.
+fn thread_name(key: &str) -> String {
+    let (section, id) = key.split_once('.').unwrap_or(("", key));
+    let kind = match section {
+        "sources" => "src",
+        "transforms" => "tf",
+        "sinks" => "sink",
+        other => other,
+    };
+    format!("{kind}:{id}")
 }
 
 /// The transforms to fuse: `a → b` when `b` is the only reader of `a`, reads nothing else,
@@ -243,11 +258,11 @@ pub fn run(pipeline: Pipeline, shutdown: Shutdown, opts: RunOptions) -> anyhow::
     drop(dead);
 
     let dl_handle = std::thread::Builder::new()
-        .name("ctrflow-dead-letters".into())
+        .name("dead-letters".into())
         .spawn(move || dead_letter::run_writer(dead_rx, dl_target))?;
     let fb_path = dl_path.clone();
     let fb_handle = std::thread::Builder::new()
-        .name("ctrflow-dead-letters-fallback".into())
+        .name("dead-letters-fb".into())
         .spawn(move || dead_letter::run_writer(fallback_rx, DeadLetterTarget::File(fb_path)))?;
     drop(fallback);
 
@@ -301,6 +316,13 @@ mod tests {
     use super::*;
     use crate::config::PipelineConfig;
     use crate::graph::Graph;
+
+    #[test]
+    fn thread_names_put_the_id_in_the_fifteen_bytes_linux_shows() {
+        assert_eq!(thread_name("sources.contacts"), "src:contacts");
+        assert_eq!(thread_name("transforms.redact"), "tf:redact");
+        assert_eq!(thread_name("sinks.voice"), "sink:voice");
+    }
 
     /// What `fused` makes of `graph`'s transforms, with these workers each (named outputs for
     /// `route` only), as sorted `a → b` pairs.

@@ -90,19 +90,26 @@ impl TransformNode {
         let input = Mutex::new((rx, 0u64));
         let reorder = (Mutex::new(Reorder { next: 0, ready: BTreeMap::new(), failed: false }), Condvar::new());
         let workers = workers.max(1);
+        // Workers are named for the node (`tf:redact.1`, `tf:redact.2`), so `top -H` tells
+        // them apart from other nodes' workers.
+        let name = std::thread::current().name().unwrap_or("tf").to_owned();
         std::thread::scope(|scope| {
             let handles: Vec<_> = (0..workers)
-                .map(|_| {
-                    scope.spawn(|| {
-                        let result = self.work(&input, &reorder, workers);
-                        if result.is_err()
-                            && let Ok(mut order) = reorder.0.lock()
-                        {
-                            order.failed = true;
-                            reorder.1.notify_all();
-                        }
-                        result
-                    })
+                .map(|i| {
+                    // As `scope.spawn` does, a thread the system will not start is a panic.
+                    std::thread::Builder::new()
+                        .name(format!("{name}.{}", i + 1))
+                        .spawn_scoped(scope, || {
+                            let result = self.work(&input, &reorder, workers);
+                            if result.is_err()
+                                && let Ok(mut order) = reorder.0.lock()
+                            {
+                                order.failed = true;
+                                reorder.1.notify_all();
+                            }
+                            result
+                        })
+                        .expect("failed to spawn a worker thread")
                 })
                 .collect();
             let mut result = Ok(());
