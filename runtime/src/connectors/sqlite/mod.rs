@@ -274,6 +274,9 @@ fn is_record_fault(e: &rusqlite::Error) -> bool {
 struct Prepared<'a> {
     /// Its fields by name, borrowed from the encoding, the record or its staged row.
     row: Vec<(&'a str, Field<'a>)>,
+    /// A staged row's field names, in order, as one string: two rows with the same names
+    /// go to the same columns ([`Reuse`]). `None` for a row made at the write.
+    names: Option<&'a str>,
     /// Its key and version (newer-wins), `None` in append mode, `Err` when it has no key.
     key_version: Result<Option<(&'a str, i64)>, ()>,
 }
@@ -352,8 +355,11 @@ impl StagedRow {
     /// The row, ready to write.
     fn prepared(&self) -> Prepared<'_> {
         let name = |range: &std::ops::Range<u32>| &self.names[range.start as usize..range.end as usize];
+        // The field names come first in `names`, the key after them.
+        let fields_end = self.fields.last().map_or(0, |(n, _)| n.end as usize);
         Prepared {
             row: self.fields.iter().map(|(n, cell)| (name(n), Field::Staged(cell, &self.text))).collect(),
+            names: Some(&self.names[..fields_end]),
             key_version: self
                 .key_version
                 .as_ref()
@@ -494,14 +500,15 @@ impl SqliteWriter {
     }
 
     /// The key in `self.sql` of the INSERT for these column slots, built once per column set
-    /// and table width. (A key, not the text: the text is borrowed from the map where it is
-    /// prepared, never copied per row.)
-    fn insert_sql(&mut self, slots: &[usize]) -> u64 {
+    /// and table width, and whether it was built now (a key another column set held before
+    /// now names this one). A key, not the text: the text is borrowed from the map where it
+    /// is prepared, never copied per row.
+    fn insert_sql(&mut self, slots: &[usize]) -> (u64, bool) {
         let key = self.sql.hasher().hash_one((slots, self.names.len()));
         if let Some((s, _)) = self.sql.get(&key)
             && s == slots
         {
-            return key;
+            return (key, false);
         }
         let mut names: Vec<String> = slots.iter().map(|&s| quote(&self.names[s])).collect();
         names.push(match self.mode {
@@ -531,7 +538,7 @@ impl SqliteWriter {
             vec!["?"; params].join(", ")
         );
         self.sql.insert(key, (slots.to_vec(), sql));
-        key
+        (key, true)
     }
 
     /// Makes a row ready to write, without the database: its fields, the JSON text of each
@@ -557,39 +564,51 @@ impl SqliteWriter {
             }
             SqliteMode::Append => Ok(None),
         };
-        Prepared { row, key_version }
+        Prepared { row, names: None, key_version }
     }
 
     /// Writes one prepared row. `Err` is an infrastructure fault (the caller rolls the batch
     /// back and retries); a record fault comes back as [`RowOutcome::Refused`].
-    fn write_row(
+    fn write_row<'c, 'a>(
         &mut self,
-        conn: &rusqlite::Connection,
-        prepared: &Prepared<'_>,
+        conn: &'c rusqlite::Connection,
+        prepared: &Prepared<'a>,
         texts: &[u8],
         now: i64,
+        reuse: &mut Reuse<'c, 'a>,
     ) -> rusqlite::Result<RowOutcome> {
         let row = &prepared.row;
-        let mut slots = Vec::with_capacity(row.len());
-        for (name, _) in row {
-            match self.slot(conn, name) {
-                Ok(s) => slots.push(s),
-                Err(e) if is_record_fault(&e) => {
-                    return Ok(RowOutcome::Refused(
-                        DeadLetterKind::Unwritable,
-                        format!("SQLite cannot add column {name:?} to table {:?}: {e}", self.table),
-                    ));
+        // Within a transaction only this branch adds columns, so a row with the names of
+        // the last one needs none, and the last row's INSERT already lists every column.
+        if prepared.names.is_none() || prepared.names != reuse.names {
+            let mut slots = Vec::with_capacity(row.len());
+            for (name, _) in row {
+                match self.slot(conn, name) {
+                    Ok(s) => slots.push(s),
+                    Err(e) if is_record_fault(&e) => {
+                        return Ok(RowOutcome::Refused(
+                            DeadLetterKind::Unwritable,
+                            format!("SQLite cannot add column {name:?} to table {:?}: {e}", self.table),
+                        ));
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
             }
-        }
-        if let Some((a, b)) = same_column(row, &slots) {
-            return Ok(RowOutcome::Refused(
-                DeadLetterKind::Unwritable,
-                format!(
-                    "fields {a:?} and {b:?} differ only by case; SQLite column names ignore case, so one row cannot hold both"
-                ),
-            ));
+            if let Some((a, b)) = same_column(row, &slots) {
+                return Ok(RowOutcome::Refused(
+                    DeadLetterKind::Unwritable,
+                    format!(
+                        "fields {a:?} and {b:?} differ only by case; SQLite column names ignore case, so one row cannot hold both"
+                    ),
+                ));
+            }
+            let (key, built) = self.insert_sql(&slots);
+            if built {
+                // A statement held under the key is another column set's.
+                reuse.statements.remove(&key);
+            }
+            reuse.sql = key;
+            reuse.names = prepared.names;
         }
         let Ok(key_version) = prepared.key_version else {
             return Ok(RowOutcome::Refused(
@@ -597,11 +616,14 @@ impl SqliteWriter {
                 "newer-wins needs a ContactId (or a plugin partition key)".into(),
             ));
         };
-        let sql = self.insert_sql(&slots);
-        let sql = &self.sql[&sql].1;
         let attempt = (|| {
-            // Prepared once per column set: the connection's statement cache keeps it.
-            let mut stmt = conn.prepare_cached(sql)?;
+            // Prepared once per column set (the connection's statement cache keeps it) and
+            // looked up there once per transaction: the cache finds a statement by hashing
+            // and comparing its text, a few KB for a contact record's upsert.
+            let stmt = match reuse.statements.entry(reuse.sql) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(conn.prepare_cached(&self.sql[&reuse.sql].1)?),
+            };
             for (i, (_, field)) in row.iter().enumerate() {
                 // An object or array is its JSON text, written before the lock was taken
                 // (binding copies it: rusqlite binds text as SQLITE_TRANSIENT).
@@ -645,8 +667,9 @@ impl SqliteWriter {
         conn.execute_batch("BEGIN IMMEDIATE")?;
         let now = crate::record::now_ms();
         let mut results = Vec::with_capacity(prepared.len());
+        let mut reuse = Reuse { names: None, sql: 0, statements: FastMap::default() };
         for row in prepared {
-            match self.write_row(conn, row, texts, now) {
+            match self.write_row(conn, row, texts, now, &mut reuse) {
                 Ok(RowOutcome::Written) => results.push(Written::Ok),
                 Ok(RowOutcome::Refused(kind, reason)) => results.push(Written::Refused { kind, reason }),
                 Err(e) => return Err(self.abandon(conn, e)),
@@ -678,6 +701,16 @@ impl SqliteWriter {
             .await
             .unwrap_or_else(|| vec![Written::Unwritten; items.len()])
     }
+}
+
+/// What one transaction carries from row to row: the last staged row's field names and the
+/// key of its INSERT (rows of one stream mostly have the same fields in the same order, so
+/// the next row with the same names skips looking up each column), and each INSERT's
+/// statement, taken from the connection's cache once.
+struct Reuse<'c, 'a> {
+    names: Option<&'a str>,
+    sql: u64,
+    statements: FastMap<u64, rusqlite::CachedStatement<'c>>,
 }
 
 /// Two fields of one row that land in the same column (names differing only by case).
@@ -817,6 +850,42 @@ mod tests {
             assert_eq!(a.len(), b.len());
             assert_eq!(a, b, "{mode:?}");
         }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    // Rows with the same fields reuse the columns and statement of the row before them, but
+    // a column added since changes the statement: the newer-wins upsert must then also clear
+    // the new column (here `y` of contact b, which the newer version lacks). With the
+    // statement of contact a's row (the table's width not in its key), b kept "yb".
+    #[test]
+    fn a_row_like_the_last_reuses_its_statement_until_a_column_is_added() {
+        let dir = temp_dir("reuse");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let mut w = writer(&dir, "t", SqliteMode::NewerWins);
+        let mut stager = w.stager().unwrap();
+        let (t1, t2) = ("2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z");
+        let docs = [
+            serde_json::json!({"ContactId": "a", "LastUpdateTimestamp": t1, "x": 1}),
+            serde_json::json!({"ContactId": "b", "LastUpdateTimestamp": t1, "x": 2, "y": "yb"}),
+            serde_json::json!({"ContactId": "b", "LastUpdateTimestamp": t2, "x": 3}),
+            serde_json::json!({"ContactId": "c", "LastUpdateTimestamp": t1, "x": 4}),
+        ];
+        let items: Vec<Item> = docs
+            .iter()
+            .map(|doc| {
+                let record = crate::record::Record::detached(doc.clone());
+                let staged = stager.stage(&record);
+                Item { record, encoding: None, staged }
+            })
+            .collect();
+        let written = rt.block_on(w.write(&items));
+        assert!(written.iter().all(|w| matches!(w, Written::Ok)), "{written:?}");
+        let conn = rusqlite::Connection::open(dir.join("c.db")).unwrap();
+        let mut stmt = conn.prepare("SELECT ContactId, x, quote(y) FROM t ORDER BY ContactId").unwrap();
+        let rows: Vec<(String, i64, String)> =
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().collect::<Result<_, _>>().unwrap();
+        let want = [("a", 1, "NULL"), ("b", 3, "NULL"), ("c", 4, "NULL")];
+        assert_eq!(rows, want.map(|(k, x, y)| (k.to_string(), x, y.to_string())));
         let _ = std::fs::remove_dir_all(dir);
     }
 
