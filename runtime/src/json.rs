@@ -116,7 +116,7 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
 /// Where the first byte at or after `from` that needs an escape is: sixteen bytes at a time
 /// with SSE2 (every x86-64 CPU has it), the last few in one more load. Measured with
 /// callgrind on the throughput graph: with a loop of eight bytes in a word and the rest one
-/// by one, writing strings took about 15% of the run's instructions (docs/performance.md).
+/// by one, writing strings took about 14% of the run's instructions (docs/performance.md).
 #[cfg(target_arch = "x86_64")]
 #[inline]
 fn next_escape(bytes: &[u8], from: usize) -> Option<usize> {

@@ -41,10 +41,15 @@ pub struct RunOutcome {
 
 type NodeThread = (String, std::thread::JoinHandle<anyhow::Result<()>>);
 
-fn spawn(key: String, f: impl FnOnce() -> anyhow::Result<()> + Send + 'static) -> anyhow::Result<NodeThread> {
+fn spawn(
+    section: Section,
+    id: &str,
+    f: impl FnOnce() -> anyhow::Result<()> + Send + 'static,
+) -> anyhow::Result<NodeThread> {
+    let key = format!("{}.{id}", section.key());
     // Every log line from the node's thread carries its key (`node=transforms.redact`).
     let span = tracing::info_span!("node", node = %key);
-    let handle = std::thread::Builder::new().name(thread_name(&key)).spawn(move || span.in_scope(f))?;
+    let handle = std::thread::Builder::new().name(thread_name(section, id)).spawn(move || span.in_scope(f))?;
     Ok((key, handle))
 }
 
@@ -52,13 +57,11 @@ fn spawn(key: String, f: impl FnOnce() -> anyhow::Result<()> + Send + 'static) -
 /// `sink:voice`). Linux keeps the first 15 bytes of a name for `top -H`, `ps -T` and
 /// profilers, so the id must come early: `ctrflow-transforms.redact` showed as
 /// `ctrflow-transfo` for every transform alike.
-fn thread_name(key: &str) -> String {
-    let (section, id) = key.split_once('.').unwrap_or(("", key));
+fn thread_name(section: Section, id: &str) -> String {
     let kind = match section {
-        "sources" => "src",
-        "transforms" => "tf",
-        "sinks" => "sink",
-        other => other,
+        Section::Source => "src",
+        Section::Transform => "tf",
+        Section::Sink => "sink",
     };
     format!("{kind}:{id}")
 }
@@ -184,7 +187,7 @@ pub fn run(pipeline: Pipeline, shutdown: Shutdown, opts: RunOptions) -> anyhow::
             linger: prepared.linger,
             annotate: cfg.timing.annotate && !is_dl_sink,
         };
-        threads.push(spawn(n.key(), move || {
+        threads.push(spawn(Section::Sink, &n.id, move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(node.run())
         })?);
@@ -228,7 +231,7 @@ pub fn run(pipeline: Pipeline, shutdown: Shutdown, opts: RunOptions) -> anyhow::
             tracing::debug!(chain = %chain.join(" → "), workers, "Transforms fused: one set of workers carries each batch through the chain.");
         }
         let rx = receivers.remove(&n.id).expect("every transform has an input");
-        threads.push(spawn(n.key(), move || node.run(rx, workers))?);
+        threads.push(spawn(Section::Transform, &n.id, move || node.run(rx, workers))?);
     }
 
     let source_settings = SourceSettings {
@@ -239,12 +242,11 @@ pub fn run(pipeline: Pipeline, shutdown: Shutdown, opts: RunOptions) -> anyhow::
         state_dir: cfg.resolve(&cfg.runtime.state_dir),
     };
     for (id, source) in opened {
-        let key = format!("sources.{id}");
         // A source's unreadable input always goes to the dead letters: there is no
         // `on_error` on a source.
         let node = handle("sources", &id, &dead, crate::config::OnError::DeadLetter);
         let ctx = SourceContext::new(&id, node, output_of(&id, None), source_settings.clone());
-        threads.push(spawn(key, move || source.run(ctx))?);
+        threads.push(spawn(Section::Source, &id, move || source.run(ctx))?);
     }
     let _admin = crate::admin::Admin::start(
         cfg.runtime.admin_addr.as_deref().filter(|a| !a.is_empty()),
@@ -319,9 +321,9 @@ mod tests {
 
     #[test]
     fn thread_names_put_the_id_in_the_fifteen_bytes_linux_shows() {
-        assert_eq!(thread_name("sources.contacts"), "src:contacts");
-        assert_eq!(thread_name("transforms.redact"), "tf:redact");
-        assert_eq!(thread_name("sinks.voice"), "sink:voice");
+        assert_eq!(thread_name(Section::Source, "contacts"), "src:contacts");
+        assert_eq!(thread_name(Section::Transform, "redact"), "tf:redact");
+        assert_eq!(thread_name(Section::Sink, "voice"), "sink:voice");
     }
 
     /// What `fused` makes of `graph`'s transforms, with these workers each (named outputs for

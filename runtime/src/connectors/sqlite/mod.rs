@@ -500,9 +500,9 @@ impl SqliteWriter {
     }
 
     /// The key in `self.sql` of the INSERT for these column slots, built once per column set
-    /// and table width, and whether it was built now (a key another column set held before
-    /// now names this one). A key, not the text: the text is borrowed from the map where it
-    /// is prepared, never copied per row.
+    /// and table width, and whether it was built now (then a statement prepared under the
+    /// key before, if any, was another column set's: keys are hashes). A key, not the text:
+    /// the text is borrowed from the map where it is prepared, never copied per row.
     fn insert_sql(&mut self, slots: &[usize]) -> (u64, bool) {
         let key = self.sql.hasher().hash_one((slots, self.names.len()));
         if let Some((s, _)) = self.sql.get(&key)
@@ -604,7 +604,7 @@ impl SqliteWriter {
             }
             let (key, built) = self.insert_sql(&slots);
             if built {
-                // A statement held under the key is another column set's.
+                // Any statement this transaction holds under the key is another column set's.
                 reuse.statements.remove(&key);
             }
             reuse.sql = key;
