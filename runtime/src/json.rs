@@ -5,7 +5,9 @@
 //! is UTF-8, one call per string: a contact record has a hundred short strings. [`parse`] and
 //! [`parse_first`] check the whole document once (a vectorised pass) and parse it as text,
 //! which skips those checks: parsing is 1.14× faster on the published samples and 1.32× on
-//! the throughput benchmark's records (docs/performance.md). Text that is not UTF-8 is parsed
+//! the throughput benchmark's records (docs/performance.md). The text is then read by
+//! [`parser`], which builds serde_json's tree without serde's visitor plumbing and leaves
+//! everything unusual (every error above all) to serde_json. Text that is not UTF-8 is parsed
 //! from bytes as before, so its error is serde_json's, with its position.
 //!
 //! **Writing.** Every record leaves the runtime as JSON text at least once (a lake line, a
@@ -20,10 +22,15 @@
 
 use serde_json::Value;
 
+mod parser;
+
 /// Parses one JSON document: `serde_json::from_slice`'s result, checking UTF-8 once.
 pub fn parse(bytes: &[u8]) -> serde_json::Result<Value> {
     match std::str::from_utf8(bytes) {
-        Ok(text) => serde_json::from_str(text),
+        Ok(text) => match parser::parse(text) {
+            Some(doc) => Ok(doc),
+            None => serde_json::from_str(text),
+        },
         Err(_) => serde_json::from_slice(bytes),
     }
 }
@@ -33,6 +40,9 @@ pub fn parse(bytes: &[u8]) -> serde_json::Result<Value> {
 /// (text to read from bytes, a document that goes on past `bytes`, a syntax error).
 pub fn parse_first(bytes: &[u8]) -> Option<(Value, usize)> {
     let text = std::str::from_utf8(bytes).ok()?;
+    if let Some(found) = parser::parse_first(text) {
+        return Some(found);
+    }
     let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
     let doc = stream.next()?.ok()?;
     Some((doc, stream.byte_offset()))
