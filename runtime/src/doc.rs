@@ -243,9 +243,6 @@ fn key_offsets(text: &[u8]) -> Vec<u32> {
     keys
 }
 
-/// A position in a record's flat text as a `u32`: one record's text is far below the
-/// 4 GiB it reaches (a source refuses records over `max_record_size`).
-
 /// A flat object's JSON text being written, column by column: what [`Doc::flatten`] writes
 /// (the closing brace is the caller's).
 struct FlatText {
@@ -286,6 +283,8 @@ impl<'a> ColumnSink<'a> for FlatText {
     }
 }
 
+/// A position in a record's flat text as a `u32`: one record's text is far below the
+/// 4 GiB it reaches (a source refuses records over `max_record_size`).
 fn offset(at: usize) -> u32 {
     u32::try_from(at).expect("a flat record's text is under 4 GiB")
 }
