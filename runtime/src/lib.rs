@@ -12,7 +12,9 @@
 //!   connector node stays a `type` plus its raw keys: config knows no connector.
 //! - [`graph`] validates the structure into a DAG, reporting every problem at once.
 //! - [`record`] is what flows: a document parsed once, shared copy-on-write on fan-out.
-//! - [`json`] writes a record's JSON text (serde_json's bytes, faster) wherever it leaves.
+//! - [`json`] reads a source's documents (straight into serde_json's tree; serde_json answers
+//!   every error) and writes a record's JSON text (serde_json's bytes, faster) wherever it
+//!   leaves.
 //! - [`doc`]: a record's document, a tree or a flat object's text (what flattening writes),
 //!   parsed only when something reads into it.
 //! - [`ack`] turns sink acknowledgements into source checkpoints: at least once.
