@@ -90,8 +90,7 @@ struct OpenFile {
 
 /// Writes JSON lines to (partitioned, rotated) files.
 pub struct FileWriter {
-    template: String,
-    /// The template expanded for the last record's time, and the span of times it holds for.
+    /// The path template, and its expansion for the last record's time.
     partition: Partition,
     date_field: FieldPath,
     rotate_bytes: Option<u64>,
@@ -119,8 +118,7 @@ impl FileWriter {
     pub fn new(cfg: &FileSink, env: &Env) -> Result<Self, String> {
         let date_field = cfg.date_field.as_deref().unwrap_or("LastUpdateTimestamp");
         Ok(FileWriter {
-            template: env.resolve(&cfg.path).to_string_lossy().into_owned(),
-            partition: Partition::default(),
+            partition: Partition::new(env.resolve(&cfg.path).to_string_lossy().into_owned()),
             date_field: FieldPath::parse(date_field).map_err(|e| format!("date_field: {e}"))?,
             rotate_bytes: cfg
                 .rotate_bytes
@@ -152,7 +150,7 @@ impl FileWriter {
         // `Doc::field`: a flattened record's date is read from its text, not its tree.
         let date = doc.field(&self.date_field);
         let ms = date.as_deref().and_then(Value::as_str).and_then(parse_timestamp).unwrap_or_else(now_ms);
-        self.partition.path(&self.template, ms).to_string()
+        self.partition.path(ms).to_string()
     }
 
     fn path_for(&self, target: &str, index: u32) -> PathBuf {
@@ -404,29 +402,36 @@ pub fn expand(template: &str, ms: i64) -> String {
 /// partitions at a time, and expanding the template for every record (formatting the date,
 /// six passes over the template) was about 1.7% of the throughput graph's instructions
 /// (callgrind; docs/performance.md, seventeenth round).
-#[derive(Default)]
 struct Partition {
-    /// Times in `[from_ms, until_ms)` expand to `path`.
+    template: String,
+    /// How long one expansion holds, in ms: the span of the finest placeholder.
+    span: i64,
+    /// Times in `[from_ms, until_ms)` expand to `path` (empty before the first).
     from_ms: i64,
     until_ms: i64,
     path: String,
 }
 
 impl Partition {
-    fn path(&mut self, template: &str, ms: i64) -> &str {
+    fn new(template: String) -> Partition {
+        let span = if template.contains("%S") {
+            1_000
+        } else if template.contains("%M") {
+            60_000
+        } else if template.contains("%H") {
+            3_600_000
+        } else {
+            86_400_000
+        };
+        Partition { template, span, from_ms: 0, until_ms: 0, path: String::new() }
+    }
+
+    /// The template expanded for `ms`.
+    fn path(&mut self, ms: i64) -> &str {
         if !(self.from_ms..self.until_ms).contains(&ms) {
-            let span: i64 = if template.contains("%S") {
-                1_000
-            } else if template.contains("%M") {
-                60_000
-            } else if template.contains("%H") {
-                3_600_000
-            } else {
-                86_400_000
-            };
-            self.from_ms = ms - ms.rem_euclid(span);
-            self.until_ms = self.from_ms.saturating_add(span);
-            self.path = expand(template, ms);
+            self.from_ms = ms - ms.rem_euclid(self.span);
+            self.until_ms = self.from_ms.saturating_add(self.span);
+            self.path = expand(&self.template, ms);
         }
         &self.path
     }
@@ -447,7 +452,7 @@ mod tests {
     fn a_partition_is_expanded_again_only_when_a_time_leaves_its_span() {
         let at = |t: &str| parse_timestamp(t).unwrap();
         for template in ["lake/%Y/%m/%d/%H/ctr.jsonl", "l/%Y-%m-%d.jsonl", "l/%H%M.jsonl", "l/%M%S", "plain.jsonl"] {
-            let mut partition = Partition::default();
+            let mut partition = Partition::new(template.to_string());
             for t in [
                 "2022-01-05T17:48:35Z",
                 "2022-01-05T17:48:35.999Z",
@@ -462,7 +467,7 @@ mod tests {
                 "1969-12-31T23:59:59Z",
                 "1970-01-01T00:00:00Z",
             ] {
-                assert_eq!(partition.path(template, at(t)), expand(template, at(t)), "{template} at {t}");
+                assert_eq!(partition.path(at(t)), expand(template, at(t)), "{template} at {t}");
             }
         }
     }
