@@ -16,7 +16,7 @@
 //! `thrpt` is records per second; `time / 256` is the per-record cost.
 
 #[global_allocator]
-static GLOBAL: ctrflow::Allocator = mimalloc::MiMalloc;
+static GLOBAL: ctrflow::Allocator = ctrflow::Allocator;
 
 mod common;
 

@@ -8,7 +8,7 @@
 //! Run: `cargo bench -p ctrflow --bench generator` (add `-- --quick` while iterating).
 
 #[global_allocator]
-static GLOBAL: ctrflow::Allocator = mimalloc::MiMalloc;
+static GLOBAL: ctrflow::Allocator = ctrflow::Allocator;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ctrflow::connectors::generator::Synth;

@@ -19,7 +19,7 @@
 //! Run: `cargo bench -p ctrflow --bench hop` (add `-- --quick` while iterating).
 
 #[global_allocator]
-static GLOBAL: ctrflow::Allocator = mimalloc::MiMalloc;
+static GLOBAL: ctrflow::Allocator = ctrflow::Allocator;
 
 mod common;
 

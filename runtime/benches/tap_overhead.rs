@@ -12,7 +12,7 @@
 //! tapped way's throughput against `untapped` measured in the same rounds.
 
 #[global_allocator]
-static GLOBAL: ctrflow::Allocator = mimalloc::MiMalloc;
+static GLOBAL: ctrflow::Allocator = ctrflow::Allocator;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

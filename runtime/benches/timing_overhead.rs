@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 #[global_allocator]
-static GLOBAL: ctrflow::Allocator = mimalloc::MiMalloc;
+static GLOBAL: ctrflow::Allocator = ctrflow::Allocator;
 use std::time::Instant;
 
 use ctrflow::flow::Shutdown;

@@ -48,6 +48,7 @@
 //!   config types and each connector's options.
 //! - [`scaffold`] is `ctrflow plugin new`: a plugin project from templates, per language.
 //! - [`cli`] is the `ctrflow` command; [`logs`] writes its log lines (text or JSON).
+//! - [`Allocator`]: the global allocator of the binary and the benchmarks (mimalloc).
 //!
 //! Each group imports only the groups listed before it (the model, then the contract, then
 //! connectors and host, then the runtime), never one after it.
@@ -56,13 +57,11 @@
 //! `ContactId` offer newer-wins writes instead, which make re-delivery harmless), or
 //! any coordination beyond what DynamoDB conditional writes give a fleet.
 
-/// The allocator the binary and the benchmarks use (`#[global_allocator]` in `main.rs` and
-/// each bench): records are trees of small allocations, and glibc's `malloc`/`free` were
-/// the largest single item in profiles of the demo and of one hop.
-pub type Allocator = mimalloc::MiMalloc;
+pub use alloc::Allocator;
 
 pub mod ack;
 pub mod admin;
+mod alloc;
 pub mod cli;
 pub mod config;
 pub mod connectors;
