@@ -20,12 +20,8 @@ to `handler` in batches of 100 as Kinesis would. For every record:
 
 Each batch is one SQLite transaction and ends with the lake files flushed, as ctrflow
 acknowledges a batch. The SQLite pragmas are the ones ctrflow's sink sets with
-`fsync = false` (WAL, synchronous=NORMAL), as bench/throughput.toml runs it, and the lake is
-flushed, not synced (`fsync = false` there too), so both pay for the same durability. The
-pages are 16 KiB, not the sink's 64 KiB: this script commits every 100 rows, each commit
-dirties pages all over the key index and writes them whole, and with 64 KiB pages it ran
-about 10% slower, in system time (docs/performance.md, eighteenth round); the baseline keeps
-the page size it runs faster with.
+`fsync = false` (16 KiB pages, WAL, synchronous=NORMAL), as bench/throughput.toml runs it, and the lake is
+flushed, not synced (`fsync = false` there too), so both pay for the same durability.
 
 It does not retry, dead-letter, checkpoint or time anything: it is the baseline, not a
 second implementation of the runtime.

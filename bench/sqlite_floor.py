@@ -2,10 +2,10 @@
 """SQLite's own cost per row on the throughput graph: the floor under ctrflow's SQLite sinks.
 
 Re-inserts the rows ctrflow wrote into one table of the throughput benchmark's database into a
-fresh database with what the SQLite sink does: 64 KiB pages, WAL, an 8 MiB page cache, a
-checkpoint every 16 MiB of WAL, `synchronous` NORMAL (a sink with `fsync = false`; FULL with
-`fsync = true`), the table as the sink created it and its newer-wins upsert, 512 rows a
-transaction (the sink's `max_records`). The rows are shuffled (seeded), as a stream's random ContactIds arrive.
+fresh database with what the SQLite sink does: 16 KiB pages, WAL, an 8 MiB page cache,
+`synchronous` NORMAL (a sink with `fsync = false`; FULL with `fsync = true`), the table as
+the sink created it and its newer-wins upsert, 512 rows a transaction (the sink's
+`max_records`). The rows are shuffled (seeded), as a stream's random ContactIds arrive.
 Nothing of ctrflow runs: what this measures is SQLite's work, through Python's thin
 `executemany`, so no record-side change can take a sink below it.
 
@@ -57,11 +57,10 @@ def main():
     for round_ in range(1, args.rounds + 1):
         with tempfile.TemporaryDirectory() as tmp:
             db = sqlite3.connect(os.path.join(tmp, "floor.db"), isolation_level=None)
-            db.execute("PRAGMA page_size = 65536")
+            db.execute("PRAGMA page_size = 16384")
             db.execute("PRAGMA journal_mode = WAL")
             db.execute(f"PRAGMA synchronous = {args.sync}")
             db.execute("PRAGMA cache_size = -8192")
-            db.execute("PRAGMA wal_autocheckpoint = 250")
             db.execute(schema)
             cpu, wall = time.process_time(), time.perf_counter()
             for i in range(0, len(rows), args.rows_per_transaction):

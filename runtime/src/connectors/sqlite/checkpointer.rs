@@ -11,16 +11,16 @@
 //!
 //! Here a second connection runs SQLite's PASSIVE checkpoint (which never blocks a writer
 //! and never waits for one) at most every [`EVERY`] while commits arrive, and not at all
-//! while none do. The writing connection keeps its own checkpoint at 16 MiB of WAL
+//! while none do. The writing connection keeps its own checkpoint at 16 MB of WAL
 //! ([`BACKSTOP_BYTES`]): a passive checkpoint copies only what was committed before it began,
 //! and SQLite starts the WAL over only once a checkpoint has copied all of it, which under
 //! a steady stream of commits the background one never quite does. So the writer's own
-//! still runs, under the lock, once the WAL holds 16 MiB, and the WAL starts over as
+//! still runs, under the lock, once the WAL holds 16 MB, and the WAL starts over as
 //! before; but the thread has copied and synced nearly everything by then, so it finds
 //! little to copy and little to sync. (With the writer's threshold at 4,096 pages instead,
 //! the WAL grew to 70 MB in every run instead of 19 MB, for 0.12 s of syncs on the sinks'
 //! threads instead of 0.24 s: docs/performance.md, fifteenth round; the same with 64 KiB
-//! pages left at SQLite's default of 1,000: 69–73 MB, eighteenth round.)
+//! pages and 1,000 of them: 69–73 MB, eighteenth round.)
 //!
 //! A checkpoint that fails (the disk full, an I/O error) loses nothing: the pages stay in
 //! the WAL, where readers find them, and the next checkpoint (or the backstop) copies them.
@@ -37,10 +37,10 @@ use std::time::{Duration, Instant};
 pub(super) const EVERY: Duration = Duration::from_millis(100);
 
 /// The writing connection's own checkpoint threshold, in bytes of WAL (set in pages,
-/// `wal_autocheckpoint`, from the file's page size: 250 of the 64 KiB pages the sink
-/// gives a new database). 16 MiB is what SQLite's default of 1,000 pages was with the
-/// 16 KiB pages the sink used before (see the module docs).
-pub(super) const BACKSTOP_BYTES: i64 = 16 << 20;
+/// `wal_autocheckpoint`, from the file's page size): SQLite's default of 1,000 pages with
+/// the 16 KiB pages the sink gives a new database, and the same bytes of WAL for a database
+/// with pages of another size (see the module docs).
+pub(super) const BACKSTOP_BYTES: i64 = 1000 * 16384;
 
 /// The checkpoint thread of one database file (see the module docs).
 pub(super) struct Checkpointer {

@@ -111,15 +111,13 @@ impl SinkConnector for SqliteSink {
     }
 }
 
-/// The page size of a database the sink creates: SQLite's largest. A contact record's row is
-/// about 3 KB, so SQLite's default 4 KiB page holds one and leaves a quarter of it empty;
-/// 16 KiB pages hold five, 64 KiB pages twenty-one. SQLite writes each page to the WAL in
-/// its own `write` calls and copies it again at a checkpoint, so fewer, larger pages mean
-/// fewer calls and fewer B-tree splits for the same rows: on the throughput graph, 64 KiB
-/// pages took 12% less CPU and 1.17× less wall time than 16 KiB ones, and the file was 7%
-/// smaller (docs/performance.md, eighteenth round). The cost is at low rates: a commit of
-/// one row writes at least its table page and its key's index page, 128 KiB of WAL.
-const PAGE_SIZE: i64 = 65536;
+/// The page size of a database the sink creates. A contact record's row is about 3 KB, so
+/// SQLite's default 4 KiB page holds one and leaves a quarter of it empty; 16 KiB pages
+/// hold five. 64 KiB pages (SQLite's largest) ran the 100,000-record throughput graph 1.13×
+/// as fast, but a commit writes whole pages and the key index's pages are dirtied at random,
+/// so on the 1,000,000-record demo they were no faster, and a large table's commits write up
+/// to four times the bytes (docs/performance.md, eighteenth round): not kept.
+const PAGE_SIZE: i64 = 16384;
 
 /// The page cache of a shared connection, in KiB (SQLite's default is 2,000 KiB). A batch
 /// of 512 rows of a newer-wins table dirties a leaf of the key index for nearly every row
