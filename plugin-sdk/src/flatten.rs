@@ -267,8 +267,8 @@ impl Walk<'_> {
         // finds runs and sorts the short ones: a third of the host's flattening outside
         // the columns' own writing on a contact record (docs/performance.md, eighteenth
         // round). Steps are capped at four a field, so keys chosen to be far from their
-        // stems' order cost no more than that sort (which then finishes the job; both are
-        // stable, so equal stems keep key order).
+        // stems' order cost that sort (which then finishes the job; both are stable, so
+        // equal stems keep key order) and four comparisons a field more.
         let mut steps = 4 * order.len();
         'insertion: for i in 1..order.len() {
             let mut j = i;
