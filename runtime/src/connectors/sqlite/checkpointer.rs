@@ -40,7 +40,7 @@ pub(super) const EVERY: Duration = Duration::from_millis(100);
 /// `wal_autocheckpoint`, from the file's page size): SQLite's default of 1,000 pages with
 /// the 16 KiB pages the sink gives a new database, and the same bytes of WAL for a database
 /// with pages of another size (see the module docs).
-pub(super) const BACKSTOP_BYTES: i64 = 1000 * 16384;
+pub(super) const BACKSTOP_BYTES: i64 = 1000 * super::PAGE_SIZE;
 
 /// The checkpoint thread of one database file (see the module docs).
 pub(super) struct Checkpointer {
