@@ -206,7 +206,7 @@ impl Walk<'_> {
                 }
             }
             Some(order) => {
-                for (key, value) in order {
+                for Field { key, value, .. } in order {
                     field(self, column, key, value);
                 }
             }
@@ -242,7 +242,7 @@ impl Walk<'_> {
 
     /// `map`'s fields in stem order, or `None` when that is key order (nearly always: a
     /// scan of the objects' keys against the next key). Clears `sorted` where stems nest.
-    fn stem_order<'a>(&mut self, map: &'a Map<String, Json>) -> Option<Vec<(&'a String, &'a Json)>> {
+    fn stem_order<'a>(&mut self, map: &'a Map<String, Json>) -> Option<Vec<Field<'a>>> {
         let mut previous: Option<&String> = None;
         let in_key_order = map.iter().all(|(key, value)| {
             let fine = previous.is_none_or(|p| !key.starts_with(p.as_str()));
@@ -253,42 +253,74 @@ impl Walk<'_> {
             return None;
         }
         // A stem is its key and, for a field that branches, the separator after it.
-        let separator = self.separator;
-        let mut order: Vec<(Stem<'_>, bool, (&'a String, &'a Json))> = map
-            .iter()
-            .map(|(key, value)| {
-                let branches = self.branches(value);
-                ([key.as_bytes(), if branches { separator.as_bytes() } else { b"" }], branches, (key, value))
-            })
-            .collect();
-        // Nearly in order already: a field moves past the few keys it is a prefix of
-        // (`Agent` past `AgentConnectionAttempts`). An insertion sort does one comparison a
-        // field and one a step moved, where the library's stable sort, past twenty fields,
-        // finds runs and sorts the short ones: a third of the host's flattening outside
-        // the columns' own writing on a contact record (docs/performance.md, eighteenth
-        // round). Steps are capped at four a field, so keys chosen to be far from their
-        // stems' order cost that sort (which then finishes the job; both are stable, so
-        // equal stems keep key order) and four comparisons a field more.
+        let separator = self.separator.as_bytes();
+        let mut order: Vec<Field<'a>> = Vec::with_capacity(map.len());
+        for (key, value) in map {
+            // The field before this one moves if it branches and its key begins this one.
+            if let Some(last) = order.last_mut() {
+                last.moves = last.branches && key.starts_with(last.key.as_str());
+            }
+            order.push(Field { branches: self.branches(value), moves: false, key, value });
+        }
+        // Only the fields that move can be out of place. Keys that begin with a key `k`
+        // follow it in key order, so `k` + separator sorts before every later key that does
+        // not begin with `k`: a field that branches and is no prefix of the next key, or
+        // does not branch, already sorts before every later stem, and stays. A field that
+        // moves (`Agent` before `AgentConnectionAttempts`) is carried forward past the stems
+        // below its own; from the last to the first, each is carried into fields already in
+        // order, so the whole ends in order. A contact record's top level has one such
+        // field, carried past two keys: a handful of comparisons instead of two for each of
+        // its ~40 fields (docs/performance.md, nineteenth round). A field is carried only
+        // past stems strictly below its own, so equal stems keep key order, as a stable sort
+        // keeps it. Steps are capped at four a field, so keys chosen to be far from their
+        // stems' order cost the library's stable sort (which then finishes the job) and four
+        // comparisons a field more.
         let mut steps = 4 * order.len();
-        'insertion: for i in 1..order.len() {
+        'carry: for i in (0..order.len()).rev() {
+            if !order[i].moves {
+                continue;
+            }
             let mut j = i;
-            while j > 0 && compare_joined(order[j - 1].0, order[j].0).is_gt() {
+            while j + 1 < order.len() && compare_joined(order[j].stem(separator), order[j + 1].stem(separator)).is_gt()
+            {
                 if steps == 0 {
-                    order.sort_by(|a, b| compare_joined(a.0, b.0));
-                    break 'insertion;
+                    order.sort_by(|a, b| compare_joined(a.stem(separator), b.stem(separator)));
+                    break 'carry;
                 }
                 steps -= 1;
-                order.swap(j - 1, j);
-                j -= 1;
+                order.swap(j, j + 1);
+                j += 1;
             }
         }
+        // Columns can interleave or collide only after a field that branches: one whose
+        // stem begins the next one's, or equals it.
         for pair in order.windows(2) {
-            let ((a, a_branches), b) = ((pair[0].0, pair[0].1), pair[1].0);
-            if (a_branches && joined_starts_with(b, a)) || compare_joined(a, b).is_eq() {
+            let (a, b) = (&pair[0], &pair[1]);
+            if a.branches
+                && (joined_starts_with(b.stem(separator), a.stem(separator))
+                    || compare_joined(a.stem(separator), b.stem(separator)).is_eq())
+            {
                 self.sorted = false;
             }
         }
-        Some(order.into_iter().map(|(_, _, field)| field).collect())
+        Some(order)
+    }
+}
+
+/// One field of an object being put in stem order.
+struct Field<'a> {
+    /// Whether its value branches (its stem ends with the separator).
+    branches: bool,
+    /// Whether it branches and its key begins the next key: the only fields out of place.
+    moves: bool,
+    key: &'a String,
+    value: &'a Json,
+}
+
+impl Field<'_> {
+    /// Its stem: its key and, when it branches, the separator.
+    fn stem<'k>(&'k self, separator: &'k [u8]) -> Stem<'k> {
+        [self.key.as_bytes(), if self.branches { separator } else { b"" }]
     }
 }
 
