@@ -39,9 +39,9 @@
 //! Run: `cargo bench -p ctrflow-bench --bench parse`. It ends with a table of each
 //! contender's time relative to serde_json, read back from criterion's estimates.
 
-// The allocator the ctrflow binary uses: parsing is mostly allocation.
+// The allocator the ctrflow binary uses (`common::alloc`).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: common::alloc::Allocator = common::alloc::Allocator;
 
 mod common;
 

@@ -23,8 +23,9 @@
 //! Run: `cargo xtask bench throughput --records 2000` once (the generated input), then
 //! `cargo bench --manifest-path bench/Cargo.toml --bench record_type`.
 
+// The allocator the ctrflow binary uses (`common::alloc`).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: common::alloc::Allocator = common::alloc::Allocator;
 
 mod common;
 

@@ -1,8 +1,15 @@
-//! What the benches of this crate share: where the target directory is, and the throughput
-//! benchmark's generated records they read.
+//! What the benches of this crate share: where the target directory is, the throughput
+//! benchmark's generated records they read, and the runtime's allocator.
 
 use std::io::BufRead;
 use std::path::PathBuf;
+
+/// The `ctrflow` binary's global allocator, its source file compiled in (as `native-limit`
+/// does): parsing is mostly allocation, so the benches allocate as the runtime does. (A bench
+/// is built with `cfg(test)` but without the test harness, so the file's tests are not.)
+#[allow(unused_imports)]
+#[path = "../../../runtime/src/alloc.rs"]
+pub mod alloc;
 
 /// The target directory: `CARGO_TARGET_DIR`, or the workspace's own.
 pub fn target_dir() -> PathBuf {
