@@ -52,7 +52,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::contract::{
-    Destination, Encoding, Env, Health, Item, LOCAL_MAX_RECORDS, SinkConnector, SinkOptions, Staged, Stager,
+    Destination, Encoding, Env, Health, Item, SQLITE_MAX_RECORDS, SinkConnector, SinkOptions, Staged, Stager,
     WriteFuture, Writer, Written,
 };
 use crate::dead_letter::DeadLetterKind;
@@ -107,7 +107,7 @@ impl SinkConnector for SqliteSink {
     }
 
     fn max_records(&self) -> usize {
-        LOCAL_MAX_RECORDS
+        SQLITE_MAX_RECORDS
     }
 }
 
@@ -305,7 +305,9 @@ impl Field<'_> {
             Field::Scalar(Value::String(s)) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
             Field::Scalar(v) => ToSqlOutput::Owned(non_text(v)),
             Field::Nested(range) => ToSqlOutput::Borrowed(ValueRef::Text(&texts[range.clone()])),
-            Field::Staged(Cell::Sql(v), _) => ToSqlOutput::Borrowed(ValueRef::from(v)),
+            Field::Staged(Cell::Null, _) => ToSqlOutput::Borrowed(ValueRef::Null),
+            Field::Staged(Cell::Integer(i), _) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
+            Field::Staged(Cell::Real(f), _) => ToSqlOutput::Borrowed(ValueRef::Real(*f)),
             Field::Staged(Cell::Text(range), text) => {
                 ToSqlOutput::Borrowed(ValueRef::Text(&text[range.start as usize..range.end as usize]))
             }
@@ -314,71 +316,71 @@ impl Field<'_> {
 }
 
 /// A record's row as the sink holds it from its arrival to its write ([`RowStager`]): the
-/// field names in one string, the values (strings, and objects and arrays as JSON text) in
-/// one buffer. About 3.5 KB for a contact record whose tree takes 15 KB.
+/// field names in one string (shared by the rows staged one after another with the same
+/// names), the values (strings, and objects and arrays as JSON text) and the key in one
+/// buffer of exactly their size, 24 bytes a field besides. About 3.5 KB for a contact record
+/// whose text is 3.3 KB and whose tree takes 15 KB.
+///
+/// Why exact sizes: a record waits staged for up to two writes, so this is most of what a
+/// SQLite sink holds. Staged straight into buffers of their own, a row held about 5.9 KB
+/// (its text buffer grown in doublings from 4 KiB, 40-byte cells, its names); a 16 KB
+/// record, 32 KiB of buffer (docs/performance.md, twentieth round).
 struct StagedRow {
-    names: String,
-    text: Vec<u8>,
-    fields: Vec<(std::ops::Range<u32>, Cell)>,
-    /// The key's place in `names` and the version (newer-wins), `None` in append mode,
-    /// `Err` when the record has no key.
+    names: Arc<str>,
+    text: Box<[u8]>,
+    fields: Box<[(std::ops::Range<u32>, Cell)]>,
+    /// The key's place in `text` and the version (newer-wins), `None` in append mode, `Err`
+    /// when the record has no key.
     key_version: Result<Option<(std::ops::Range<u32>, i64)>, ()>,
 }
 
 /// A staged value.
+#[derive(Clone)]
 enum Cell {
-    /// A null, boolean or number ([`non_text`]).
-    Sql(Sql),
+    Null,
+    /// An integer, or a boolean as 0 or 1.
+    Integer(i64),
+    Real(f64),
     /// A string, or an object's or array's JSON text, in the row's `text`.
     Text(std::ops::Range<u32>),
 }
 
-impl StagedRow {
-    /// `map`'s row, as [`SqliteWriter::prepare`] would make it from the record.
-    fn new(map: &serde_json::Map<String, Value>, key_version: Result<Option<(&str, i64)>, ()>) -> StagedRow {
-        let mut row = StagedRow {
-            names: String::with_capacity(map.len() * 16),
-            text: Vec::with_capacity(4096),
-            fields: Vec::with_capacity(map.len()),
-            key_version: Err(()),
-        };
-        for (name, value) in map {
-            let name = push_str(&mut row.names, name);
-            let cell = match value {
-                Value::String(s) => {
-                    let start = row.text.len();
-                    row.text.extend_from_slice(s.as_bytes());
-                    Cell::Text(span(start..row.text.len()))
-                }
-                Value::Object(_) | Value::Array(_) => Cell::Text(span(write_nested(&mut row.text, value))),
-                scalar => Cell::Sql(non_text(scalar)),
-            };
-            row.fields.push((name, cell));
+impl Cell {
+    /// A JSON null, boolean or number ([`non_text`]).
+    fn scalar(v: &Value) -> Cell {
+        match non_text(v) {
+            Sql::Integer(i) => Cell::Integer(i),
+            Sql::Real(f) => Cell::Real(f),
+            _ => Cell::Null,
         }
-        row.key_version = key_version.map(|kv| kv.map(|(key, version)| (push_str(&mut row.names, key), version)));
-        row
     }
+}
 
+impl StagedRow {
     /// The row, ready to write.
     fn prepared(&self) -> Prepared<'_> {
         let name = |range: &std::ops::Range<u32>| &self.names[range.start as usize..range.end as usize];
-        // The field names come first in `names`, the key after them.
-        let fields_end = self.fields.last().map_or(0, |(n, _)| n.end as usize);
         Prepared {
             row: self.fields.iter().map(|(n, cell)| (name(n), Field::Staged(cell, &self.text))).collect(),
-            names: Some(&self.names[..fields_end]),
+            names: Some(&self.names),
             key_version: self
                 .key_version
                 .as_ref()
-                .map(|kv| kv.as_ref().map(|(key, version)| (name(key), *version)))
+                .map(|kv| {
+                    kv.as_ref().map(|(key, version)| {
+                        // The key was pushed as a `&str`: whole characters.
+                        let key = std::str::from_utf8(&self.text[key.start as usize..key.end as usize]).unwrap_or("");
+                        (key, *version)
+                    })
+                })
                 .map_err(|_| ()),
         }
     }
 }
 
-fn push_str(out: &mut String, s: &str) -> std::ops::Range<u32> {
+fn push_str(out: &mut Vec<u8>, s: &str) -> std::ops::Range<u32> {
     let start = out.len();
-    out.push_str(s);
+    out.extend_from_slice(s.as_bytes());
     span(start..out.len())
 }
 
@@ -388,9 +390,50 @@ fn span(range: std::ops::Range<usize>) -> std::ops::Range<u32> {
 }
 
 /// Stages a SQLite sink's records as they arrive: each object record becomes its
-/// [`StagedRow`].
+/// [`StagedRow`], written first into buffers kept from record to record, then copied into
+/// its own of the exact size.
 struct RowStager {
     mode: SqliteMode,
+    names: String,
+    text: Vec<u8>,
+    fields: Vec<(std::ops::Range<u32>, Cell)>,
+    /// The names of the row staged last, which the next row shares when its are the same.
+    last_names: Option<Arc<str>>,
+}
+
+impl RowStager {
+    fn new(mode: SqliteMode) -> RowStager {
+        RowStager { mode, names: String::new(), text: Vec::new(), fields: Vec::new(), last_names: None }
+    }
+
+    /// `map`'s row, as [`SqliteWriter::prepare`] would make it from the record.
+    fn row(&mut self, map: &serde_json::Map<String, Value>, key_version: Result<Option<(&str, i64)>, ()>) -> StagedRow {
+        let (names, text, fields) = (&mut self.names, &mut self.text, &mut self.fields);
+        names.clear();
+        text.clear();
+        fields.clear();
+        for (name, value) in map {
+            let start = names.len();
+            names.push_str(name);
+            let name = span(start..names.len());
+            let cell = match value {
+                Value::String(s) => Cell::Text(push_str(text, s)),
+                Value::Object(_) | Value::Array(_) => Cell::Text(span(write_nested(text, value))),
+                scalar => Cell::scalar(scalar),
+            };
+            fields.push((name, cell));
+        }
+        let key_version = key_version.map(|kv| kv.map(|(key, version)| (push_str(text, key), version)));
+        let names = match &self.last_names {
+            Some(last) if **last == **names => last.clone(),
+            _ => {
+                let shared: Arc<str> = Arc::from(names.as_str());
+                self.last_names = Some(shared.clone());
+                shared
+            }
+        };
+        StagedRow { names, text: Box::from(text.as_slice()), fields: Box::from(fields.as_slice()), key_version }
+    }
 }
 
 impl Stager for RowStager {
@@ -400,7 +443,7 @@ impl Stager for RowStager {
             SqliteMode::NewerWins => SqliteWriter::key_and_version(None, &record.doc).map(Some).ok_or(()),
             SqliteMode::Append => Ok(None),
         };
-        Some(Box::new(StagedRow::new(map, key_version)))
+        Some(Box::new(self.row(map, key_version)))
     }
 }
 
@@ -742,7 +785,7 @@ impl Writer for SqliteWriter {
     }
 
     fn stager(&self) -> Option<Box<dyn Stager>> {
-        Some(Box::new(RowStager { mode: self.mode }))
+        Some(Box::new(RowStager::new(self.mode)))
     }
 }
 
