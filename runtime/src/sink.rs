@@ -42,13 +42,32 @@ pub struct SinkNode {
     pub annotate: bool,
 }
 
-/// The most source text one write gathers, in bytes, whatever `max_records`: with records
-/// far larger than a contact record's 3 KB, `max_records` of them (512 for a local sink)
-/// would be most of a run's memory. 2 MiB is more than 512 contact records' text, so it
-/// only bounds large records: 3,000 records of 88 KB peaked at 475–586 MB without a byte
-/// bound (docs/performance.md, twelfth round), 139–152 MB at 4 MiB and 114–120 MB at 2 MiB
-/// (16 KB records: 124–159 MB and 106–138 MB, about 5% slower; fourteenth round).
+/// The most source text one write gathers, in bytes, at the least: with records far larger
+/// than a contact record's 3 KB, `max_records` of them would be most of a run's memory.
+/// 2 MiB is more than 512 contact records' text, so it only bounds large records: 3,000
+/// records of 88 KB peaked at 475–586 MB without a byte bound (docs/performance.md, twelfth
+/// round), 139–152 MB at 4 MiB and 114–120 MB at 2 MiB (16 KB records: 124–159 MB and
+/// 106–138 MB, about 5% slower; fourteenth round). A sink of more records a write gathers
+/// [`GATHER_BYTES_A_RECORD`] for each ([`gather_bytes`]).
 pub const GATHER_BYTES: usize = 2 << 20;
+
+/// The source text a write gathers for each record of its `max_records`, past
+/// [`GATHER_BYTES`]: a contact record and some, so that a SQLite sink's 1,024 records a
+/// write (`contract::SQLITE_MAX_RECORDS`) are not cut short by the bound, at 4 MiB.
+pub const GATHER_BYTES_A_RECORD: usize = 4 << 10;
+
+/// The most source text one write of at most `max_records` records gathers.
+pub fn gather_bytes(max_records: usize) -> usize {
+    max_records.saturating_mul(GATHER_BYTES_A_RECORD).max(GATHER_BYTES)
+}
+
+/// What a record counts toward the gather bound in a sink whose writer stages records when
+/// it has no source text, and so cannot be staged and waits as its tree (the generator's
+/// records): twice [`GATHER_BYTES_A_RECORD`], so that a SQLite sink gathers 512 of them a
+/// write, as before its staged records' 1,024. Their trees (about 15 KB for a contact
+/// record) at 1,024 a write took the 1,000,000-record generator demo from 105 to 135–149 MB
+/// (docs/performance.md, twentieth round).
+pub const TREE_BYTES: usize = 2 * GATHER_BYTES_A_RECORD;
 
 /// Records waiting for the next write, with when they arrived (per input batch), and their
 /// writer's form of them when it stages records (one entry per record then, else none).
@@ -63,10 +82,10 @@ struct Pending {
 }
 
 impl Pending {
-    /// Whether it makes a whole write: `max_records` records, or [`GATHER_BYTES`] of their
+    /// Whether it makes a whole write: `max_records` records, or [`gather_bytes`] of their
     /// source text.
     fn full(&self, max_records: usize) -> bool {
-        self.records.len() >= max_records || self.bytes >= GATHER_BYTES
+        self.records.len() >= max_records || self.bytes >= gather_bytes(max_records)
     }
 
     /// When the first of its records arrived: its linger counts from then.
@@ -229,7 +248,11 @@ impl SinkNode {
         }
         Counters::add(&self.node.timing.counters.records_in, batch.records.len() as u64);
         pending.groups.push((now, batch.read_at, batch.records.len()));
-        pending.bytes += batch.records.iter().filter_map(|r| r.meta.raw.as_ref()).map(bytes::Bytes::len).sum::<usize>();
+        // A record without its text counts nothing, unless it waits as its tree where others
+        // wait staged.
+        let unstaged = if pending.stager.is_some() { TREE_BYTES } else { 0 };
+        pending.bytes +=
+            batch.records.iter().map(|r| r.meta.raw.as_ref().map_or(unstaged, bytes::Bytes::len)).sum::<usize>();
         let mut records = batch.records;
         if let Some(stager) = &mut pending.stager {
             // Staged, a record's tree is not needed until its write: it goes home now.
@@ -439,40 +462,48 @@ mod tests {
         assert_eq!(timing.node("s").counters.records_out.load(std::sync::atomic::Ordering::Relaxed), 3);
     }
 
-    // Records far larger than a contact record make a write once their text reaches
-    // GATHER_BYTES, however far below `max_records` they are.
+    // Records far larger than a contact record make a write once their text reaches the
+    // sink's gather bound, however far below `max_records` they are: 2 MiB for a sink of a
+    // few hundred records a write, 4 KiB a record for one of more (a SQLite sink's 1,024).
     #[test]
-    fn a_write_gathers_at_most_gather_bytes_of_source_text() {
+    fn a_write_gathers_at_most_its_bound_of_source_text() {
         use crate::record::Meta;
 
-        let writes = Arc::new(Mutex::new(Vec::new()));
-        let (unused, _) = std_mpsc::channel();
-        let writer = Held { writes: writes.clone(), started: unused, release: None };
-        let (node, tx, _timing, _letters) = sink_node(Box::new(writer), 100);
-        let running = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(node.run())
-        });
-        let big = |n: i64| Record {
-            doc: crate::doc::Doc::new(json!({ "n": n })),
-            meta: Arc::new(Meta { raw: Some(bytes::Bytes::from(vec![b' '; GATHER_BYTES * 3 / 4])), ..Meta::default() }),
-            ack: crate::ack::AckRef::detached(),
-        };
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        for n in 1..=5 {
-            rt.block_on(tx.send(Batch::new(vec![big(n)], Instant::now()))).unwrap();
+        assert_eq!(gather_bytes(100), GATHER_BYTES);
+        assert_eq!(gather_bytes(1024), 4 << 20);
+        for max_records in [100, 1024] {
+            let writes = Arc::new(Mutex::new(Vec::new()));
+            let (unused, _) = std_mpsc::channel();
+            let writer = Held { writes: writes.clone(), started: unused, release: None };
+            let (node, tx, _timing, _letters) = sink_node(Box::new(writer), max_records);
+            let running = std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(node.run())
+            });
+            let size = gather_bytes(max_records) * 3 / 4;
+            let big = |n: i64| Record {
+                doc: crate::doc::Doc::new(json!({ "n": n })),
+                meta: Arc::new(Meta { raw: Some(bytes::Bytes::from(vec![b' '; size])), ..Meta::default() }),
+                ack: crate::ack::AckRef::detached(),
+            };
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            for n in 1..=5 {
+                rt.block_on(tx.send(Batch::new(vec![big(n)], Instant::now()))).unwrap();
+            }
+            drop(tx);
+            running.join().unwrap().unwrap();
+            // Two records pass the bound; the last one is written when the input closes.
+            assert_eq!(*writes.lock().unwrap(), vec![vec![1, 2], vec![3, 4], vec![5]], "max_records {max_records}");
         }
-        drop(tx);
-        running.join().unwrap().unwrap();
-        // Two records pass the bound; the last one is written when the input closes.
-        assert_eq!(*writes.lock().unwrap(), vec![vec![1, 2], vec![3, 4], vec![5]]);
     }
 
     /// Per item written: its staged `n`, and the document the write was handed.
     type Seen = Arc<Mutex<Vec<(Option<i64>, Value)>>>;
 
-    /// Stages every record as its `n`, and records what each write saw.
+    /// Stages every record as its `n`, and records what each write saw and how many records
+    /// each write had.
     struct Staging {
         seen: Seen,
+        sizes: Arc<Mutex<Vec<usize>>>,
     }
 
     struct StageN;
@@ -485,6 +516,7 @@ mod tests {
 
     impl Writer for Staging {
         fn write<'a>(&'a mut self, items: &'a [Item]) -> WriteFuture<'a> {
+            self.sizes.lock().unwrap().push(items.len());
             let mut seen = self.seen.lock().unwrap();
             for item in items {
                 let staged = item.staged.as_ref().and_then(|s| s.downcast_ref::<i64>()).copied();
@@ -498,6 +530,42 @@ mod tests {
         }
     }
 
+    // Where records wait staged, one that cannot be (no source text) waits as its tree and
+    // counts TREE_BYTES toward the gather bound: 1,024 records a write become 512. Where none
+    // is staged, such records count nothing.
+    #[test]
+    fn records_waiting_as_trees_where_others_wait_staged_make_smaller_writes() {
+        // 11 batches of 100 records without source text, 1,024 records a write (a 4 MiB
+        // bound). Where records are staged, 100 of these count 800 KiB, so the bound closes a
+        // write at the sixth batch.
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let (node, tx, _timing, _letters) =
+            sink_node(Box::new(Staging { seen: Seen::default(), sizes: sizes.clone() }), 1024);
+        send_eleven_batches(node, tx);
+        assert_eq!(*sizes.lock().unwrap(), vec![600, 500]);
+
+        // Where none is, they count nothing: only `max_records` closes the write.
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let (unused, _) = std_mpsc::channel();
+        let held = Held { writes: writes.clone(), started: unused, release: None };
+        let (node, tx, _timing, _letters) = sink_node(Box::new(held), 1024);
+        send_eleven_batches(node, tx);
+        assert_eq!(writes.lock().unwrap().iter().map(Vec::len).collect::<Vec<_>>(), vec![1100]);
+
+        fn send_eleven_batches(node: SinkNode, tx: mpsc::Sender<Batch>) {
+            let running = std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(node.run())
+            });
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            for batch in 0..11 {
+                let records = (0..100).map(|n| Record::detached(json!({ "n": batch * 100 + n }))).collect();
+                rt.block_on(tx.send(Batch::new(records, Instant::now()))).unwrap();
+            }
+            drop(tx);
+            running.join().unwrap().unwrap();
+        }
+    }
+
     // A staged record's tree goes home as soon as the sink takes it in, before its write; the
     // write gets the staged form and a stand-in holding the ContactId (for a dead letter,
     // whose rest comes from the original bytes). A record without original bytes keeps its
@@ -508,7 +576,8 @@ mod tests {
         use crate::record::Meta;
 
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let (node, tx, _timing, _letters) = sink_node(Box::new(Staging { seen: seen.clone() }), 3);
+        let (node, tx, _timing, _letters) =
+            sink_node(Box::new(Staging { seen: seen.clone(), sizes: Arc::default() }), 3);
         let (done, _completions) = mpsc::unbounded_channel();
         let (home, mut back) = mpsc::unbounded_channel();
         let ack = AckBatch::returning(0, done, home);

@@ -31,8 +31,8 @@ use crate::record::Record;
 use crate::timing::{Counters, NodeTiming};
 
 pub use sink::{
-    Backoff, Destination, Encoding, Health, Item, LOCAL_MAX_RECORDS, SinkConnector, SinkOptions, Staged, Stager,
-    WriteFuture, Writer, Written,
+    Backoff, Destination, Encoding, Health, Item, LOCAL_MAX_RECORDS, SQLITE_MAX_RECORDS, SinkConnector, SinkOptions,
+    Staged, Stager, WriteFuture, Writer, Written,
 };
 pub use source::{CheckpointFile, Refusal, SAVE_EVERY, Source, SourceConnector, SourceContext, SourceSettings};
 pub use table::{Lookup, LookupError, TableConnector};
