@@ -61,12 +61,12 @@ pub fn gather_bytes(max_records: usize) -> usize {
     max_records.saturating_mul(GATHER_BYTES_A_RECORD).max(GATHER_BYTES)
 }
 
-/// What a record counts toward the gather bound in a sink whose writer stages records when
-/// it has no source text, and so cannot be staged and waits as its tree (the generator's
-/// records): twice [`GATHER_BYTES_A_RECORD`], so that a SQLite sink gathers 512 of them a
-/// write, as before its staged records' 1,024. Their trees (about 15 KB for a contact
-/// record) at 1,024 a write took the 1,000,000-record generator demo from 105 to 135–149 MB
-/// (docs/performance.md, twentieth round).
+/// What a record without source text counts toward the gather bound where the writer
+/// stages records: such a record (the generator's) cannot be staged, since its dead letter
+/// would have nothing else to show, so it waits as its tree, about 15 KB for a contact
+/// record. Twice [`GATHER_BYTES_A_RECORD`], so that a SQLite sink gathers 512 of them a
+/// write, as before its staged records' 1,024; at 1,024 the 1,000,000-record generator demo
+/// peaked at 135–149 MB instead of 105 (docs/performance.md, twentieth round).
 pub const TREE_BYTES: usize = 2 * GATHER_BYTES_A_RECORD;
 
 /// Records waiting for the next write, with when they arrived (per input batch), and their
