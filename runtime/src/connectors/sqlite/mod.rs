@@ -922,6 +922,31 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    // A staged row holds its text and cells at their exact size, and shares its names with
+    // the row staged before it when they are the same (most rows of a stream), not otherwise.
+    #[test]
+    fn a_staged_row_is_its_exact_size_and_shares_the_names_of_the_row_before_it() {
+        let mut stager = RowStager::new(SqliteMode::NewerWins);
+        let row = |stager: &mut RowStager, doc: Value| {
+            let Value::Object(map) = &doc else { unreachable!() };
+            stager.row(map, SqliteWriter::key_and_version(None, &doc).map(Some).ok_or(()))
+        };
+        let a = row(&mut stager, serde_json::json!({"ContactId": "a", "n": 1, "s": "xyz", "o": {"k": [1]}}));
+        let b = row(&mut stager, serde_json::json!({"ContactId": "bb", "n": 2.5, "s": "", "o": null}));
+        let c = row(&mut stager, serde_json::json!({"ContactId": "c", "m": true}));
+        let d = row(&mut stager, serde_json::json!({"ContactId": "d", "m": false}));
+        assert!(Arc::ptr_eq(&a.names, &b.names) && Arc::ptr_eq(&c.names, &d.names));
+        assert!(!Arc::ptr_eq(&b.names, &c.names));
+        assert_eq!(&*a.names, "ContactIdnos");
+        // In key order: "a" (ContactId), {"k":[1]} (o), "xyz" (s), then the key "a" again.
+        assert_eq!(&a.text[..], b"a{\"k\":[1]}xyza");
+        assert_eq!(a.fields.len(), 4);
+        assert_eq!(std::mem::size_of::<Cell>(), 16);
+        let prepared = b.prepared();
+        assert_eq!(prepared.names, Some("ContactIdnos"));
+        assert_eq!(prepared.key_version.map(|kv| kv.map(|(k, _)| k)), Ok(Some("bb")));
+    }
+
     // Rows with the same fields reuse the columns and statement of the row before them, but
     // a column added since changes the statement: the newer-wins upsert must then also clear
     // the new column (here `y` of contact b, which the newer version lacks). With the
