@@ -61,11 +61,12 @@ pub fn gather_bytes(max_records: usize) -> usize {
     max_records.saturating_mul(GATHER_BYTES_A_RECORD).max(GATHER_BYTES)
 }
 
-/// What a record without source text counts toward the gather bound where the writer
-/// stages records: such a record (the generator's) cannot be staged, since its dead letter
-/// would have nothing else to show, so it waits as its tree, about 15 KB for a contact
-/// record. Twice [`GATHER_BYTES_A_RECORD`], so that a SQLite sink gathers 512 of them a
-/// write, as before its staged records' 1,024; at 1,024 the 1,000,000-record generator demo
+/// The least a record that waits as its tree counts toward the gather bound where the writer
+/// stages records: one without source text (the generator's, which cannot be staged, since
+/// its dead letter would have nothing else to show), and any record of a sink whose plugin
+/// or timing annotations keep it from staging. A contact record's tree is about 15 KB.
+/// Twice [`GATHER_BYTES_A_RECORD`], so that a SQLite sink writes 512 such records at a time,
+/// as it did before it wrote 1,024 staged ones; at 1,024 the 1,000,000-record generator demo
 /// peaked at 135–149 MB instead of 105 (docs/performance.md, twentieth round).
 pub const TREE_BYTES: usize = 2 * GATHER_BYTES_A_RECORD;
 
@@ -74,11 +75,14 @@ pub const TREE_BYTES: usize = 2 * GATHER_BYTES_A_RECORD;
 #[derive(Default)]
 struct Pending {
     records: Vec<Record>,
-    /// The source text of `records`, in bytes (a record without it counts nothing).
+    /// What `records` count toward the gather bound: their source text, in bytes, and at
+    /// least `tree_bytes` for each that waits as its tree.
     bytes: usize,
     staged: Vec<Option<Staged>>,
     groups: Groups,
     stager: Option<Box<dyn Stager>>,
+    /// [`TREE_BYTES`] where the writer stages records (even if this sink cannot use it), else 0.
+    tree_bytes: usize,
 }
 
 impl Pending {
@@ -120,10 +124,14 @@ impl SinkNode {
     /// this one takes in the next batch and acknowledges (and frees) the last: a sink's
     /// throughput is its slowest part, not the sum of them (docs/performance.md).
     pub async fn run(mut self) -> anyhow::Result<()> {
-        // Records a plugin encodes or the sink annotates change after they arrive: not staged.
-        let stager = if self.plugin.is_none() && !self.annotate { self.writer.stager() } else { None };
+        // A writer that stages records writes more of them at a time (a SQLite sink's 1,024),
+        // so any record that waits as its tree there counts at least TREE_BYTES. Records a
+        // plugin encodes or the sink annotates change after they arrive: not staged.
+        let offered = self.writer.stager();
+        let tree_bytes = if offered.is_some() { TREE_BYTES } else { 0 };
+        let stager = offered.filter(|_| self.plugin.is_none() && !self.annotate);
         let WriterThread { jobs, done, thread } = self.start_writer()?;
-        let result = self.feed(&jobs, done, stager).await;
+        let result = self.feed(&jobs, done, Pending { stager, tree_bytes, ..Pending::default() }).await;
         drop(jobs);
         let closed = thread.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the sink's writer panicked")));
         // A writer that stopped says why first.
@@ -172,9 +180,8 @@ impl SinkNode {
         &mut self,
         jobs: &mpsc::Sender<Job>,
         mut done: mpsc::Receiver<(Job, Vec<Written>)>,
-        stager: Option<Box<dyn Stager>>,
+        mut pending: Pending,
     ) -> anyhow::Result<()> {
-        let mut pending = Pending { stager, ..Pending::default() };
         let (mut open, mut writing) = (true, false);
         loop {
             if !writing {
@@ -248,11 +255,9 @@ impl SinkNode {
         }
         Counters::add(&self.node.timing.counters.records_in, batch.records.len() as u64);
         pending.groups.push((now, batch.read_at, batch.records.len()));
-        // A record without its text counts nothing, unless it waits as its tree where others
-        // wait staged.
-        let unstaged = if pending.stager.is_some() { TREE_BYTES } else { 0 };
-        pending.bytes +=
-            batch.records.iter().map(|r| r.meta.raw.as_ref().map_or(unstaged, bytes::Bytes::len)).sum::<usize>();
+        // A record counts its source text; one that waits as its tree counts at least
+        // `tree_bytes` (nothing where the writer does not stage).
+        let text = |r: &Record| r.meta.raw.as_ref().map_or(0, bytes::Bytes::len);
         let mut records = batch.records;
         if let Some(stager) = &mut pending.stager {
             // Staged, a record's tree is not needed until its write: it goes home now.
@@ -262,11 +267,16 @@ impl SinkNode {
                 // its ContactId) can let its tree go before its write.
                 let staged = if record.meta.raw.is_some() { stager.stage(record) } else { None };
                 if staged.is_some() {
+                    pending.bytes += text(record);
                     returns.release(record);
+                } else {
+                    pending.bytes += text(record).max(pending.tree_bytes);
                 }
                 pending.staged.push(staged);
             }
             returns.send();
+        } else {
+            pending.bytes += records.iter().map(|r| text(r).max(pending.tree_bytes)).sum::<usize>();
         }
         pending.records.extend(records);
     }
@@ -530,9 +540,9 @@ mod tests {
         }
     }
 
-    // Where records wait staged, one that cannot be (no source text) waits as its tree and
-    // counts TREE_BYTES toward the gather bound: 1,024 records a write become 512. Where none
-    // is staged, such records count nothing.
+    // Where the writer stages records, one that waits as its tree (no source text, or a sink
+    // that cannot stage) counts TREE_BYTES toward the gather bound: 1,024 records a write
+    // become 512. Where the writer does not stage, records without text count nothing.
     #[test]
     fn records_waiting_as_trees_where_others_wait_staged_make_smaller_writes() {
         // 11 batches of 100 records without source text, 1,024 records a write (a 4 MiB
@@ -552,13 +562,39 @@ mod tests {
         send_eleven_batches(node, tx);
         assert_eq!(writes.lock().unwrap().iter().map(Vec::len).collect::<Vec<_>>(), vec![1100]);
 
+        // A sink that annotates its records cannot stage them, even with their source text:
+        // where its writer stages, each counts TREE_BYTES all the same (a few bytes of text
+        // alone would let 1,024 trees wait).
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let (mut node, tx, _timing, _letters) =
+            sink_node(Box::new(Staging { seen: Seen::default(), sizes: sizes.clone() }), 1024);
+        node.annotate = true;
+        send_eleven_batches_as(node, tx, Some("{}"));
+        assert_eq!(*sizes.lock().unwrap(), vec![600, 500]);
+
         fn send_eleven_batches(node: SinkNode, tx: mpsc::Sender<Batch>) {
+            send_eleven_batches_as(node, tx, None);
+        }
+
+        fn send_eleven_batches_as(node: SinkNode, tx: mpsc::Sender<Batch>, raw: Option<&'static str>) {
             let running = std::thread::spawn(move || {
                 tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(node.run())
             });
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             for batch in 0..11 {
-                let records = (0..100).map(|n| Record::detached(json!({ "n": batch * 100 + n }))).collect();
+                let records = (0..100)
+                    .map(|n| {
+                        let mut record = Record::detached(json!({ "n": batch * 100 + n }));
+                        if let Some(raw) = raw {
+                            let meta = crate::record::Meta {
+                                raw: Some(bytes::Bytes::from_static(raw.as_bytes())),
+                                ..Default::default()
+                            };
+                            record.meta = Arc::new(meta);
+                        }
+                        record
+                    })
+                    .collect();
                 rt.block_on(tx.send(Batch::new(records, Instant::now()))).unwrap();
             }
             drop(tx);

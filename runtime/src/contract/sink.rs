@@ -36,9 +36,10 @@ pub trait SinkConnector: std::fmt::Debug + Send + Sync {
     fn max_records(&self) -> usize;
 }
 
-/// The most records one write carries for a local destination (a file, SQLite), which
-/// has no API limit of its own. Not more: the records a sink holds for its next write are
-/// a large share of a run's memory (20-30 KB a record in memory). With the default batch
+/// The most records one write carries for a local file, which has no API limit of its own
+/// (SQLite, whose waiting records are staged small, carries [`SQLITE_MAX_RECORDS`]). Not
+/// more: the records a sink holds for its next write are a large share of a run's memory
+/// (20-30 KB a record in memory). With the default batch
 /// size and channel capacity, 512 kept the throughput graph under 150 MB in 25 runs of 27;
 /// 256 always did, but paid 22% on the demo, whose sinks sync every write
 /// (docs/performance.md).
@@ -162,8 +163,10 @@ pub trait Writer: Send {
     fn write<'a>(&'a mut self, items: &'a [Item]) -> WriteFuture<'a>;
 
     /// What makes this writer's records ready as they reach the sink, when it has one. Asked
-    /// once, before the first write, and only for a sink without a plugin and without
-    /// timing annotations (whose records change after they arrive).
+    /// once, before the first write; used only by a sink without a plugin and without timing
+    /// annotations (whose records change after they arrive). A writer that has one is taken
+    /// to write many small staged records at a time, so a record that waits there as its
+    /// tree counts at least `sink::TREE_BYTES` toward the gather bound.
     fn stager(&self) -> Option<Box<dyn Stager>> {
         None
     }
