@@ -33,10 +33,11 @@
 //! a thread of their own ([`checkpointer`]), not inside whichever sink's write commits when
 //! the WAL is full, where every sink of the file waited for them.
 //!
-//! A sink without a plugin stages each record as it arrives ([`StagedRow`]: names and values
-//! in two buffers, objects and arrays already JSON text) and lets its tree go, so the records
-//! waiting for a write (up to two writes' worth) hold about a quarter of the memory they did;
-//! the write binds from the staged row.
+//! A sink without a plugin stages each record as it arrives ([`StagedRow`]: its values and
+//! key in one buffer of their exact size, objects and arrays already JSON text, its field
+//! names shared with the rows before it that have the same) and lets its tree go, so the
+//! records waiting for a write (up to two writes' worth) hold about a quarter of the memory
+//! their trees would; the write binds from the staged row.
 
 mod checkpointer;
 
@@ -281,8 +282,9 @@ fn is_record_fault(e: &rusqlite::Error) -> bool {
 struct Prepared<'a> {
     /// Its fields by name, borrowed from the encoding, the record or its staged row.
     row: Vec<(&'a str, Field<'a>)>,
-    /// A staged row's field names, in order, as one string: two rows with the same names
-    /// go to the same columns ([`Reuse`]). `None` for a row made at the write.
+    /// A staged row's field names, in order, as one string (each after its length and a
+    /// colon): two rows with the same string have the same names and go to the same columns
+    /// ([`Reuse`]). `None` for a row made at the write.
     names: Option<&'a str>,
     /// Its key and version (newer-wins), `None` in append mode, `Err` when it has no key.
     key_version: Result<Option<(&'a str, i64)>, ()>,
@@ -368,8 +370,10 @@ impl StagedRow {
                 .as_ref()
                 .map(|kv| {
                     kv.as_ref().map(|(key, version)| {
-                        // The key was pushed as a `&str`: whole characters.
-                        let key = std::str::from_utf8(&self.text[key.start as usize..key.end as usize]).unwrap_or("");
+                        // The key was pushed as a `&str` and its range is exact (a row too
+                        // large for `u32` ranges is not staged): whole characters.
+                        let key = std::str::from_utf8(&self.text[key.start as usize..key.end as usize])
+                            .expect("a staged key is the text it was pushed as");
                         (key, *version)
                     })
                 })
@@ -384,14 +388,16 @@ fn push_str(out: &mut Vec<u8>, s: &str) -> std::ops::Range<u32> {
     span(start..out.len())
 }
 
-/// A range in a staged row's buffers (a record is at most a few MB: `max_record_size`).
+/// A range in a staged row's buffers; past `u32::MAX` it is wrong, and [`RowStager::row`]
+/// then does not stage the row.
 fn span(range: std::ops::Range<usize>) -> std::ops::Range<u32> {
     u32::try_from(range.start).unwrap_or(u32::MAX)..u32::try_from(range.end).unwrap_or(u32::MAX)
 }
 
 /// Stages a SQLite sink's records as they arrive: each object record becomes its
 /// [`StagedRow`], written first into buffers kept from record to record, then copied into
-/// its own of the exact size.
+/// its own of the exact size. The kept buffers stay the size of the largest row staged (one
+/// set a sink; a record is at most `max_record_size`), so that no row grows them again.
 struct RowStager {
     mode: SqliteMode,
     names: String,
@@ -406,13 +412,23 @@ impl RowStager {
         RowStager { mode, names: String::new(), text: Vec::new(), fields: Vec::new(), last_names: None }
     }
 
-    /// `map`'s row, as [`SqliteWriter::prepare`] would make it from the record.
-    fn row(&mut self, map: &serde_json::Map<String, Value>, key_version: Result<Option<(&str, i64)>, ()>) -> StagedRow {
+    /// `map`'s row, as [`SqliteWriter::prepare`] would make it from the record; `None` for a
+    /// row whose text or names pass 4 GiB (its record is written from its tree).
+    fn row(
+        &mut self,
+        map: &serde_json::Map<String, Value>,
+        key_version: Result<Option<(&str, i64)>, ()>,
+    ) -> Option<StagedRow> {
         let (names, text, fields) = (&mut self.names, &mut self.text, &mut self.fields);
         names.clear();
         text.clear();
         fields.clear();
         for (name, value) in map {
+            // Each name after its length and a colon, so that two rows' names are one string
+            // only when they are the same names: glued together bare, `ab`, `c` and `a`, `bc`
+            // would be one string, and the second row would reuse the first's INSERT.
+            names.push_str(itoa::Buffer::new().format(name.len()));
+            names.push(':');
             let start = names.len();
             names.push_str(name);
             let name = span(start..names.len());
@@ -424,6 +440,9 @@ impl RowStager {
             fields.push((name, cell));
         }
         let key_version = key_version.map(|kv| kv.map(|(key, version)| (push_str(text, key), version)));
+        if u32::try_from(text.len()).is_err() || u32::try_from(names.len()).is_err() {
+            return None;
+        }
         let names = match &self.last_names {
             Some(last) if **last == **names => last.clone(),
             _ => {
@@ -432,7 +451,7 @@ impl RowStager {
                 shared
             }
         };
-        StagedRow { names, text: Box::from(text.as_slice()), fields: Box::from(fields.as_slice()), key_version }
+        Some(StagedRow { names, text: Box::from(text.as_slice()), fields: Box::from(fields.as_slice()), key_version })
     }
 }
 
@@ -443,7 +462,7 @@ impl Stager for RowStager {
             SqliteMode::NewerWins => SqliteWriter::key_and_version(None, &record.doc).map(Some).ok_or(()),
             SqliteMode::Append => Ok(None),
         };
-        Some(Box::new(self.row(map, key_version)))
+        self.row(map, key_version).map(|row| Box::new(row) as Staged)
     }
 }
 
@@ -893,6 +912,10 @@ mod tests {
         let mut records: Vec<Value> = crate::json::real_samples().into_iter().map(|(_, v)| v).collect();
         records.push(serde_json::json!({"ContactId": "x", "n": 1.5, "b": true, "z": null, "a": [1, {"k": "é\n"}]}));
         records.push(serde_json::json!({"NoKey": 1}));
+        // Names that run together the same way, one after another: each row has its own columns.
+        records.push(serde_json::json!({"ContactId": "g1", "ab": 1, "c": 2}));
+        records.push(serde_json::json!({"ContactId": "g2", "a": 3, "bc": 4}));
+        records.push(serde_json::json!({"ContactId": "g3", "abc": 5}));
         for mode in [SqliteMode::NewerWins, SqliteMode::Append] {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             let mut plain = writer(&dir, &format!("plain_{mode:?}"), mode);
@@ -929,7 +952,7 @@ mod tests {
         let mut stager = RowStager::new(SqliteMode::NewerWins);
         let row = |stager: &mut RowStager, doc: Value| {
             let Value::Object(map) = &doc else { unreachable!() };
-            stager.row(map, SqliteWriter::key_and_version(None, &doc).map(Some).ok_or(()))
+            stager.row(map, SqliteWriter::key_and_version(None, &doc).map(Some).ok_or(())).unwrap()
         };
         let a = row(&mut stager, serde_json::json!({"ContactId": "a", "n": 1, "s": "xyz", "o": {"k": [1]}}));
         let b = row(&mut stager, serde_json::json!({"ContactId": "bb", "n": 2.5, "s": "", "o": null}));
@@ -937,13 +960,13 @@ mod tests {
         let d = row(&mut stager, serde_json::json!({"ContactId": "d", "m": false}));
         assert!(Arc::ptr_eq(&a.names, &b.names) && Arc::ptr_eq(&c.names, &d.names));
         assert!(!Arc::ptr_eq(&b.names, &c.names));
-        assert_eq!(&*a.names, "ContactIdnos");
+        assert_eq!(&*a.names, "9:ContactId1:n1:o1:s");
         // In key order: "a" (ContactId), {"k":[1]} (o), "xyz" (s), then the key "a" again.
         assert_eq!(&a.text[..], b"a{\"k\":[1]}xyza");
         assert_eq!(a.fields.len(), 4);
         assert_eq!(std::mem::size_of::<Cell>(), 16);
         let prepared = b.prepared();
-        assert_eq!(prepared.names, Some("ContactIdnos"));
+        assert_eq!(prepared.names, Some("9:ContactId1:n1:o1:s"));
         assert_eq!(prepared.key_version.map(|kv| kv.map(|(k, _)| k)), Ok(Some("bb")));
     }
 
