@@ -282,10 +282,10 @@ fn is_record_fault(e: &rusqlite::Error) -> bool {
 struct Prepared<'a> {
     /// Its fields by name, borrowed from the encoding, the record or its staged row.
     row: Vec<(&'a str, Field<'a>)>,
-    /// A staged row's field names, in order, as one string (each after its length and a
-    /// colon): two rows with the same string have the same names and go to the same columns
+    /// A staged row's field names, shared with the rows staged before it that had the same
+    /// names ([`RowStager::row`]): two rows holding the same `Arc` go to the same columns
     /// ([`Reuse`]). `None` for a row made at the write.
-    names: Option<&'a str>,
+    names: Option<&'a Arc<str>>,
     /// Its key and version (newer-wins), `None` in append mode, `Err` when it has no key.
     key_version: Result<Option<(&'a str, i64)>, ()>,
 }
@@ -403,13 +403,22 @@ struct RowStager {
     names: String,
     text: Vec<u8>,
     fields: Vec<(std::ops::Range<u32>, Cell)>,
-    /// The names of the row staged last, which the next row shares when its are the same.
+    /// The names of the row staged last, which the next row shares when its are the same,
+    /// and where each name ends and the next begins.
     last_names: Option<Arc<str>>,
+    last_ranges: Vec<std::ops::Range<u32>>,
 }
 
 impl RowStager {
     fn new(mode: SqliteMode) -> RowStager {
-        RowStager { mode, names: String::new(), text: Vec::new(), fields: Vec::new(), last_names: None }
+        RowStager {
+            mode,
+            names: String::new(),
+            text: Vec::new(),
+            fields: Vec::new(),
+            last_names: None,
+            last_ranges: Vec::new(),
+        }
     }
 
     /// `map`'s row, as [`SqliteWriter::prepare`] would make it from the record; `None` for a
@@ -424,11 +433,6 @@ impl RowStager {
         text.clear();
         fields.clear();
         for (name, value) in map {
-            // Each name after its length and a colon, so that two rows' names are one string
-            // only when they are the same names: glued together bare, `ab`, `c` and `a`, `bc`
-            // would be one string, and the second row would reuse the first's INSERT.
-            names.push_str(itoa::Buffer::new().format(name.len()));
-            names.push(':');
             let start = names.len();
             names.push_str(name);
             let name = span(start..names.len());
@@ -443,11 +447,21 @@ impl RowStager {
         if u32::try_from(text.len()).is_err() || u32::try_from(names.len()).is_err() {
             return None;
         }
+        // The same names as the last row: the same string cut in the same places (the string
+        // alone is the same for `ab`, `c` and `a`, `bc`). A write reuses a row's columns for
+        // the next row that shares its names ([`Reuse`]), so sharing must mean the same names.
+        let same = |last: &str| {
+            *last == **names
+                && self.last_ranges.len() == fields.len()
+                && self.last_ranges.iter().zip(fields.iter()).all(|(a, (b, _))| a == b)
+        };
         let names = match &self.last_names {
-            Some(last) if **last == **names => last.clone(),
+            Some(last) if same(last) => last.clone(),
             _ => {
                 let shared: Arc<str> = Arc::from(names.as_str());
                 self.last_names = Some(shared.clone());
+                self.last_ranges.clear();
+                self.last_ranges.extend(fields.iter().map(|(name, _)| name.clone()));
                 shared
             }
         };
@@ -649,7 +663,8 @@ impl SqliteWriter {
         let row = &prepared.row;
         // Within a transaction only this branch adds columns, so a row with the names of
         // the last one needs none, and the last row's INSERT already lists every column.
-        if prepared.names.is_none() || prepared.names != reuse.names {
+        let same_names = matches!((prepared.names, reuse.names), (Some(a), Some(b)) if Arc::ptr_eq(a, b));
+        if !same_names {
             let mut slots = Vec::with_capacity(row.len());
             for (name, _) in row {
                 match self.slot(conn, name) {
@@ -777,7 +792,7 @@ impl SqliteWriter {
 /// the next row with the same names skips looking up each column), and each INSERT's
 /// statement, taken from the connection's cache once.
 struct Reuse<'c, 'a> {
-    names: Option<&'a str>,
+    names: Option<&'a Arc<str>>,
     sql: u64,
     statements: FastMap<u64, rusqlite::CachedStatement<'c>>,
 }
@@ -960,13 +975,18 @@ mod tests {
         let d = row(&mut stager, serde_json::json!({"ContactId": "d", "m": false}));
         assert!(Arc::ptr_eq(&a.names, &b.names) && Arc::ptr_eq(&c.names, &d.names));
         assert!(!Arc::ptr_eq(&b.names, &c.names));
-        assert_eq!(&*a.names, "9:ContactId1:n1:o1:s");
+        assert_eq!(&*a.names, "ContactIdnos");
         // In key order: "a" (ContactId), {"k":[1]} (o), "xyz" (s), then the key "a" again.
         assert_eq!(&a.text[..], b"a{\"k\":[1]}xyza");
         assert_eq!(a.fields.len(), 4);
         assert_eq!(std::mem::size_of::<Cell>(), 16);
         let prepared = b.prepared();
-        assert_eq!(prepared.names, Some("9:ContactId1:n1:o1:s"));
+        assert_eq!(prepared.names.map(|n| &**n), Some("ContactIdnos"));
+        // Names that run together the same way are not the same names.
+        let e = row(&mut stager, serde_json::json!({"ContactId": "e", "ab": 1, "c": 2}));
+        let f = row(&mut stager, serde_json::json!({"ContactId": "f", "a": 1, "bc": 2}));
+        assert_eq!(e.names, f.names);
+        assert!(!Arc::ptr_eq(&e.names, &f.names));
         assert_eq!(prepared.key_version.map(|kv| kv.map(|(k, _)| k)), Ok(Some("bb")));
     }
 
