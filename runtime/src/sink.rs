@@ -551,7 +551,7 @@ mod tests {
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let (node, tx, _timing, _letters) =
             sink_node(Box::new(Staging { seen: Seen::default(), sizes: sizes.clone() }), 1024);
-        send_eleven_batches(node, tx);
+        send_eleven_batches(node, tx, None);
         assert_eq!(*sizes.lock().unwrap(), vec![600, 500]);
 
         // Where none is, they count nothing: only `max_records` closes the write.
@@ -559,7 +559,7 @@ mod tests {
         let (unused, _) = std_mpsc::channel();
         let held = Held { writes: writes.clone(), started: unused, release: None };
         let (node, tx, _timing, _letters) = sink_node(Box::new(held), 1024);
-        send_eleven_batches(node, tx);
+        send_eleven_batches(node, tx, None);
         assert_eq!(writes.lock().unwrap().iter().map(Vec::len).collect::<Vec<_>>(), vec![1100]);
 
         // A sink that annotates its records cannot stage them, even with their source text:
@@ -569,14 +569,11 @@ mod tests {
         let (mut node, tx, _timing, _letters) =
             sink_node(Box::new(Staging { seen: Seen::default(), sizes: sizes.clone() }), 1024);
         node.annotate = true;
-        send_eleven_batches_as(node, tx, Some("{}"));
+        send_eleven_batches(node, tx, Some("{}"));
         assert_eq!(*sizes.lock().unwrap(), vec![600, 500]);
 
-        fn send_eleven_batches(node: SinkNode, tx: mpsc::Sender<Batch>) {
-            send_eleven_batches_as(node, tx, None);
-        }
-
-        fn send_eleven_batches_as(node: SinkNode, tx: mpsc::Sender<Batch>, raw: Option<&'static str>) {
+        /// Each record with `raw` as its source text, if any.
+        fn send_eleven_batches(node: SinkNode, tx: mpsc::Sender<Batch>, raw: Option<&'static str>) {
             let running = std::thread::spawn(move || {
                 tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(node.run())
             });

@@ -39,10 +39,9 @@ pub trait SinkConnector: std::fmt::Debug + Send + Sync {
 /// The most records one write carries for a local file, which has no API limit of its own
 /// (SQLite, whose waiting records are staged small, carries [`SQLITE_MAX_RECORDS`]). Not
 /// more: the records a sink holds for its next write are a large share of a run's memory
-/// (20-30 KB a record in memory). With the default batch
-/// size and channel capacity, 512 kept the throughput graph under 150 MB in 25 runs of 27;
-/// 256 always did, but paid 22% on the demo, whose sinks sync every write
-/// (docs/performance.md).
+/// (20-30 KB a record in memory). With the default batch size and channel capacity, 512
+/// kept the throughput graph under 150 MB in 25 runs of 27; 256 always did, but paid 22%
+/// on the demo, whose sinks sync every write (docs/performance.md).
 pub const LOCAL_MAX_RECORDS: usize = 512;
 
 /// The most records one SQLite write (one transaction) carries by default: twice
