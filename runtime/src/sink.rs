@@ -56,9 +56,17 @@ pub const GATHER_BYTES: usize = 2 << 20;
 /// write (`contract::SQLITE_MAX_RECORDS`) are not cut short by the bound, at 4 MiB.
 pub const GATHER_BYTES_A_RECORD: usize = 4 << 10;
 
+/// The most source text one write gathers, whatever its `max_records`: what a SQLite
+/// sink's default 1,024 records gather, about 1,300 contact records. Without it a sink whose
+/// user raised `max_records` (for larger files, say) gathered 4 KiB for each before it
+/// wrote, twice over (the write being made and the next): with `max_records = 100000` on
+/// the throughput graph's sinks, records of 88 KB peaked at 233–341 MB, 174–189 MB with
+/// the bound at 8 MiB (docs/performance.md, twenty-second round).
+pub const GATHER_BYTES_MAX: usize = 4 << 20;
+
 /// The most source text one write of at most `max_records` records gathers.
 pub fn gather_bytes(max_records: usize) -> usize {
-    max_records.saturating_mul(GATHER_BYTES_A_RECORD).max(GATHER_BYTES)
+    max_records.saturating_mul(GATHER_BYTES_A_RECORD).clamp(GATHER_BYTES, GATHER_BYTES_MAX)
 }
 
 /// The least a record that waits as its tree counts toward the gather bound where the writer
@@ -474,14 +482,17 @@ mod tests {
 
     // Records far larger than a contact record make a write once their text reaches the
     // sink's gather bound, however far below `max_records` they are: 2 MiB for a sink of a
-    // few hundred records a write, 4 KiB a record for one of more (a SQLite sink's 1,024).
+    // few hundred records a write, 4 KiB a record for one of more (a SQLite sink's 1,024),
+    // and never more than 4 MiB (a sink whose user raised `max_records` to 100,000).
     #[test]
     fn a_write_gathers_at_most_its_bound_of_source_text() {
         use crate::record::Meta;
 
         assert_eq!(gather_bytes(100), GATHER_BYTES);
         assert_eq!(gather_bytes(1024), 4 << 20);
-        for max_records in [100, 1024] {
+        assert_eq!(gather_bytes(1025), GATHER_BYTES_MAX);
+        assert_eq!(gather_bytes(100_000), GATHER_BYTES_MAX);
+        for max_records in [100, 1024, 100_000] {
             let writes = Arc::new(Mutex::new(Vec::new()));
             let (unused, _) = std_mpsc::channel();
             let writer = Held { writes: writes.clone(), started: unused, release: None };
