@@ -48,7 +48,7 @@ pub struct SinkNode {
 /// records of 88 KB peaked at 475–586 MB without a byte bound (docs/performance.md, twelfth
 /// round), 139–152 MB at 4 MiB and 114–120 MB at 2 MiB (16 KB records: 124–159 MB and
 /// 106–138 MB, about 5% slower; fourteenth round). A sink of more records a write gathers
-/// [`GATHER_BYTES_A_RECORD`] for each ([`gather_bytes`]).
+/// [`GATHER_BYTES_A_RECORD`] for each, up to [`GATHER_BYTES_MAX`] ([`gather_bytes`]).
 pub const GATHER_BYTES: usize = 2 << 20;
 
 /// The source text a write gathers for each record of its `max_records`, past
@@ -60,9 +60,10 @@ pub const GATHER_BYTES_A_RECORD: usize = 4 << 10;
 /// sink's default 1,024 records gather, about 1,300 contact records. Without it a sink whose
 /// user raised `max_records` (for larger files, say) gathered 4 KiB for each before it
 /// wrote, twice over (the write being made and the next): with `max_records = 100000` on
-/// the throughput graph's sinks, records of 88 KB peaked at 233–341 MB, 174–189 MB with
+/// the throughput graph's sinks, records of 88 KB peaked at 233–376 MB, 174–189 MB with
 /// the bound at 8 MiB (docs/performance.md, twenty-second round).
 pub const GATHER_BYTES_MAX: usize = 4 << 20;
+const _: () = assert!(GATHER_BYTES <= GATHER_BYTES_MAX, "gather_bytes clamps between them");
 
 /// The most source text one write of at most `max_records` records gathers.
 pub fn gather_bytes(max_records: usize) -> usize {
@@ -492,7 +493,9 @@ mod tests {
         assert_eq!(gather_bytes(1024), 4 << 20);
         assert_eq!(gather_bytes(1025), GATHER_BYTES_MAX);
         assert_eq!(gather_bytes(100_000), GATHER_BYTES_MAX);
-        for max_records in [100, 1024, 100_000] {
+        // Each record is three quarters of the bound it is sent against, so two make a
+        // write; without the ceiling a sink of 100,000 would take all five in one.
+        for (max_records, bound) in [(100, 2 << 20), (1024, 4 << 20), (100_000, 4 << 20)] {
             let writes = Arc::new(Mutex::new(Vec::new()));
             let (unused, _) = std_mpsc::channel();
             let writer = Held { writes: writes.clone(), started: unused, release: None };
@@ -500,7 +503,7 @@ mod tests {
             let running = std::thread::spawn(move || {
                 tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(node.run())
             });
-            let size = gather_bytes(max_records) * 3 / 4;
+            let size = bound * 3 / 4;
             let big = |n: i64| Record {
                 doc: crate::doc::Doc::new(json!({ "n": n })),
                 meta: Arc::new(Meta { raw: Some(bytes::Bytes::from(vec![b' '; size])), ..Meta::default() }),
