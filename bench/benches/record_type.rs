@@ -1,6 +1,12 @@
 //! What a different record type would save: the throughput graph's work on the record tree,
-//! done natively on one thread, with `serde_json::Value` (ctrflow's record type) and with
-//! `sonic_rs::Value` (the fastest parser of `benches/parse.rs`, which needs its own tree).
+//! done natively on one thread, four ways:
+//! - `serde_json`: `serde_json::Value` parsed and written by serde_json;
+//! - `ctrflow`: the same tree parsed and written by the runtime's own `json` module (its
+//!   source file compiled in), which is what the runtime does today;
+//! - `sonic_rs`: `sonic_rs::Value` (the fastest parser of `benches/parse.rs`, which needs its
+//!   own tree);
+//! - `spans`: a prototype ([`spans`]): objects as sorted vectors of fields, strings and
+//!   numbers as spans of the record's own text, one allocation per object or array.
 //!
 //! Per record, the tree work of the demo graph and nothing else (no plugins, no threads, no
 //! SQLite, no files):
@@ -15,7 +21,7 @@
 //! 7. the lake line: the flat record serialised;
 //! 8. drop both trees.
 //!
-//! Both must write the same lake line (compared as parsed JSON) and the same column texts
+//! All must write the same lake line (compared as parsed JSON) and the same column texts
 //! before anything is timed. sonic-rs is built with `sort_keys`: an object it has to edit
 //! becomes a map, and without `sort_keys` that map is unordered (`AHashMap`), so the lines'
 //! key order would change from run to run.
@@ -28,6 +34,17 @@
 static GLOBAL: common::alloc::Allocator = common::alloc::Allocator;
 
 mod common;
+#[path = "record_type/spans.rs"]
+mod spans;
+
+// The runtime's JSON module (parser and writer), from its source directory. (A bench is
+// built with `cfg(test)` but without the harness: its tests' imports go unused.)
+#[path = "../../runtime/src"]
+mod runtime {
+    #[allow(dead_code, unused_imports)]
+    pub mod json;
+}
+use runtime::json;
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -88,6 +105,156 @@ fn with_serde_json(text: &[u8], out: &mut Out) {
     columns.sort_by(|a: &(String, Json), b| a.0.cmp(&b.0));
     let flat: serde_json::Map<String, Json> = columns.into_iter().collect();
     serde_json::to_writer(&mut out.line, &flat).unwrap();
+}
+
+/// `with_serde_json`'s work with the runtime's parser and writer (`json::parse`,
+/// `json::write_value`): the tree work as the runtime does it today.
+fn with_ctrflow(text: &[u8], out: &mut Out) {
+    let mut doc: Json = json::parse(text).unwrap();
+    if let Some(address) = doc.pointer_mut("/CustomerEndpoint/Address")
+        && let Some(s) = address.as_str()
+    {
+        *address = Json::String(masked(s));
+    }
+    if doc.pointer("/Agent/Username").and_then(Json::as_str).is_some() {
+        let row: Json = json::parse(ROW.as_bytes()).unwrap();
+        doc.as_object_mut().unwrap().insert("AgentInfo".into(), row);
+    }
+    black_box(doc.get("Channel").and_then(Json::as_str));
+    for value in doc.as_object().unwrap().values() {
+        if value.is_object() || value.is_array() {
+            json::write_value(&mut out.columns, value);
+            out.columns.push(b'\n');
+        }
+    }
+    let mut columns = Columns::default();
+    for (key, value) in doc.as_object().unwrap() {
+        columns.stem.clear();
+        columns.stem.push_str(key);
+        flatten_ctrflow(&mut columns, value);
+    }
+    columns.write(&mut out.line, |out, value: &&Json| json::write_value(out, value));
+}
+
+/// The flat record as the runtime makes it, without building a tree for it: each column's
+/// name in one shared buffer, with the value it takes (a node of the record, `null` for an
+/// empty object, or an array's JSON text), sorted by name, then written.
+struct Columns<V> {
+    names: String,
+    cells: Vec<(u32, u32, Cell<V>)>,
+    /// The name being built.
+    stem: String,
+}
+
+impl<V> Default for Columns<V> {
+    fn default() -> Self {
+        Columns { names: String::with_capacity(4096), cells: Vec::with_capacity(192), stem: String::with_capacity(64) }
+    }
+}
+
+/// A flat column's value.
+enum Cell<V> {
+    Node(V),
+    Null,
+    /// An array's JSON text.
+    Text(String),
+}
+
+impl<V> Columns<V> {
+    fn push(&mut self, cell: Cell<V>) {
+        let start = self.names.len() as u32;
+        self.names.push_str(&self.stem);
+        self.cells.push((start, self.names.len() as u32, cell));
+    }
+
+    fn write(mut self, out: &mut Vec<u8>, node: impl Fn(&mut Vec<u8>, &V)) {
+        let names = &self.names;
+        self.cells.sort_by(|a, b| names[a.0 as usize..a.1 as usize].cmp(&names[b.0 as usize..b.1 as usize]));
+        out.push(b'{');
+        for (i, (start, end, cell)) in self.cells.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            json::write_str(out, &names[*start as usize..*end as usize]);
+            out.push(b':');
+            match cell {
+                Cell::Node(value) => node(out, value),
+                Cell::Null => out.extend_from_slice(b"null"),
+                Cell::Text(text) => json::write_str(out, text),
+            }
+        }
+        out.push(b'}');
+    }
+}
+
+fn flatten_ctrflow<'a>(out: &mut Columns<&'a Json>, value: &'a Json) {
+    match value {
+        Json::Object(map) if !map.is_empty() => {
+            let len = out.stem.len();
+            for (child, inner) in map {
+                out.stem.truncate(len);
+                out.stem.push('_');
+                out.stem.push_str(child);
+                flatten_ctrflow(out, inner);
+            }
+            out.stem.truncate(len);
+        }
+        Json::Object(_) => out.push(Cell::Null),
+        Json::Array(_) => out.push(Cell::Text(json::to_string(value))),
+        scalar => out.push(Cell::Node(scalar)),
+    }
+}
+
+/// The same work on the prototype tree.
+fn with_spans(text: &[u8], out: &mut Out) {
+    let mut doc = spans::Doc::parse(text);
+    if let Some(address) = doc.get(&["CustomerEndpoint", "Address"])
+        && let spans::Node::Str(s) = address
+    {
+        let masked = masked(doc.str(s));
+        *doc.get_mut(&["CustomerEndpoint", "Address"]).unwrap() = spans::Node::Str(spans::Str::Owned(masked.into()));
+    }
+    if matches!(doc.get(&["Agent", "Username"]), Some(spans::Node::Str(_))) {
+        let row = spans::Doc::owned(ROW.as_bytes());
+        doc.insert("AgentInfo", row);
+    }
+    black_box(matches!(doc.get(&["Channel"]), Some(spans::Node::Str(_))));
+    let spans::Node::Object(fields) = &doc.root else { panic!("a record is an object") };
+    for (_, value) in fields {
+        if matches!(value, spans::Node::Object(_) | spans::Node::Array(_)) {
+            doc.write(&mut out.columns, value);
+            out.columns.push(b'\n');
+        }
+    }
+    let mut columns = Columns::default();
+    for (key, value) in fields {
+        columns.stem.clear();
+        columns.stem.push_str(doc.str(key));
+        flatten_spans(&doc, &mut columns, value);
+    }
+    columns.write(&mut out.line, |out, node: &&spans::Node| doc.write(out, node));
+}
+
+fn flatten_spans<'a>(doc: &'a spans::Doc, out: &mut Columns<&'a spans::Node>, node: &'a spans::Node) {
+    match node {
+        spans::Node::Object(fields) if !fields.is_empty() => {
+            let len = out.stem.len();
+            for (child, inner) in fields {
+                out.stem.truncate(len);
+                out.stem.push('_');
+                out.stem.push_str(doc.str(child));
+                flatten_spans(doc, out, inner);
+            }
+            out.stem.truncate(len);
+        }
+        spans::Node::Object(_) => out.push(Cell::Null),
+        spans::Node::Array(_) => {
+            let mut text = Vec::new();
+            doc.write(&mut text, node);
+            out.push(Cell::Text(String::from_utf8(text).unwrap()));
+        }
+        scalar => out.push(Cell::Node(scalar)),
+    }
 }
 
 /// The SDK's flattening (`plugin-sdk/src/flatten.rs`, what `batch.flatten` runs), restated
@@ -165,23 +332,57 @@ fn flatten_sonic(out: &mut Vec<(String, sonic_rs::Value)>, name: &mut String, va
     }
 }
 
-/// Both trees must leave the same columns and the same line, or the timing means nothing.
+type Work = fn(&[u8], &mut Out);
+
+const WAYS: [(&str, Work); 4] =
+    [("serde_json", with_serde_json), ("ctrflow", with_ctrflow), ("sonic_rs", with_sonic_rs), ("spans", with_spans)];
+/// Parse and drop, with the runtime's parser and with the prototype's.
+fn parse_ctrflow(text: &[u8], _out: &mut Out) {
+    black_box(json::parse(text).unwrap());
+}
+fn parse_spans(text: &[u8], _out: &mut Out) {
+    black_box(spans::Doc::parse(text));
+}
+/// Parse, write the whole record back and drop (the native limit's work without the file).
+fn parse_write_ctrflow(text: &[u8], out: &mut Out) {
+    let doc = json::parse(text).unwrap();
+    json::write_value(&mut out.line, &doc);
+}
+fn parse_write_spans(text: &[u8], out: &mut Out) {
+    let doc = spans::Doc::parse(text);
+    doc.write(&mut out.line, &doc.root);
+}
+
+/// Parts of the work, timed alone (not checked against each other: no output, or the whole
+/// record's, which `check` covers through the columns).
+const PARTS: [(&str, Work); 4] = [
+    ("ctrflow/parse", parse_ctrflow),
+    ("spans/parse", parse_spans),
+    ("ctrflow/parse_write", parse_write_ctrflow),
+    ("spans/parse_write", parse_write_spans),
+];
+
+/// Every tree must leave the same columns and the same line as serde_json's, or the timing
+/// means nothing.
 fn check(records: &[Vec<u8>]) {
+    let parsed = |bytes: &[u8]| -> Vec<Json> {
+        bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect()
+    };
     for (i, text) in records.iter().enumerate() {
-        let (mut a, mut b) = (Out::default(), Out::default());
-        with_serde_json(text, &mut a);
-        with_sonic_rs(text, &mut b);
-        let parsed = |bytes: &[u8]| -> Vec<Json> {
-            bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect()
-        };
-        assert_eq!(parsed(&a.columns), parsed(&b.columns), "record {i}: the column texts differ");
-        assert_eq!(parsed(&a.line), parsed(&b.line), "record {i}: the lake lines differ");
+        let mut expected = Out::default();
+        with_serde_json(text, &mut expected);
+        for (name, work) in &WAYS[1..] {
+            let mut out = Out::default();
+            work(text, &mut out);
+            assert_eq!(parsed(&expected.columns), parsed(&out.columns), "record {i}, {name}: the column texts differ");
+            assert_eq!(parsed(&expected.line), parsed(&out.line), "record {i}, {name}: the lake lines differ");
+        }
     }
 }
 
 fn main() {
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    if filter.is_some_and(|f| !["record_type/serde_json", "record_type/sonic_rs"].iter().any(|id| id.contains(&f))) {
+    if filter.is_some_and(|f| !WAYS.iter().chain(&PARTS).any(|(name, _)| format!("record_type/{name}").contains(&f))) {
         return;
     }
     let records = input();
@@ -190,7 +391,7 @@ fn main() {
     let mut g = c.benchmark_group("record_type");
     g.throughput(Throughput::Elements(records.len() as u64));
     g.measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1)).sample_size(30);
-    for (name, work) in [("serde_json", with_serde_json as fn(&[u8], &mut Out)), ("sonic_rs", with_sonic_rs)] {
+    for (name, work) in WAYS.into_iter().chain(PARTS) {
         let mut out = Out::default();
         g.bench_function(name, |b| {
             b.iter(|| {
