@@ -183,48 +183,43 @@ impl Parser<'_> {
         self.at += 1;
     }
 
+    /// Steps past the opening bracket or the comma before the next element of an object or
+    /// array closed by `close`: true when an element follows, false past the closing byte.
+    fn next_in(&mut self, close: u8) -> bool {
+        self.white();
+        let byte = self.text[self.at];
+        self.at += 1;
+        if byte == close {
+            return false;
+        }
+        // After the opening bracket, the container may be empty.
+        self.white();
+        if self.text[self.at] == close {
+            self.at += 1;
+            return false;
+        }
+        true
+    }
+
     fn value(&mut self) -> Node {
         self.white();
         match self.text[self.at] {
             b'{' => {
-                self.at += 1;
                 let mut fields = Vec::new();
-                self.white();
-                if self.text[self.at] == b'}' {
-                    self.at += 1;
-                    return Node::Object(fields);
-                }
-                loop {
+                while self.next_in(b'}') {
                     self.white();
                     let key = self.string();
                     self.eat(b':');
-                    let value = self.value();
-                    fields.push((key, value));
-                    self.white();
-                    self.at += 1;
-                    if self.text[self.at - 1] == b'}' {
-                        break;
-                    }
+                    fields.push((key, self.value()));
                 }
                 let text = self.text;
                 fields.sort_by(|(a, _), (b, _)| a.bytes(text).cmp(b.bytes(text)));
                 Node::Object(fields)
             }
             b'[' => {
-                self.at += 1;
                 let mut items = Vec::new();
-                self.white();
-                if self.text[self.at] == b']' {
-                    self.at += 1;
-                    return Node::Array(items);
-                }
-                loop {
+                while self.next_in(b']') {
                     items.push(self.value());
-                    self.white();
-                    self.at += 1;
-                    if self.text[self.at - 1] == b']' {
-                        break;
-                    }
                 }
                 Node::Array(items)
             }
