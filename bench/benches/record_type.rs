@@ -2,11 +2,14 @@
 //! done natively on one thread, four ways:
 //! - `serde_json`: `serde_json::Value` parsed and written by serde_json;
 //! - `ctrflow`: the same tree parsed and written by the runtime's own `json` module (its
-//!   source file compiled in), which is what the runtime does today;
+//!   source file compiled in), the flat record written from column names gathered in one
+//!   buffer rather than built as a tree: the runtime's tree work today, except that the
+//!   runtime walks in column order where this sorts the columns (both rows sort alike);
 //! - `sonic_rs`: `sonic_rs::Value` (the fastest parser of `benches/parse.rs`, which needs its
 //!   own tree);
 //! - `spans`: a prototype ([`spans`]): objects as sorted vectors of fields, strings and
-//!   numbers as spans of the record's own text, one allocation per object or array.
+//!   numbers as spans of the record's own copy of its text, one allocation per object or
+//!   array besides that copy and the strings it decodes or edits.
 //!
 //! Per record, the tree work of the demo graph and nothing else (no plugins, no threads, no
 //! SQLite, no files):
@@ -21,8 +24,9 @@
 //! 7. the lake line: the flat record serialised;
 //! 8. drop both trees.
 //!
-//! All must write the same lake line (compared as parsed JSON) and the same column texts
-//! before anything is timed. sonic-rs is built with `sort_keys`: an object it has to edit
+//! All must write the same lake line (compared as parsed JSON, its keys in strictly
+//! increasing order; `ctrflow`'s byte for byte) and the same column texts before anything is
+//! timed. sonic-rs is built with `sort_keys`: an object it has to edit
 //! becomes a map, and without `sort_keys` that map is unordered (`AHashMap`), so the lines'
 //! key order would change from run to run.
 //!
@@ -136,7 +140,7 @@ fn with_ctrflow(text: &[u8], out: &mut Out) {
     columns.write(&mut out.line, |out, value: &&Json| json::write_value(out, value));
 }
 
-/// The flat record as the runtime makes it, without building a tree for it: each column's
+/// The flat record without building a tree for it, as the runtime writes its text: each column's
 /// name in one shared buffer, with the value it takes (a node of the record, `null` for an
 /// empty object, or an array's JSON text), sorted by name, then written.
 struct Columns<V> {
@@ -257,7 +261,7 @@ fn flatten_spans<'a>(doc: &'a spans::Doc, out: &mut Columns<&'a spans::Node>, no
     }
 }
 
-/// The SDK's flattening (`plugin-sdk/src/flatten.rs`, what `batch.flatten` runs), restated
+/// The SDK's flattening rules (`plugin-sdk/src/flatten.rs`), restated
 /// here so this crate stays free of the runtime's dependencies; `flatten_sonic` is the same
 /// for sonic-rs's tree.
 fn flatten_serde(out: &mut Vec<(String, Json)>, name: &mut String, value: &Json) {
@@ -354,7 +358,7 @@ fn parse_write_spans(text: &[u8], out: &mut Out) {
 }
 
 /// Parts of the work, timed alone (not checked against each other: no output, or the whole
-/// record's, which `check` covers through the columns).
+/// record's: `check` covers the prototype's on pretty-printed records).
 const PARTS: [(&str, Work); 4] = [
     ("ctrflow/parse", parse_ctrflow),
     ("spans/parse", parse_spans),
@@ -376,6 +380,12 @@ fn check(records: &[Vec<u8>]) {
             work(text, &mut out);
             assert_eq!(parsed(&expected.columns), parsed(&out.columns), "record {i}, {name}: the column texts differ");
             assert_eq!(parsed(&expected.line), parsed(&out.line), "record {i}, {name}: the lake lines differ");
+            let keys = line_keys(&out.line);
+            assert!(keys.is_sorted_by(|a, b| a < b), "record {i}, {name}: the lake line's keys are not in order");
+            if *name == "ctrflow" {
+                assert_eq!(expected.line, out.line, "record {i}: the runtime's writer gives serde_json's bytes");
+                assert_eq!(expected.columns, out.columns, "record {i}: the runtime's writer gives serde_json's bytes");
+            }
         }
         // The prototype's parser on white space: the record pretty-printed reads back the same.
         let tree: Json = serde_json::from_slice(text).unwrap();
@@ -390,6 +400,26 @@ fn check(records: &[Vec<u8>]) {
     let mut written = Vec::new();
     doc.write(&mut written, &doc.root);
     assert_eq!(serde_json::from_slice::<Json>(&written).unwrap(), serde_json::from_slice::<Json>(spaced).unwrap());
+}
+
+/// A JSON object's keys in the order its text holds them (`serde_json::Value` sorts them).
+fn line_keys(line: &[u8]) -> Vec<String> {
+    struct Keys;
+    impl<'de> serde::de::Visitor<'de> for Keys {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Vec<String>, A::Error> {
+            let mut keys = Vec::new();
+            while let Some(key) = map.next_key::<String>()? {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                keys.push(key);
+            }
+            Ok(keys)
+        }
+    }
+    serde::Deserializer::deserialize_map(&mut serde_json::Deserializer::from_slice(line), Keys).unwrap()
 }
 
 fn main() {
