@@ -83,22 +83,8 @@ struct Out {
 
 fn with_serde_json(text: &[u8], out: &mut Out) {
     let mut doc: Json = serde_json::from_str(std::str::from_utf8(text).unwrap()).unwrap();
-    if let Some(address) = doc.pointer_mut("/CustomerEndpoint/Address")
-        && let Some(s) = address.as_str()
-    {
-        *address = Json::String(masked(s));
-    }
-    if doc.pointer("/Agent/Username").and_then(Json::as_str).is_some() {
-        let row: Json = serde_json::from_str(ROW).unwrap();
-        doc.as_object_mut().unwrap().insert("AgentInfo".into(), row);
-    }
-    black_box(doc.get("Channel").and_then(Json::as_str));
-    for value in doc.as_object().unwrap().values() {
-        if value.is_object() || value.is_array() {
-            serde_json::to_writer(&mut out.columns, value).unwrap();
-            out.columns.push(b'\n');
-        }
-    }
+    edit(&mut doc, || serde_json::from_str(ROW).unwrap());
+    nested_columns(&doc, &mut out.columns, |out, value| serde_json::to_writer(out, value).unwrap());
     let mut columns = Vec::with_capacity(128);
     let mut name = String::with_capacity(64);
     for (key, value) in doc.as_object().unwrap() {
@@ -115,22 +101,8 @@ fn with_serde_json(text: &[u8], out: &mut Out) {
 /// `json::write_value`): the tree work as the runtime does it today.
 fn with_ctrflow(text: &[u8], out: &mut Out) {
     let mut doc: Json = json::parse(text).unwrap();
-    if let Some(address) = doc.pointer_mut("/CustomerEndpoint/Address")
-        && let Some(s) = address.as_str()
-    {
-        *address = Json::String(masked(s));
-    }
-    if doc.pointer("/Agent/Username").and_then(Json::as_str).is_some() {
-        let row: Json = json::parse(ROW.as_bytes()).unwrap();
-        doc.as_object_mut().unwrap().insert("AgentInfo".into(), row);
-    }
-    black_box(doc.get("Channel").and_then(Json::as_str));
-    for value in doc.as_object().unwrap().values() {
-        if value.is_object() || value.is_array() {
-            json::write_value(&mut out.columns, value);
-            out.columns.push(b'\n');
-        }
-    }
+    edit(&mut doc, || json::parse(ROW.as_bytes()).unwrap());
+    nested_columns(&doc, &mut out.columns, json::write_value);
     let mut columns = Columns::default();
     for (key, value) in doc.as_object().unwrap() {
         columns.stem.clear();
@@ -258,6 +230,29 @@ fn flatten_spans<'a>(doc: &'a spans::Doc, out: &mut Columns<&'a spans::Node>, no
             out.push(Cell::Text(String::from_utf8(text).unwrap()));
         }
         scalar => out.push(Cell::Node(scalar)),
+    }
+}
+
+/// Steps 2–4 on a `serde_json` tree: redact, enrich with the row `row` parses, route.
+fn edit(doc: &mut Json, row: impl FnOnce() -> Json) {
+    if let Some(address) = doc.pointer_mut("/CustomerEndpoint/Address")
+        && let Some(s) = address.as_str()
+    {
+        *address = Json::String(masked(s));
+    }
+    if doc.pointer("/Agent/Username").and_then(Json::as_str).is_some() {
+        doc.as_object_mut().unwrap().insert("AgentInfo".into(), row());
+    }
+    black_box(doc.get("Channel").and_then(Json::as_str));
+}
+
+/// Step 5 on a `serde_json` tree: every top-level object or array written by `write`, a line each.
+fn nested_columns(doc: &Json, out: &mut Vec<u8>, write: impl Fn(&mut Vec<u8>, &Json)) {
+    for value in doc.as_object().unwrap().values() {
+        if value.is_object() || value.is_array() {
+            write(out, value);
+            out.push(b'\n');
+        }
     }
 }
 
@@ -390,16 +385,18 @@ fn check(records: &[Vec<u8>]) {
         // The prototype's parser on white space: the record pretty-printed reads back the same.
         let tree: Json = serde_json::from_slice(text).unwrap();
         let pretty = serde_json::to_vec_pretty(&tree).unwrap();
-        let doc = spans::Doc::parse(&pretty);
-        let mut written = Vec::new();
-        doc.write(&mut written, &doc.root);
-        assert_eq!(serde_json::from_slice::<Json>(&written).unwrap(), tree, "record {i}: spans on pretty-printed text");
+        assert_eq!(through_spans(&pretty), tree, "record {i}: spans on pretty-printed text");
     }
     let spaced = br#" { "b" : [ 1 , "x\"y" , { } ] , "a" : { "c" : null } , "d" : [ ] } "#;
-    let doc = spans::Doc::parse(spaced);
+    assert_eq!(through_spans(spaced), serde_json::from_slice::<Json>(spaced).unwrap());
+}
+
+/// `text` parsed by the prototype, written back and read by serde_json.
+fn through_spans(text: &[u8]) -> Json {
+    let doc = spans::Doc::parse(text);
     let mut written = Vec::new();
     doc.write(&mut written, &doc.root);
-    assert_eq!(serde_json::from_slice::<Json>(&written).unwrap(), serde_json::from_slice::<Json>(spaced).unwrap());
+    serde_json::from_slice(&written).unwrap()
 }
 
 /// A JSON object's keys in the order its text holds them (`serde_json::Value` sorts them).
