@@ -80,11 +80,11 @@ pub struct RuntimeConfig {
     pub batch_bytes: String,
     /// Batches each node's input channel holds before it pushes back. Default 2.
     pub channel_capacity: usize,
-    /// Run each linear chain of transforms (a transform without named outputs whose only
-    /// reader is the next, which reads nothing else, both with the same `workers`, more than
-    /// one) on the same workers, handing each batch on in memory instead of through a channel
-    /// and another thread. Default true; false gives every transform its own threads and input
-    /// queue.
+    /// Run each chain of transforms (a transform without named outputs whose readers are all
+    /// transforms that read nothing else, all with the same `workers`, more than one: the
+    /// next of a linear chain, or every reader of a fan-out) on the same workers, handing each
+    /// batch on in memory instead of through a channel and another thread. Default true;
+    /// false gives every transform its own threads and input queue.
     pub fuse_transforms: bool,
     /// The largest record accepted from a source, e.g. `"1MiB"` (Kinesis's own limit).
     /// Larger records go to the dead letters.

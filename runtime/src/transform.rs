@@ -9,9 +9,10 @@
 //! is its input's whatever the workers: a Kinesis sink still sees one partition key's
 //! records in order.
 //!
-//! A transform fused after this one (`then`, see [`crate::topology`]) runs on the same
-//! workers: `carry` takes each batch through the whole chain, and the order, the
-//! acknowledgements, the counters, the timing and the dead letters stay each node's own.
+//! The transforms fused after this one (`then`, see [`crate::topology`]: the next of a linear
+//! chain, or every reader of a fan-out) run on the same workers: `carry` takes each batch
+//! through all of them, a share of it to each reader, and the order, the acknowledgements,
+//! the counters, the timing and the dead letters stay each node's own.
 
 use std::collections::BTreeMap;
 use std::sync::{Condvar, Mutex};
@@ -37,10 +38,11 @@ pub struct TransformNode {
     pub default: Output,
     /// Where routed records go, in the order of the plugin's declared outputs.
     pub named: Vec<Output>,
-    /// The transform that takes this one's kept records on the same worker, when the two
-    /// are fused (see [`crate::topology`]): then `default` sends nowhere and only stamps the
-    /// batch and feeds its tap.
-    pub then: Option<Box<TransformNode>>,
+    /// The transforms that take this one's kept records on the same worker, when they are
+    /// fused to it (see [`crate::topology`]): each gets its share of every batch, as the
+    /// readers of a fan-out do, and `default` sends nowhere and only stamps the batch and
+    /// feeds its tap. Empty for a transform that sends its records on.
+    pub then: Vec<TransformNode>,
 }
 
 /// The dead-letter kind of a plugin's refusal or trap.
@@ -63,11 +65,13 @@ pub fn dead_letter_kind(kind: FailureKind) -> DeadLetterKind {
 /// What one batch became: a batch per output (the default first, then the named ones).
 type Routed = Vec<Batch>;
 
-/// What one batch became after a chain: the last node's [`Routed`], and the documents
-/// each earlier node handed on while someone tapped its output (by position in the chain),
+/// What one batch became after a chain: the [`Routed`] of each node that sends its records
+/// on (by its position in [`TransformNode::nodes`]), and the documents each node that
+/// handed them on within the chain handed on while someone tapped its output (by position),
 /// to be offered to the taps in order when the batch is sent.
+#[derive(Default)]
 struct Carried {
-    routed: Routed,
+    routed: Vec<(usize, Routed)>,
     taps: Vec<(usize, Vec<Doc>)>,
 }
 
@@ -83,7 +87,7 @@ impl TransformNode {
     /// Runs until its input closes.
     pub fn run(self, rx: mpsc::Receiver<Batch>, workers: usize) -> anyhow::Result<()> {
         // Lookups retry a table that does not answer for as long as the run lasts.
-        for t in self.chain() {
+        for t in self.nodes() {
             let health = Health::lookups(t.node.key.clone(), t.node.timing.clone());
             t.plugin.context().lookup_retry.attach(health, t.node.shutdown.clone());
         }
@@ -122,7 +126,7 @@ impl TransformNode {
             // Named by node: in a fused chain the run reports under the head's key, and the
             // table that failed may be another node's.
             let unwritten: Vec<String> = self
-                .chain()
+                .nodes()
                 .enumerate()
                 .filter_map(|(position, t)| {
                     let n = t.node.timing.counters.unwritten.load(std::sync::atomic::Ordering::Relaxed);
@@ -156,7 +160,7 @@ impl TransformNode {
         workers: usize,
     ) -> anyhow::Result<()> {
         let (reorder, turn) = reorder;
-        let last = self.chain().last().expect("a chain has its head");
+        let nodes: Vec<&TransformNode> = self.nodes().collect();
         loop {
             let (seq, batch) = {
                 let mut guard = input.lock().map_err(|_| anyhow::anyhow!("a worker panicked"))?;
@@ -175,13 +179,13 @@ impl TransformNode {
             } {
                 order.next += 1;
                 for (position, docs) in taps {
-                    if let Some(t) = self.chain().nth(position) {
-                        t.default.offer_to_tap(&docs);
-                    }
+                    nodes[position].default.offer_to_tap(&docs);
                 }
-                let outputs = std::iter::once(&last.default).chain(&last.named);
-                for (output, batch) in outputs.zip(routed) {
-                    last.send(output, batch)?;
+                for (position, routed) in routed {
+                    let t = nodes[position];
+                    for (output, batch) in std::iter::once(&t.default).chain(&t.named).zip(routed) {
+                        t.send(output, batch)?;
+                    }
                 }
             }
             turn.notify_all();
@@ -195,30 +199,51 @@ impl TransformNode {
         }
     }
 
-    /// This node and the ones fused after it, in order.
-    fn chain(&self) -> impl Iterator<Item = &TransformNode> {
-        std::iter::successors(Some(self), |t| t.then.as_deref())
+    /// This node and the ones fused after it, each before those it carries, in order.
+    fn nodes(&self) -> impl Iterator<Item = &TransformNode> {
+        let mut stack = vec![self];
+        std::iter::from_fn(move || {
+            let node = stack.pop()?;
+            stack.extend(node.then.iter().rev());
+            Some(node)
+        })
     }
 
     /// Runs one batch through this node and those fused after it.
     fn carry(&self, batch: Batch) -> Carried {
-        let mut taps = Vec::new();
-        let (mut node, mut batch, mut position) = (self, batch, 0);
-        loop {
-            let mut routed = node.process(batch);
-            let Some(next) = &node.then else { return Carried { routed, taps } };
-            // A fused node has no named outputs: `routed` is its kept records alone.
-            let kept = routed.swap_remove(0);
-            if kept.records.is_empty() {
-                // Nothing for the rest of the chain, and nothing to send.
-                return Carried { routed: Vec::new(), taps };
-            }
-            Counters::add(&node.node.timing.counters.records_out, kept.records.len() as u64);
-            if let Some(docs) = node.default.tap_copy(&kept.records) {
-                taps.push((position, docs));
-            }
-            (node, batch, position) = (next, node.default.stamp(kept), position + 1);
+        let mut carried = Carried::default();
+        self.carry_into(batch, 0, &mut carried);
+        carried
+    }
+
+    /// Runs one batch through this node, at `position` in the head's [`Self::nodes`], and
+    /// on through those it carries.
+    fn carry_into(&self, batch: Batch, position: usize, carried: &mut Carried) {
+        let mut routed = self.process(batch);
+        if self.then.is_empty() {
+            carried.routed.push((position, routed));
+            return;
         }
+        // A fused node has no named outputs: `routed` is its kept records alone.
+        let kept = routed.swap_remove(0);
+        if kept.records.is_empty() {
+            // Nothing for the nodes after it, and nothing to send.
+            return;
+        }
+        Counters::add(&self.node.timing.counters.records_out, kept.records.len() as u64);
+        if let Some(docs) = self.default.tap_copy(&kept.records) {
+            carried.taps.push((position, docs));
+        }
+        let kept = self.default.stamp(kept);
+        // Each reader its share, as a fan-out sends: the records cloned (their documents
+        // shared) for all but the last, which takes the batch itself.
+        let (last, first) = self.then.split_last().expect("not empty");
+        let mut next_position = position + 1;
+        for next in first {
+            next.carry_into(kept.with_records(kept.records.clone()), next_position, carried);
+            next_position += next.nodes().count();
+        }
+        last.carry_into(kept, next_position, carried);
     }
 
     /// Runs one batch through the plugin and sorts its records by output.

@@ -1,7 +1,7 @@
 //! The data plane through the real binary: a transform with several workers keeps its
-//! input's order, a fused chain of transforms gives what separate threads give, and the
-//! file source streams large inputs (gzip too) in bounded pieces, and a flattened record (held
-//! as its text) reads the same to every kind of consumer.
+//! input's order, a fused chain of transforms (linear, or fanning out) gives what separate
+//! threads give, the file source streams large inputs (gzip too) in bounded pieces, and a
+//! flattened record (held as its text) reads the same to every kind of consumer.
 
 use std::io::Write;
 
@@ -74,6 +74,64 @@ fn a_fused_chain_of_transforms_keeps_order_and_gives_what_separate_threads_give(
     let first = &fused[0];
     assert_eq!(first["ContactId"], "c-000000");
     assert_eq!(first["CustomerEndpoint_Address"], "*********0123", "redacted, then flattened");
+}
+
+/// `redact → {flatten, route}` on three workers each, fused or not: 20,000 records whose
+/// channel alternates (VOICE, CHAT, VOICE, TASK), so that `route` splits each batch three
+/// ways. What the run printed, and each sink's lines.
+fn run_fan_out(name: &str, fuse: bool) -> (String, [Vec<serde_json::Value>; 3]) {
+    let dir = temp_dir(name);
+    let channels = ["VOICE", "CHAT", "VOICE", "TASK"];
+    let text: String = (0..20_000)
+        .map(|i| {
+            format!(
+                "{{\"ContactId\":\"c-{i:06}\",\"Channel\":\"{}\",\"CustomerEndpoint\":{{\"Address\":\"+447700900123\"}}}}\n",
+                channels[i % 4]
+            )
+        })
+        .collect();
+    std::fs::write(dir.join("in.jsonl"), text).unwrap();
+    std::fs::write(
+        dir.join("p.toml"),
+        format!(
+            "[runtime]\nbatch_size = 64\nfuse_transforms = {fuse}\n\
+             [sources.in]\ntype = \"file\"\npath = \"in.jsonl\"\n\
+             [transforms.redact]\nplugin = \"redact-pii\"\ninputs = [\"in\"]\nworkers = 3\n\
+             [transforms.flatten]\nplugin = \"ctr-flatten\"\ninputs = [\"redact\"]\nworkers = 3\n\
+             [transforms.route]\nplugin = \"route-by-field\"\ninputs = [\"redact\"]\nworkers = 3\n\
+             config = {{ field = \"Channel\", routes = [\"VOICE\"], default = \"other\" }}\n\
+             [sinks.lake]\ntype = \"file\"\ninputs = [\"flatten\"]\npath = \"lake.jsonl\"\n\
+             [sinks.voice]\ntype = \"file\"\ninputs = [\"route.VOICE\"]\npath = \"voice.jsonl\"\n\
+             [sinks.other]\ntype = \"file\"\ninputs = [\"route.other\"]\npath = \"other.jsonl\"\n"
+        ),
+    )
+    .unwrap();
+    let out = ctrflow(&dir, &["run", "p.toml", "--quiet", "--log", "ctrflow=debug"]);
+    assert!(out.success, "{}", out.stderr);
+    let read = |f: &str| read_jsonl(&dir.join(f));
+    (out.stderr, [read("lake.jsonl"), read("voice.jsonl"), read("other.jsonl")])
+}
+
+#[test]
+fn a_fused_fan_out_gives_every_reader_every_record_in_order_as_separate_threads_do() {
+    let (log, fused) = run_fan_out("fused-fan-out", true);
+    assert!(log.contains("redact → {flatten, route}"), "{log}");
+    let (log, separate) = run_fan_out("separate-fan-out", false);
+    assert!(!log.contains("Transforms fused"), "{log}");
+    let [lake, voice, other] = &fused;
+    let ids = |rows: &[serde_json::Value]| -> Vec<String> {
+        rows.iter().map(|r| r["ContactId"].as_str().unwrap().to_owned()).collect()
+    };
+    let all: Vec<String> = (0..20_000).map(|i| format!("c-{i:06}")).collect();
+    assert_eq!(ids(lake), all, "the lake gets every record, in order");
+    assert_eq!(ids(voice), all.iter().step_by(2).cloned().collect::<Vec<_>>(), "VOICE, in order");
+    assert_eq!(ids(other), all.iter().skip(1).step_by(2).cloned().collect::<Vec<_>>(), "the rest, in order");
+    assert!(lake.iter().all(|r| r["CustomerEndpoint_Address"] == "*********0123"), "redacted, then flattened");
+    assert!(
+        voice.iter().chain(other).all(|r| r["CustomerEndpoint"]["Address"] == "*********0123"),
+        "redacted, not flattened"
+    );
+    assert_eq!(fused, separate, "the same lines to each sink as separate threads write");
 }
 
 #[test]
