@@ -42,24 +42,30 @@ fn a_transform_with_several_workers_keeps_its_input_order() {
     assert!(rows.iter().all(|r| !r.to_string().contains("+447700900123")), "redacted on every worker");
 }
 
-/// `redact → flatten` on three workers each, fused or not; what the run printed and wrote.
-fn run_chain(name: &str, fuse: bool) -> (String, Vec<serde_json::Value>) {
-    let dir = temp_dir(name);
-    input(&dir, 20_000);
+/// Runs `redact → flatten` on three workers each, batches of 64, fused or not, reading
+/// `in.jsonl` in `dir`, with the nodes `rest` adds; what the run printed.
+fn run_fusable(dir: &std::path::Path, fuse: bool, rest: &str) -> String {
     std::fs::write(
         dir.join("p.toml"),
         format!(
             "[runtime]\nbatch_size = 64\nfuse_transforms = {fuse}\n\
              [sources.in]\ntype = \"file\"\npath = \"in.jsonl\"\n\
              [transforms.redact]\nplugin = \"redact-pii\"\ninputs = [\"in\"]\nworkers = 3\n\
-             [transforms.flatten]\nplugin = \"ctr-flatten\"\ninputs = [\"redact\"]\nworkers = 3\n\
-             [sinks.out]\ntype = \"file\"\ninputs = [\"flatten\"]\npath = \"out.jsonl\"\n"
+             [transforms.flatten]\nplugin = \"ctr-flatten\"\ninputs = [\"redact\"]\nworkers = 3\n{rest}"
         ),
     )
     .unwrap();
-    let out = ctrflow(&dir, &["run", "p.toml", "--quiet", "--log", "ctrflow=debug"]);
+    let out = ctrflow(dir, &["run", "p.toml", "--quiet", "--log", "ctrflow=debug"]);
     assert!(out.success, "{}", out.stderr);
-    (out.stderr, read_jsonl(&dir.join("out.jsonl")))
+    out.stderr
+}
+
+/// `redact → flatten` into one file, fused or not; what the run printed and wrote.
+fn run_chain(name: &str, fuse: bool) -> (String, Vec<serde_json::Value>) {
+    let dir = temp_dir(name);
+    input(&dir, 20_000);
+    let log = run_fusable(&dir, fuse, "[sinks.out]\ntype = \"file\"\ninputs = [\"flatten\"]\npath = \"out.jsonl\"\n");
+    (log, read_jsonl(&dir.join("out.jsonl")))
 }
 
 #[test]
@@ -91,25 +97,17 @@ fn run_fan_out(name: &str, fuse: bool) -> (String, [Vec<serde_json::Value>; 3]) 
         })
         .collect();
     std::fs::write(dir.join("in.jsonl"), text).unwrap();
-    std::fs::write(
-        dir.join("p.toml"),
-        format!(
-            "[runtime]\nbatch_size = 64\nfuse_transforms = {fuse}\n\
-             [sources.in]\ntype = \"file\"\npath = \"in.jsonl\"\n\
-             [transforms.redact]\nplugin = \"redact-pii\"\ninputs = [\"in\"]\nworkers = 3\n\
-             [transforms.flatten]\nplugin = \"ctr-flatten\"\ninputs = [\"redact\"]\nworkers = 3\n\
-             [transforms.route]\nplugin = \"route-by-field\"\ninputs = [\"redact\"]\nworkers = 3\n\
-             config = {{ field = \"Channel\", routes = [\"VOICE\"], default = \"other\" }}\n\
-             [sinks.lake]\ntype = \"file\"\ninputs = [\"flatten\"]\npath = \"lake.jsonl\"\n\
-             [sinks.voice]\ntype = \"file\"\ninputs = [\"route.VOICE\"]\npath = \"voice.jsonl\"\n\
-             [sinks.other]\ntype = \"file\"\ninputs = [\"route.other\"]\npath = \"other.jsonl\"\n"
-        ),
-    )
-    .unwrap();
-    let out = ctrflow(&dir, &["run", "p.toml", "--quiet", "--log", "ctrflow=debug"]);
-    assert!(out.success, "{}", out.stderr);
+    let log = run_fusable(
+        &dir,
+        fuse,
+        "[transforms.route]\nplugin = \"route-by-field\"\ninputs = [\"redact\"]\nworkers = 3\n\
+         config = { field = \"Channel\", routes = [\"VOICE\"], default = \"other\" }\n\
+         [sinks.lake]\ntype = \"file\"\ninputs = [\"flatten\"]\npath = \"lake.jsonl\"\n\
+         [sinks.voice]\ntype = \"file\"\ninputs = [\"route.VOICE\"]\npath = \"voice.jsonl\"\n\
+         [sinks.other]\ntype = \"file\"\ninputs = [\"route.other\"]\npath = \"other.jsonl\"\n",
+    );
     let read = |f: &str| read_jsonl(&dir.join(f));
-    (out.stderr, [read("lake.jsonl"), read("voice.jsonl"), read("other.jsonl")])
+    (log, [read("lake.jsonl"), read("voice.jsonl"), read("other.jsonl")])
 }
 
 #[test]
