@@ -79,6 +79,8 @@ struct Carried {
 struct Reorder {
     next: u64,
     ready: BTreeMap<u64, Carried>,
+    /// A worker is sending results on (in order); the others leave theirs to it.
+    sending: bool,
     /// A worker stopped on an error: the others stop waiting for their turn.
     failed: bool,
 }
@@ -92,7 +94,8 @@ impl TransformNode {
             t.plugin.context().lookup_retry.attach(health, t.node.shutdown.clone());
         }
         let input = Mutex::new((rx, 0u64));
-        let reorder = (Mutex::new(Reorder { next: 0, ready: BTreeMap::new(), failed: false }), Condvar::new());
+        let reorder =
+            (Mutex::new(Reorder { next: 0, ready: BTreeMap::new(), sending: false, failed: false }), Condvar::new());
         let workers = workers.max(1);
         // Workers are named for the node (`tf:redact.1`, `tf:redact.2`), so `top -H` tells
         // them apart from other nodes' workers.
@@ -171,22 +174,24 @@ impl TransformNode {
             let carried = self.carry(batch);
             let mut order = reorder.lock().map_err(|_| anyhow::anyhow!("a worker panicked"))?;
             order.ready.insert(seq, carried);
-            // Send everything that is now next in line, in order, holding the lock so no
-            // other worker can send (or tap) out of turn.
-            while let Some(Carried { routed, taps }) = {
-                let next = order.next;
-                order.ready.remove(&next)
-            } {
-                order.next += 1;
-                for (position, docs) in taps {
-                    nodes[position].default.offer_to_tap(&docs);
+            if !order.sending {
+                // This worker sends everything that is next in line, in order, one batch at
+                // a time without the lock: the others go on working meanwhile (up to the
+                // bound on parked results) and leave what they finish to it, so a reader
+                // slow to take a batch (a sink whose write is syncing) holds up only the
+                // sending, not the work.
+                order.sending = true;
+                while let Some(carried) = {
+                    let next = order.next;
+                    order.ready.remove(&next)
+                } {
+                    order.next += 1;
+                    drop(order);
+                    turn.notify_all();
+                    self.send_carried(&nodes, carried)?;
+                    order = reorder.lock().map_err(|_| anyhow::anyhow!("a worker panicked"))?;
                 }
-                for (position, routed) in routed {
-                    let t = nodes[position];
-                    for (output, batch) in std::iter::once(&t.default).chain(&t.named).zip(routed) {
-                        t.send(output, batch)?;
-                    }
-                }
+                order.sending = false;
             }
             turn.notify_all();
             while order.ready.len() >= workers && !order.failed {
@@ -197,6 +202,21 @@ impl TransformNode {
                 return Ok(());
             }
         }
+    }
+
+    /// Sends one batch's results on: the documents set aside for taps first, then what each
+    /// node that sends on kept, to each of its outputs.
+    fn send_carried(&self, nodes: &[&TransformNode], Carried { routed, taps }: Carried) -> anyhow::Result<()> {
+        for (position, docs) in taps {
+            nodes[position].default.offer_to_tap(&docs);
+        }
+        for (position, routed) in routed {
+            let t = nodes[position];
+            for (output, batch) in std::iter::once(&t.default).chain(&t.named).zip(routed) {
+                t.send(output, batch)?;
+            }
+        }
+        Ok(())
     }
 
     /// This node and the ones fused after it, each before those it carries, in order.
