@@ -66,9 +66,9 @@ pub fn dead_letter_kind(kind: FailureKind) -> DeadLetterKind {
 type Routed = Vec<Batch>;
 
 /// What one batch became after a chain: the [`Routed`] of each node that sends its records
-/// on (by its position in [`TransformNode::nodes`]), and the documents each node that
-/// handed them on within the chain handed on while someone tapped its output (by position),
-/// to be offered to the taps in order when the batch is sent.
+/// on (by its position in [`TransformNode::nodes`]), and the documents each node handed on
+/// within the chain while someone tapped its output (by position), to be offered to the
+/// taps in order when the batch is sent.
 #[derive(Default)]
 struct Carried {
     routed: Vec<(usize, Routed)>,
