@@ -66,19 +66,17 @@ pub fn dead_letter_kind(kind: FailureKind) -> DeadLetterKind {
 type Routed = Vec<Batch>;
 
 /// What one batch became after a chain: the [`Routed`] of each node that sends its records
-/// on (by its position in [`TransformNode::nodes`]), and the documents each node handed on
-/// within the chain while someone tapped its output (by position), to be offered to the
-/// taps in order when the batch is sent.
-#[derive(Default)]
-struct Carried {
-    routed: Vec<(usize, Routed)>,
-    taps: Vec<(usize, Vec<Doc>)>,
+/// on, and the documents each node handed on within the chain while someone tapped its
+/// output, to be offered to the taps in order when the batch is sent.
+struct Carried<'a> {
+    routed: Vec<(&'a TransformNode, Routed)>,
+    taps: Vec<(&'a TransformNode, Vec<Doc>)>,
 }
 
 /// Results waiting for the batches before them to be sent.
-struct Reorder {
+struct Reorder<'a> {
     next: u64,
-    ready: BTreeMap<u64, Carried>,
+    ready: BTreeMap<u64, Carried<'a>>,
     /// A worker is sending results on (in order); the others leave theirs to it.
     sending: bool,
     /// A worker stopped on an error: the others stop waiting for their turn.
@@ -156,14 +154,13 @@ impl TransformNode {
     /// finds that many parked waits for the batch at the front (being processed by another
     /// worker) to be sent before it takes another, so a slow batch (a lookup table that
     /// does not answer) holds at most `workers` results behind it, not the whole input.
-    fn work(
-        &self,
+    fn work<'a>(
+        &'a self,
         input: &Mutex<(mpsc::Receiver<Batch>, u64)>,
-        reorder: &(Mutex<Reorder>, Condvar),
+        reorder: &(Mutex<Reorder<'a>>, Condvar),
         workers: usize,
     ) -> anyhow::Result<()> {
         let (reorder, turn) = reorder;
-        let nodes: Vec<&TransformNode> = self.nodes().collect();
         loop {
             let (seq, batch) = {
                 let mut guard = input.lock().map_err(|_| anyhow::anyhow!("a worker panicked"))?;
@@ -188,7 +185,7 @@ impl TransformNode {
                     order.next += 1;
                     drop(order);
                     turn.notify_all();
-                    self.send_carried(&nodes, carried)?;
+                    Self::send_carried(carried)?;
                     order = reorder.lock().map_err(|_| anyhow::anyhow!("a worker panicked"))?;
                 }
                 order.sending = false;
@@ -206,12 +203,11 @@ impl TransformNode {
 
     /// Sends one batch's results on: the documents set aside for taps first, then what each
     /// node that sends on kept, to each of its outputs.
-    fn send_carried(&self, nodes: &[&TransformNode], Carried { routed, taps }: Carried) -> anyhow::Result<()> {
-        for (position, docs) in taps {
-            nodes[position].default.offer_to_tap(&docs);
+    fn send_carried(Carried { routed, taps }: Carried<'_>) -> anyhow::Result<()> {
+        for (t, docs) in taps {
+            t.default.offer_to_tap(&docs);
         }
-        for (position, routed) in routed {
-            let t = nodes[position];
+        for (t, routed) in routed {
             for (output, batch) in std::iter::once(&t.default).chain(&t.named).zip(routed) {
                 t.send(output, batch)?;
             }
@@ -230,18 +226,17 @@ impl TransformNode {
     }
 
     /// Runs one batch through this node and those fused after it.
-    fn carry(&self, batch: Batch) -> Carried {
-        let mut carried = Carried::default();
-        self.carry_into(batch, 0, &mut carried);
+    fn carry(&self, batch: Batch) -> Carried<'_> {
+        let mut carried = Carried { routed: Vec::new(), taps: Vec::new() };
+        self.carry_into(batch, &mut carried);
         carried
     }
 
-    /// Runs one batch through this node, at `position` in the head's [`Self::nodes`], and
-    /// on through those it carries.
-    fn carry_into(&self, batch: Batch, position: usize, carried: &mut Carried) {
+    /// Runs one batch through this node and on through those it carries.
+    fn carry_into<'a>(&'a self, batch: Batch, carried: &mut Carried<'a>) {
         let mut routed = self.process(batch);
         if self.then.is_empty() {
-            carried.routed.push((position, routed));
+            carried.routed.push((self, routed));
             return;
         }
         // A fused node has no named outputs: `routed` is its kept records alone.
@@ -252,18 +247,16 @@ impl TransformNode {
         }
         Counters::add(&self.node.timing.counters.records_out, kept.records.len() as u64);
         if let Some(docs) = self.default.tap_copy(&kept.records) {
-            carried.taps.push((position, docs));
+            carried.taps.push((self, docs));
         }
         let kept = self.default.stamp(kept);
         // Each reader its share, as a fan-out sends: the records cloned (their documents
         // shared) for all but the last, which takes the batch itself.
         let (last, first) = self.then.split_last().expect("not empty");
-        let mut next_position = position + 1;
         for next in first {
-            next.carry_into(kept.with_records(kept.records.clone()), next_position, carried);
-            next_position += next.nodes().count();
+            next.carry_into(kept.with_records(kept.records.clone()), carried);
         }
-        last.carry_into(kept, next_position, carried);
+        last.carry_into(kept, carried);
     }
 
     /// Runs one batch through the plugin and sorts its records by output.
