@@ -42,11 +42,13 @@ const DEPLOY_FILES: [&str; 4] = ["ctrflow.service", "ctrflow.env", "pipeline.tom
 
 pub fn dist(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let mut target = None;
+    let mut pgo = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--target" => target = Some(it.next().context("--target needs a triple")?.clone()),
-            other => bail!("dist: unknown argument {other:?} (usage: cargo xtask dist [--target TRIPLE])"),
+            "--pgo" => pgo = true,
+            other => bail!("dist: unknown argument {other:?} (usage: cargo xtask dist [--target TRIPLE] [--pgo])"),
         }
     }
     let installed = installed_targets(root);
@@ -66,15 +68,19 @@ pub fn dist(root: &Path, args: &[String]) -> anyhow::Result<()> {
         bail!("the Rust target {target} is not installed: `rustup target add {target}` first");
     }
     wasm_target(root)?;
-    let mut build = cargo(root);
-    build.args(["build", "--release", "-p", "ctrflow"]);
-    let mut release = target_dir(root);
-    if target != host_triple() {
-        build.args(["--target", &target]);
-        release.push(&target);
-    }
-    run(&mut build)?;
-    let binary = release.join("release").join("ctrflow");
+    let binary = if pgo {
+        crate::pgo::build(root, Some(&target))?
+    } else {
+        let mut build = cargo(root);
+        build.args(["build", "--release", "-p", "ctrflow"]);
+        let mut release = target_dir(root);
+        if target != host_triple() {
+            build.args(["--target", &target]);
+            release.push(&target);
+        }
+        run(&mut build)?;
+        release.join("release").join("ctrflow")
+    };
 
     let version = env!("CARGO_PKG_VERSION");
     let name = format!("ctrflow-{version}-{target}");

@@ -5,12 +5,13 @@
 //! - `cargo xtask test`  — everything CI runs: formatting, the workspace tests (which
 //!   start their own AWS emulator), and the plugins' native unit tests.
 //! - `cargo xtask bench` — the benchmarks (criterion); `cargo xtask bench throughput
-//!   [--records N] [--rounds R]` — ctrflow against a Python baseline and the native limit
-//!   ([`throughput`], docs/performance.md).
+//!   [--records N] [--rounds R] [--pgo]` — ctrflow against a Python baseline and the native
+//!   limit ([`throughput`], docs/performance.md).
 //! - `cargo xtask fuzz [--seconds N] [target…]` — runs the fuzz targets in `fuzz/` for N
 //!   seconds each (default 60) and prints executions and findings; not part of `test`.
-//! - `cargo xtask dist`  — the tarball to deploy: binary, systemd unit, Dockerfile (see
-//!   `deploy/README.md`).
+//! - `cargo xtask dist [--pgo]` — the tarball to deploy: binary, systemd unit, Dockerfile
+//!   (see `deploy/README.md`); `--pgo` builds the binary with profile-guided optimisation
+//!   ([`pgo`]).
 //!
 //! Each makes sure the `wasm32-wasip2` target is installed first (this machine sets
 //! `RUSTUP_AUTO_INSTALL=0`, so `rust-toolchain.toml` alone does not add it), and the test
@@ -25,6 +26,7 @@ use anyhow::{Context, bail};
 
 mod dist;
 mod fuzz;
+mod pgo;
 mod throughput;
 
 fn main() -> anyhow::Result<()> {
@@ -55,10 +57,10 @@ fn main() -> anyhow::Result<()> {
             eprintln!("  demo   run the local demo pipeline (pipelines/local-demo.toml)");
             eprintln!("  test   run every test CI runs");
             eprintln!(
-                "  bench  run the benchmarks (`bench throughput [--records N] [--rounds R]`: the throughput comparison)"
+                "  bench  run the benchmarks (`bench throughput [--records N] [--rounds R] [--pgo]`: the throughput comparison)"
             );
             eprintln!("  fuzz   run each fuzz target for a while: [--seconds N] [target…]");
-            eprintln!("  dist   build and check the tarball to deploy (binary, systemd unit, Dockerfile)");
+            eprintln!("  dist   build and check the tarball to deploy (binary, systemd unit, Dockerfile); [--pgo]");
             eprintln!("  moto   install the AWS emulator if needed and print its path");
             eprintln!("  lang-tools  install componentize-py and componentize-js (Python and JS plugins)");
             eprintln!("  lambda-python  install AWS's Python runtime interface client (the lambda::measure baseline)");

@@ -1,5 +1,6 @@
-//! `cargo xtask bench throughput [--records N] [--rounds R]`: ctrflow against its two
-//! yardsticks, in one run, on one generated input file.
+//! `cargo xtask bench throughput [--records N] [--rounds R] [--pgo]`: ctrflow against its
+//! two yardsticks, in one run, on one generated input file. `--pgo` measures ctrflow built
+//! with profile-guided optimisation ([`crate::pgo`]) instead of the plain release build.
 //!
 //! 1. Generates (once, cached under the target directory) N realistic contact records as
 //!    one JSON-lines file, with ctrflow's own generator (`bench/generate.toml`: fixed seed
@@ -44,6 +45,8 @@ const DEFAULT_ROUNDS: usize = 3;
 struct Args {
     records: u64,
     rounds: usize,
+    /// Measure the profile-guided build.
+    pgo: bool,
 }
 
 /// The three rows, in the order the table prints them.
@@ -83,14 +86,18 @@ impl Measured {
 }
 
 pub fn throughput(root: &Path, args: &[String]) -> anyhow::Result<()> {
-    let Args { records, rounds } = parse_args(args)?;
+    let Args { records, rounds, pgo } = parse_args(args)?;
     wasm_target(root)?;
-    run(cargo(root).args(["build", "--release", "-p", "ctrflow"]))?;
+    let ctrflow = if pgo {
+        crate::pgo::build(root, None)?
+    } else {
+        run(cargo(root).args(["build", "--release", "-p", "ctrflow"]))?;
+        target_dir(root).join("release").join("ctrflow")
+    };
     // The native limit is its own workspace (its benchmark parsers stay out of the main one).
     let target = target_dir(root);
     run(cargo(root).args(["build", "--release", "--manifest-path", "bench/Cargo.toml", "--target-dir"]).arg(&target))?;
-    let bin = target_dir(root).join("release");
-    let (ctrflow, native) = (bin.join("ctrflow"), bin.join("native-limit"));
+    let native = target.join("release").join("native-limit");
     let work = target_dir(root).join("bench-throughput");
     std::fs::create_dir_all(&work)?;
 
@@ -132,8 +139,9 @@ pub fn throughput(root: &Path, args: &[String]) -> anyhow::Result<()> {
         cpu_model()
     );
     println!(
-        "load average before the rows: {load}; {rounds} round{}, medians (peak RSS: the largest)",
-        if rounds == 1 { "" } else { "s" }
+        "load average before the rows: {load}; {rounds} round{}, medians (peak RSS: the largest); ctrflow: {}",
+        if rounds == 1 { "" } else { "s" },
+        if pgo { "the profile-guided build (--pgo)" } else { "the release build" }
     );
     println!(
         "{:<22} {:>11} {:>9} {:>7} {:>14} {:>16}",
@@ -240,10 +248,14 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 fn parse_args(args: &[String]) -> anyhow::Result<Args> {
-    const USAGE: &str = "usage: cargo xtask bench throughput [--records N] [--rounds R]";
-    let mut parsed = Args { records: DEFAULT_RECORDS, rounds: DEFAULT_ROUNDS };
+    const USAGE: &str = "usage: cargo xtask bench throughput [--records N] [--rounds R] [--pgo]";
+    let mut parsed = Args { records: DEFAULT_RECORDS, rounds: DEFAULT_ROUNDS, pgo: false };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
+        if arg == "--pgo" {
+            parsed.pgo = true;
+            continue;
+        }
         let (name, inline) = arg.split_once('=').map_or((arg.as_str(), None), |(name, value)| (name, Some(value)));
         if !matches!(name, "--records" | "--rounds") {
             bail!("unknown argument {arg:?} ({USAGE})");
