@@ -19,7 +19,7 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-use crate::{cargo, host_triple, run, target_dir, wasm_target};
+use crate::{build_ctrflow, host_triple, run, target_dir, wasm_target};
 
 /// The unit's settings the deployment README promises; the check fails without them.
 const UNIT_MUST_HAVE: [&str; 12] = [
@@ -68,19 +68,8 @@ pub fn dist(root: &Path, args: &[String]) -> anyhow::Result<()> {
         bail!("the Rust target {target} is not installed: `rustup target add {target}` first");
     }
     wasm_target(root)?;
-    let binary = if pgo {
-        crate::pgo::build(root, Some(&target))?
-    } else {
-        let mut build = cargo(root);
-        build.args(["build", "--release", "-p", "ctrflow"]);
-        let mut release = target_dir(root);
-        if target != host_triple() {
-            build.args(["--target", &target]);
-            release.push(&target);
-        }
-        run(&mut build)?;
-        release.join("release").join("ctrflow")
-    };
+    let binary =
+        if pgo { crate::pgo::build(root, Some(&target))? } else { build_ctrflow(root, Some(&target), None, None)? };
 
     let version = env!("CARGO_PKG_VERSION");
     let name = format!("ctrflow-{version}-{target}");

@@ -95,14 +95,46 @@ fn wasm_target(root: &Path) -> anyhow::Result<()> {
     run(Command::new("rustup").current_dir(root).args(["target", "add", "wasm32-wasip2"]))
 }
 
+/// `cargo build --release -p ctrflow` for `target` (the host's when `None`), into the target
+/// directory `dir` (`None`: the usual one, [`target_dir`]), with `rustflag` added to the
+/// user's `RUSTFLAGS` when given; the binary's path.
+fn build_ctrflow(
+    root: &Path,
+    target: Option<&str>,
+    dir: Option<&Path>,
+    rustflag: Option<&str>,
+) -> anyhow::Result<PathBuf> {
+    let mut build = cargo(root);
+    build.args(["build", "--release", "-p", "ctrflow"]);
+    let mut binary = target_dir(root);
+    if let Some(dir) = dir {
+        build.env("CARGO_TARGET_DIR", dir);
+        binary = dir.to_path_buf();
+    }
+    if let Some(flag) = rustflag {
+        let mut flags = std::env::var("RUSTFLAGS").unwrap_or_default();
+        if !flags.is_empty() {
+            flags.push(' ');
+        }
+        flags.push_str(flag);
+        // The encoded form would take precedence over RUSTFLAGS (and drop the flag).
+        build.env_remove("CARGO_ENCODED_RUSTFLAGS").env("RUSTFLAGS", flags);
+    }
+    if let Some(t) = target.filter(|t| *t != host_triple()) {
+        build.args(["--target", t]);
+        binary.push(t);
+    }
+    run(&mut build)?;
+    Ok(binary.join("release").join("ctrflow"))
+}
+
 fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"))
 }
 
 fn demo(root: &Path, extra: &[String]) -> anyhow::Result<()> {
     wasm_target(root)?;
-    run(cargo(root).args(["build", "--release", "-p", "ctrflow"]))?;
-    let bin = target_dir(root).join("release").join("ctrflow");
+    let bin = build_ctrflow(root, None, None, None)?;
     std::fs::create_dir_all(root.join("out/demo"))?;
     // A fresh demo each time: the generator does not resume, and old rows would confuse.
     for stale in

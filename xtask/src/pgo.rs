@@ -29,7 +29,7 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-use crate::{cargo, host_triple, run, target_dir};
+use crate::{build_ctrflow, host_triple, run, target_dir};
 
 /// Records the training run generates and runs through the demo's graph.
 const TRAINING_RECORDS: u64 = 20_000;
@@ -45,8 +45,12 @@ pub fn build(root: &Path, target: Option<&str>) -> anyhow::Result<PathBuf> {
     let merged = dir.join("ctrflow.profdata");
 
     eprintln!("\npgo 1/3: the instrumented build");
-    let instrumented =
-        build_with(root, &dir.join("instrumented"), target, &format!("-Cprofile-generate={}", raw.display()))?;
+    let instrumented = build_ctrflow(
+        root,
+        target,
+        Some(&dir.join("instrumented")),
+        Some(&format!("-Cprofile-generate={}", raw.display())),
+    )?;
 
     // A new profile rebuilds every crate of the optimised build (rustc names the profile as
     // an input of each): train again only when the instrumented binary changed.
@@ -60,7 +64,7 @@ pub fn build(root: &Path, target: Option<&str>) -> anyhow::Result<PathBuf> {
     }
 
     eprintln!("\npgo 3/3: the optimised build");
-    build_with(root, &dir.join("optimized"), target, &format!("-Cprofile-use={}", merged.display()))
+    build_ctrflow(root, target, Some(&dir.join("optimized")), Some(&format!("-Cprofile-use={}", merged.display())))
 }
 
 /// The training run: the instrumented binary generates records and runs the demo's graph on
@@ -109,30 +113,12 @@ fn stamp(path: &Path) -> anyhow::Result<String> {
     Ok(format!("{} {:?}", meta.len(), meta.modified()?))
 }
 
-/// `cargo build --release -p ctrflow` into `dir` with `flag` added to the user's
-/// `RUSTFLAGS`; the binary's path.
-fn build_with(root: &Path, dir: &Path, target: Option<&str>, flag: &str) -> anyhow::Result<PathBuf> {
-    let mut flags = std::env::var("RUSTFLAGS").unwrap_or_default();
-    if !flags.is_empty() {
-        flags.push(' ');
-    }
-    flags.push_str(flag);
-    let mut build = cargo(root);
-    // The encoded form would take precedence over RUSTFLAGS (and drop the flag).
-    build.env_remove("CARGO_ENCODED_RUSTFLAGS").env("RUSTFLAGS", flags).env("CARGO_TARGET_DIR", dir);
-    build.args(["build", "--release", "-p", "ctrflow"]);
-    let mut binary = dir.to_path_buf();
-    if let Some(t) = target.filter(|t| *t != host_triple()) {
-        build.args(["--target", t]);
-        binary.push(t);
-    }
-    run(&mut build)?;
-    Ok(binary.join("release").join("ctrflow"))
-}
-
 /// The toolchain's `llvm-profdata` (rustup's `llvm-tools` component, added when missing).
 fn llvm_profdata(root: &Path) -> anyhow::Result<PathBuf> {
     let sysroot = Command::new("rustc").current_dir(root).args(["--print", "sysroot"]).output()?;
+    if !sysroot.status.success() {
+        bail!("`rustc --print sysroot` failed: {}", String::from_utf8_lossy(&sysroot.stderr).trim());
+    }
     let sysroot = PathBuf::from(String::from_utf8(sysroot.stdout)?.trim());
     let tool = sysroot.join("lib/rustlib").join(host_triple()).join("bin/llvm-profdata");
     if !tool.exists() {

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::{cargo, run, target_dir, wasm_target};
+use crate::{build_ctrflow, cargo, run, target_dir, wasm_target};
 
 /// Records in the standard run (the figure the docs quote).
 const DEFAULT_RECORDS: u64 = 100_000;
@@ -88,12 +88,7 @@ impl Measured {
 pub fn throughput(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let Args { records, rounds, pgo } = parse_args(args)?;
     wasm_target(root)?;
-    let ctrflow = if pgo {
-        crate::pgo::build(root, None)?
-    } else {
-        run(cargo(root).args(["build", "--release", "-p", "ctrflow"]))?;
-        target_dir(root).join("release").join("ctrflow")
-    };
+    let ctrflow = if pgo { crate::pgo::build(root, None)? } else { build_ctrflow(root, None, None, None)? };
     // The native limit is its own workspace (its benchmark parsers stay out of the main one).
     let target = target_dir(root);
     run(cargo(root).args(["build", "--release", "--manifest-path", "bench/Cargo.toml", "--target-dir"]).arg(&target))?;
