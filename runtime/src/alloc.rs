@@ -105,7 +105,8 @@ pub fn configure_sqlite() -> bool {
         unsafe { mi::mi_usable_size(p) as c_int }
     }
     unsafe extern "C" fn roundup(n: c_int) -> c_int {
-        // SQLite asks for 8-byte multiples; mimalloc's blocks are words.
+        // mimalloc's blocks are words. SQLite asks only for sizes under 0x7fffff00 (it
+        // refuses larger ones before calling), so this cannot overflow.
         (n + 7) & !7
     }
     unsafe extern "C" fn init(_: *mut c_void) -> c_int {
@@ -124,7 +125,8 @@ pub fn configure_sqlite() -> bool {
         pAppData: std::ptr::null_mut(),
     };
     // SAFETY: `sqlite3_config` before `sqlite3_initialize` (it refuses with SQLITE_MISUSE
-    // otherwise, changing nothing); SQLite copies the methods before it returns, and every method keeps SQLite's contract (8-byte aligned blocks, sizes of live blocks).
+    // otherwise, changing nothing); SQLite copies the methods before it returns, and every
+    // method keeps SQLite's contract (8-byte aligned blocks, sizes of live blocks).
     unsafe {
         ffi::sqlite3_config(ffi::SQLITE_CONFIG_MEMSTATUS, 0 as c_int) == ffi::SQLITE_OK
             && ffi::sqlite3_config(ffi::SQLITE_CONFIG_MALLOC, &methods as *const ffi::sqlite3_mem_methods)
