@@ -57,7 +57,7 @@
 //! `ContactId` offer newer-wins writes instead, which make re-delivery harmless), or
 //! any coordination beyond what DynamoDB conditional writes give a fleet.
 
-pub use alloc::{Allocator, configure_sqlite};
+pub use alloc::Allocator;
 
 pub mod ack;
 pub mod admin;

@@ -7,7 +7,7 @@ static GLOBAL: ctrflow::Allocator = ctrflow::Allocator;
 
 fn main() -> std::process::ExitCode {
     no_transparent_huge_pages();
-    ctrflow::configure_sqlite();
+    ctrflow::connectors::sqlite::memory::configure();
     let cli = ctrflow::cli::Cli::parse();
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
     ctrflow::logs::init(&filter, cli.log_format);

@@ -40,6 +40,7 @@
 //! their trees would; the write binds from the staged row.
 
 mod checkpointer;
+pub mod memory;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
